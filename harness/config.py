@@ -1,0 +1,80 @@
+"""Settings, resolved in one order: defaults < [tool.harness] in ./pyproject.toml or
+./harness.toml < HARNESS_* environment variables < command-line flags.
+
+Paths are relative to the current directory unless absolute, so a project folder is
+self-contained: data/, runs/, submissions/, reports/ live beside the user's pyproject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data/digit-recognizer")
+    runs_dir: Path = Path("runs")
+    submissions_dir: Path = Path("submissions")
+    reports_dir: Path = Path("reports")
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "harness")
+    folds: int = 5
+    seed: int = 42
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with the non-None `changes` applied (unset flags keep lower layers)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **_coerce(changes))
+
+
+_ENV = {
+    "data_dir": "HARNESS_DATA_DIR",
+    "runs_dir": "HARNESS_RUNS_DIR",
+    "submissions_dir": "HARNESS_SUBMISSIONS_DIR",
+    "reports_dir": "HARNESS_REPORTS_DIR",
+    "cache_dir": "HARNESS_CACHE",
+    "folds": "HARNESS_FOLDS",
+    "seed": "HARNESS_SEED",
+}
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    types = {f.name: f.type for f in dataclasses.fields(Settings)}
+    for key, value in values.items():
+        if key not in types:
+            raise UsageError(f"unknown setting {key!r} (known: {', '.join(sorted(types))})")
+        try:
+            out[key] = int(value) if types[key] in ("int", int) else Path(os.path.expanduser(str(value)))
+        except ValueError:
+            raise UsageError(f"setting {key!r} must be an integer, got {value!r}") from None
+    return out
+
+
+def _file_layer(cwd: Path) -> dict[str, Any]:
+    for name, table in (("harness.toml", None), ("pyproject.toml", ("tool", "harness"))):
+        path = cwd / name
+        if not path.is_file():
+            continue
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: not valid TOML ({e})") from None
+        for key in table or ():
+            doc = doc.get(key, {})
+        if doc:
+            return dict(doc)
+    return {}
+
+
+def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Resolve settings from file and environment; flags are applied by the caller."""
+    env = os.environ if env is None else env
+    settings = Settings().replace(**_file_layer(cwd or Path.cwd()))
+    return settings.replace(**{k: env[v] for k, v in _ENV.items() if env.get(v)})
