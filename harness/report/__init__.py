@@ -1,0 +1,1 @@
+"""HTML report rendering (see harness.report.render)."""
