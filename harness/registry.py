@@ -1,0 +1,198 @@
+"""The model registry: a builder function registered under a name, with its training recipe.
+
+Usage (a plugin module in models/, or any package exposing the `harness.models` entry point):
+
+    from harness.registry import register_model
+
+    @register_model("cnn_small", family="cnn", description="two conv blocks",
+                    recipe=dict(epochs=12, batch_size=128, learning_rate=2e-3, augment=0.5))
+    def cnn_small(width: int = 32, dropout: float = 0.3):
+        ...  # return an uncompiled keras.Model: float32 [N,28,28,1] pixels 0..255 -> softmax [N,10]
+
+`list_models("cnn*")` filters with wildcards, `get_model(name)` finds one (an unknown name lists the
+known ones and the closest match), `ModelSpec.params()` merges builder defaults with the recipe and
+validates overrides. Ideas from timm's registry (decorator, wildcards, tiny variants) and
+torchvision's small API (a duplicate name is an error).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.metadata
+import inspect
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.errors import ModelError
+
+ENTRY_POINT_GROUP = "harness.models"
+
+# Training recipe fields every model has; a plugin overrides any of them in `recipe=`.
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "epochs": 10,            # full training epochs per fold
+    "quick_epochs": 3,       # epochs under `harness run --quick`
+    "batch_size": 128,
+    "optimizer": "adam",     # adam | adamw | sgd
+    "learning_rate": 1e-3,   # peak learning rate
+    "schedule": "cosine",    # cosine (decay to 1% over training) | constant
+    "weight_decay": 0.0,     # adamw only
+    "label_smoothing": 0.0,
+    "augment": 0.0,          # strength 0..1: rotation 12 deg, zoom 12 %, shift 12 % at 1.0
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it, how to train it, and where it came from."""
+
+    name: str
+    builder: Callable[..., Any]
+    family: str
+    description: str
+    recipe: dict[str, Any]
+    search_space: dict[str, Any] = field(default_factory=dict)
+    tiny: bool = False
+    source: str = "?"
+
+    def builder_defaults(self) -> dict[str, Any]:
+        sig = inspect.signature(self.builder)
+        return {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+
+    def params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Builder defaults + recipe, with non-None `overrides` applied (unknown names are errors)."""
+        params = {**self.builder_defaults(), **self.recipe}
+        for key, value in (overrides or {}).items():
+            if value is None:  # an unset flag keeps the model's own default (as timm does)
+                continue
+            if key not in params:
+                close = difflib.get_close_matches(key, params, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ModelError(f"model {self.name!r} has no parameter {key!r} "
+                                 f"(known: {', '.join(sorted(params))}){hint}")
+            default = params[key]
+            if isinstance(default, bool) or default is None:
+                params[key] = value
+            elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+                raise ModelError(f"parameter {key!r} of {self.name!r} must be a number, got {value!r}")
+            else:
+                params[key] = type(default)(value) if isinstance(default, (int, float, str)) else value
+        return params
+
+    def build(self, params: dict[str, Any] | None = None) -> Any:
+        """An uncompiled keras.Model built with the builder's share of `params`."""
+        params = params or self.params()
+        kwargs = {k: params[k] for k in self.builder_defaults() if k in params}
+        model = self.builder(**kwargs)
+        if not hasattr(model, "fit"):
+            raise ModelError(f"builder of {self.name!r} returned {type(model).__name__}, not a keras.Model")
+        return model
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_current_source = "user code"
+_discovered = False
+
+
+def register_model(name: str, *, family: str, description: str, recipe: dict[str, Any] | None = None,
+                   search_space: dict[str, Any] | None = None, tiny: bool = False) -> Callable:
+    """Decorator registering `builder` under `name`. A duplicate name raises ModelError."""
+    unknown = set(recipe or {}) - set(RECIPE_DEFAULTS)
+    if unknown:
+        raise ModelError(f"model {name!r}: unknown recipe field(s) {sorted(unknown)} "
+                         f"(known: {', '.join(RECIPE_DEFAULTS)})")
+
+    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ModelError(f"model {name!r} is registered twice: by {_REGISTRY[name].source} "
+                             f"and by {_current_source}")
+        _REGISTRY[name] = ModelSpec(
+            name=name, builder=builder, family=family, description=description,
+            recipe={**RECIPE_DEFAULTS, **(recipe or {})}, search_space=dict(search_space or {}),
+            tiny=tiny, source=_current_source)
+        return builder
+
+    return decorator
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model (tests, and plugins that replace one deliberately)."""
+    _REGISTRY.pop(name, None)
+
+
+def discover(force: bool = False) -> None:
+    """Import the built-in plugins (models/ = package `harness_models`) and entry points, once."""
+    global _discovered, _current_source
+    if _discovered and not force:
+        return
+    _discovered = True
+    import harness_models
+
+    for info in sorted(pkgutil.iter_modules(harness_models.__path__), key=lambda m: m.name):
+        _import_as(f"harness_models.{info.name}", f"models/{info.name}.py")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist else "?"
+        try:
+            _current_source = f"entry point {ep.name} ({dist})"
+            loaded = ep.load()  # importing the module registers its models
+            if callable(loaded) and not isinstance(loaded, type) and not _REGISTRY.get(ep.name):
+                loaded()  # an entry point may also name a function that registers models
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"model plugin {ep.value!r} from {dist} failed to load: "
+                             f"{type(e).__name__}: {e}") from e
+        finally:
+            _current_source = "user code"
+
+
+def _import_as(module: str, source: str) -> None:
+    global _current_source
+    _current_source = source
+    try:
+        importlib.import_module(module)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"model plugin {source} failed to import: {type(e).__name__}: {e}") from e
+    finally:
+        _current_source = "user code"
+
+
+def list_models(pattern: str | None = None, *, include_tiny: bool = True) -> list[ModelSpec]:
+    """Registered models matching a shell-style wildcard pattern, sorted by name."""
+    discover()
+    specs = [s for s in _REGISTRY.values() if include_tiny or not s.tiny]
+    if pattern:
+        specs = [s for s in specs if fnmatch.fnmatchcase(s.name, pattern)]
+    return sorted(specs, key=lambda s: s.name)
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec registered as `name`; an unknown name lists the known ones and a close match."""
+    discover()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    known = sorted(_REGISTRY)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ModelError(f"unknown model {name!r}{hint} (known: {', '.join(known)})")
+
+
+def select_models(names: list[str] | None, all_models: bool) -> list[ModelSpec]:
+    """Models for a run: `--all` (every non-tiny model) or names/wildcards in the given order."""
+    if all_models:
+        return list_models(include_tiny=False)
+    selected: list[ModelSpec] = []
+    for name in names or []:
+        matches = list_models(name) if any(c in name for c in "*?[") else [get_model(name)]
+        if not matches:
+            raise ModelError(f"no model matches {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+        selected += [m for m in matches if m not in selected]
+    return selected
+
+
+def count_params(spec: ModelSpec) -> int:
+    return int(spec.build().count_params())

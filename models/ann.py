@@ -1,0 +1,49 @@
+"""Dense networks: the seed notebook's ANN, done well (batch norm, dropout, mild augmentation).
+
+Input float32 [N,28,28,1] raw pixels 0..255 (rescaled inside), output softmax [N,10].
+"""
+
+from __future__ import annotations
+
+from harness.registry import register_model
+
+
+def _dense_net(units: tuple[int, ...], dropout: float):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((28, 28, 1), name="pixels")
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Flatten()(x)
+    for n in units:
+        x = layers.Dense(n, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs)
+
+
+@register_model(
+    "ann", family="ann",
+    description="MLP 784-1024-512-10 with batch norm, dropout and light augmentation",
+    recipe=dict(epochs=30, quick_epochs=6, batch_size=256, learning_rate=3e-3, augment=0.3,
+                label_smoothing=0.05),
+    search_space={
+        "width": ("int", 256, 1536, 128),
+        "dropout": ("float", 0.0, 0.5),
+        "learning_rate": ("log", 3e-4, 1e-2),
+        "batch_size": ("categorical", [128, 256, 512]),
+        "augment": ("float", 0.0, 0.6),
+    },
+)
+def ann(width: int = 1024, dropout: float = 0.3):
+    return _dense_net((width, width // 2), dropout)
+
+
+@register_model("ann_tiny", family="ann", description="tiny MLP for tests (784-32-10)",
+                recipe=dict(epochs=2, quick_epochs=1, batch_size=128, learning_rate=3e-3),
+                search_space={"width": ("int", 16, 64, 16), "learning_rate": ("log", 1e-3, 1e-2)},
+                tiny=True)
+def ann_tiny(width: int = 32, dropout: float = 0.1):
+    return _dense_net((width,), dropout)

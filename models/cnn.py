@@ -1,0 +1,109 @@
+"""Convolutional networks.
+
+- `cnn_small`: the seed notebook's CNN (two conv blocks), done well: batch norm, dropout,
+  augmentation, a cosine schedule.
+- `cnn_deep`: the design behind the best known Kaggle results on this competition (Chris Deotte's
+  "25 million images" kernel): stacked 3x3 convs, a strided 5x5 conv instead of pooling, batch norm
+  and 40 % dropout after each block, random affine augmentation. Width is reduced to fit a 2-core
+  CPU budget (measured in the closing note of issue 3).
+
+Input float32 [N,28,28,1] raw pixels 0..255 (rescaled inside), output softmax [N,10].
+"""
+
+from __future__ import annotations
+
+from harness.registry import register_model
+
+
+def _conv_bn(x, filters: int, kernel: int, strides: int = 1, padding: str = "valid"):
+    from keras import layers
+
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def _small(width: int, dense: int, dropout: float):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((28, 28, 1), name="pixels")
+    x = layers.Rescaling(1 / 255)(inputs)
+    for filters in (width, width * 2):  # two conv blocks: conv-conv-pool
+        x = _conv_bn(x, filters, 3, padding="same")
+        x = _conv_bn(x, filters, 3, padding="same")
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(dropout / 2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _deep(width: int, dropout: float):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((28, 28, 1), name="pixels")
+    x = layers.Rescaling(1 / 255)(inputs)
+    for filters in (width, width * 2):  # 28 -> 24 -> 12 ; 12 -> 8 -> 4
+        x = _conv_bn(x, filters, 3)
+        x = _conv_bn(x, filters, 3)
+        x = _conv_bn(x, filters, 5, strides=2, padding="same")  # learned downsampling
+        x = layers.Dropout(dropout)(x)
+    x = _conv_bn(x, width * 4, 4)  # 4x4 -> 1x1
+    x = layers.Flatten()(x)
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(10, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs)
+
+
+@register_model(
+    "cnn_small", family="cnn",
+    description="two conv blocks (32-32-pool, 64-64-pool) + dense 128, batch norm, augmentation",
+    recipe=dict(epochs=15, quick_epochs=4, batch_size=128, learning_rate=3e-3, augment=0.6,
+                label_smoothing=0.05),
+    search_space={
+        "width": ("int", 16, 48, 8),
+        "dense": ("int", 64, 256, 64),
+        "dropout": ("float", 0.1, 0.5),
+        "learning_rate": ("log", 5e-4, 1e-2),
+        "augment": ("float", 0.0, 1.0),
+    },
+)
+def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.3):
+    return _small(width, dense, dropout)
+
+
+@register_model(
+    "cnn_deep", family="cnn",
+    description="Deotte-style CNN: 3x3-3x3-5x5/2 blocks, batch norm, 40% dropout, affine augmentation",
+    recipe=dict(epochs=16, quick_epochs=2, batch_size=128, learning_rate=3e-3, augment=1.0,
+                label_smoothing=0.05),
+    search_space={
+        "width": ("int", 16, 48, 8),
+        "dropout": ("float", 0.2, 0.5),
+        "learning_rate": ("log", 5e-4, 1e-2),
+        "augment": ("float", 0.3, 1.0),
+    },
+)
+def cnn_deep(width: int = 32, dropout: float = 0.4):
+    return _deep(width, dropout)
+
+
+@register_model("cnn_tiny", family="cnn", description="tiny two-block CNN for tests",
+                recipe=dict(epochs=2, quick_epochs=1, batch_size=128, learning_rate=3e-3, augment=0.5),
+                search_space={"width": ("int", 4, 8, 4), "learning_rate": ("log", 1e-3, 1e-2)},
+                tiny=True)
+def cnn_tiny(width: int = 4, dense: int = 16, dropout: float = 0.1):
+    return _small(width, dense, dropout)
+
+
+@register_model("cnn_deep_tiny", family="cnn", description="tiny Deotte-style CNN for tests",
+                recipe=dict(epochs=2, quick_epochs=1, batch_size=128, learning_rate=3e-3, augment=1.0),
+                tiny=True)
+def cnn_deep_tiny(width: int = 4, dropout: float = 0.2):
+    return _deep(width, dropout)
