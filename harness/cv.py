@@ -1,0 +1,277 @@
+"""Stratified k-fold cross-validation: train each fold model, keep its out-of-fold (OOF) and
+test probabilities, and assemble the model's CV accuracy and fold-ensemble test prediction.
+
+    folds = make_folds(y, k=5, seed=42)                      # same folds for every model
+    result = run_cv(run_dir, spec, params, x, y, x_test, folds, seed=42)
+
+Every artefact is written atomically and `fold.json` last, so a fold is either complete or
+retrained: an interrupted run resumes from the last finished fold.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from harness import io
+from harness.errors import RunError
+from harness.registry import ModelSpec
+from harness.runs import fold_dir, model_dir
+
+
+# ----------------------------------------------------------------------------- folds
+
+def make_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) of each row; every class is spread evenly over the folds.
+
+    Rows of each class are shuffled with the seed and dealt round-robin, continuing the deal
+    from class to class so fold sizes differ by at most one.
+    """
+    if k < 2:
+        raise RunError(f"--folds must be at least 2, got {k}")
+    counts = np.bincount(y, minlength=10)
+    if counts[counts > 0].min() < k:
+        raise RunError(f"--folds {k} is more than the rarest class has rows ({counts[counts > 0].min()})")
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(y), dtype=np.int8)
+    offset = 0
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        folds[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)
+    return folds
+
+
+def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted row indices of a class-balanced subset of size n (for --limit smoke runs)."""
+    if n >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed + 1)
+    picked = []
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        take = int(round(n * len(idx) / len(y)))
+        picked.append(rng.choice(idx, size=min(take, len(idx)), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+# ----------------------------------------------------------------------------- training
+
+@dataclass
+class FoldResult:
+    fold: int
+    accuracy: float
+    n_train: int
+    n_val: int
+    epochs: int
+    seconds: float
+    images_per_s: float
+    n_params: int = 0
+    resumed: bool = False
+
+
+@dataclass
+class CVResult:
+    model: str
+    oof_accuracy: float
+    fold_mean: float
+    fold_std: float
+    folds: list[FoldResult]
+    train_seconds: float
+    train_ips: float
+
+
+def _augment_fn(strength: float, seed: int):
+    """Random affine per image (rotation, zoom, shift), one resampling, stateless-seeded so that
+    deterministic mode reproduces it exactly."""
+    import tensorflow as tf
+
+    max_rot = math.radians(12.0) * strength
+    max_zoom = 0.12 * strength
+    max_shift = 28 * 0.12 * strength
+
+    def augment(step, x, y):
+        n = tf.shape(x)[0]
+        s = tf.stack([tf.cast(seed, tf.int64), step])
+        u = tf.random.stateless_uniform((n, 4), seed=s, minval=-1.0, maxval=1.0)
+        theta, zoom = u[:, 0] * max_rot, 1.0 + u[:, 1] * max_zoom
+        tx, ty = u[:, 2] * max_shift, u[:, 3] * max_shift
+        c, si = tf.cos(theta) / zoom, tf.sin(theta) / zoom
+        cx = cy = 13.5  # rotate/zoom about the image centre: output -> input coordinates
+        a0, a1 = c, -si
+        b0, b1 = si, c
+        a2 = cx - a0 * cx - a1 * cy - tx
+        b2 = cy - b0 * cx - b1 * cy - ty
+        zeros = tf.zeros_like(a0)
+        transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=tf.constant([28, 28]),
+            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+        return x, y
+
+    return augment
+
+
+def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, epochs: int):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(int(params["batch_size"])).repeat(epochs)
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if params.get("augment", 0) > 0:
+        counter = tf.data.Dataset.counter()
+        ds = tf.data.Dataset.zip((counter, ds)).map(
+            lambda i, xy: _augment_fn(float(params["augment"]), seed)(i, *xy),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if params.get("label_smoothing", 0) > 0:
+        ds = ds.map(lambda a, b: (a, tf.one_hot(b, 10)))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def compile_model(model: Any, params: dict[str, Any], steps: int) -> None:
+    """Compile with the recipe's optimizer, schedule and loss."""
+    import keras
+
+    lr = float(params["learning_rate"])
+    if params.get("schedule", "cosine") == "cosine":
+        warmup = max(1, steps // 30)
+        lr = keras.optimizers.schedules.CosineDecay(
+            lr / 10, decay_steps=max(1, steps - warmup), alpha=0.01,
+            warmup_target=lr, warmup_steps=warmup)
+    name = params.get("optimizer", "adam")
+    if name == "adam":
+        opt = keras.optimizers.Adam(lr)
+    elif name == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=float(params.get("weight_decay", 0.0)))
+    elif name == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    else:
+        raise RunError(f"unknown optimizer {name!r} (adam, adamw, sgd)")
+    if params.get("label_smoothing", 0) > 0:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(params["label_smoothing"]))
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=False)
+
+
+def predict(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Softmax probabilities, float32, without Keras's per-call dataset machinery."""
+    out = [np.asarray(model(x[i:i + batch_size].astype(np.float32), training=False))
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def _fold_complete(d: Path) -> bool:
+    return all((d / f).is_file() for f in ("fold.json", "model.keras", "oof.npy", "test.npy", "history.json"))
+
+
+def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: np.ndarray,
+               x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, *, seed: int, out: Path,
+               epochs: int, on_epoch: Callable[[int, dict], None] | None = None,
+               on_batch: Callable[[], None] | None = None) -> FoldResult:
+    """Train one fold model and write its artefacts (fold.json last)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = spec.build(params)
+    steps_per_epoch = math.ceil(len(x_tr) / int(params["batch_size"]))
+    compile_model(model, params, steps_per_epoch * epochs)
+    val_y = y_val if not params.get("label_smoothing", 0) else keras.utils.to_categorical(y_val, 10)
+
+    class _Progress(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if on_batch:
+                on_batch()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if on_epoch:
+                on_epoch(epoch, logs or {})
+
+    start = time.perf_counter()
+    history = model.fit(
+        _train_dataset(x_tr, y_tr, params, seed, epochs), epochs=epochs, steps_per_epoch=steps_per_epoch,
+        validation_data=(x_val.astype(np.float32), val_y), validation_batch_size=1024,
+        shuffle=False, verbose=0, callbacks=[_Progress()])
+    seconds = time.perf_counter() - start
+    oof = predict(model, x_val)
+    test = predict(model, x_test)
+    accuracy = float((oof.argmax(1) == y_val).mean())
+
+    out.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(out / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    io.write_json(out / "history.json", {k: [float(v) for v in vs] for k, vs in history.history.items()})
+    io.write_npy(out / "oof.npy", oof)
+    io.write_npy(out / "test.npy", test)
+    result = FoldResult(fold=int(out.name.split("_")[-1]), accuracy=accuracy, n_train=len(x_tr),
+                        n_val=len(x_val), epochs=epochs, seconds=round(seconds, 2),
+                        images_per_s=round(len(x_tr) * epochs / seconds, 1),
+                        n_params=int(model.count_params()))
+    io.write_json(out / "fold.json", result.__dict__)  # last: marks the fold complete
+    return result
+
+
+def run_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
+           x_test: np.ndarray, folds: np.ndarray, *, seed: int, epochs: int,
+           progress: Any = None) -> CVResult:
+    """Train (or resume) every fold of `spec`, then write oof.npy, test.npy and cv.json."""
+    k = int(folds.max()) + 1
+    results: list[FoldResult] = []
+    for f in range(k):
+        d = fold_dir(run_dir, spec.name, f)
+        if _fold_complete(d):
+            results.append(FoldResult(**{**io.read_json(d / "fold.json"), "resumed": True}))
+            if progress:
+                progress.skip_fold(spec.name, f, k)
+            continue
+        tr, va = folds != f, folds == f
+        hooks = progress.fold_hooks(spec.name, f, k, epochs, math.ceil(tr.sum() / int(params["batch_size"]))) \
+            if progress else {}
+        results.append(train_fold(spec, params, x[tr], y[tr], x[va], y[va], x_test, seed=seed * 100 + f,
+                                  out=d, epochs=epochs, **hooks))
+        if progress:
+            progress.end_fold(spec.name, f, results[-1])
+
+    oof = np.zeros((len(y), 10), dtype=np.float32)
+    test = np.zeros((len(x_test), 10), dtype=np.float64)
+    for f in range(k):
+        d = fold_dir(run_dir, spec.name, f)
+        oof[folds == f] = np.load(d / "oof.npy")
+        test += np.load(d / "test.npy")
+    test = (test / k).astype(np.float32)  # the fold ensemble: mean of the fold models' softmax
+    accs = np.array([r.accuracy for r in results])
+    train_seconds = float(sum(r.seconds for r in results))
+    cv = CVResult(model=spec.name, oof_accuracy=float((oof.argmax(1) == y).mean()),
+                  fold_mean=float(accs.mean()), fold_std=float(accs.std(ddof=1)) if k > 1 else 0.0,
+                  folds=results, train_seconds=round(train_seconds, 2),
+                  train_ips=round(sum(r.n_train * r.epochs for r in results) / max(train_seconds, 1e-9), 1))
+    md = model_dir(run_dir, spec.name)
+    io.write_npy(md / "oof.npy", oof)
+    io.write_npy(md / "test.npy", test)
+    io.write_json(md / "cv.json", {
+        "model": spec.name, "family": spec.family, "description": spec.description, "source": spec.source,
+        "params": params, "epochs": epochs, "oof_accuracy": cv.oof_accuracy, "fold_mean": cv.fold_mean,
+        "fold_std": cv.fold_std, "train_seconds": cv.train_seconds, "train_ips": cv.train_ips,
+        "n_params": results[0].n_params, "folds": [r.__dict__ for r in results]})
+    return cv
+
+
+def configure_threads() -> None:
+    """Keep TensorFlow quiet and deterministic-capable; called before TF is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def enable_determinism() -> None:
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
