@@ -19,7 +19,7 @@ def _conv_bn(x, filters: int, kernel: int, strides: int = 1, padding: str = "val
     from keras import layers
 
     x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)  # fast-settling stats: short runs work too
     return layers.ReLU()(x)
 
 
@@ -29,14 +29,13 @@ def _small(width: int, dense: int, dropout: float):
 
     inputs = keras.Input((28, 28, 1), name="pixels")
     x = layers.Rescaling(1 / 255)(inputs)
-    for filters in (width, width * 2):  # two conv blocks: conv-conv-pool
-        x = _conv_bn(x, filters, 3, padding="same")
-        x = _conv_bn(x, filters, 3, padding="same")
+    for filters in (width, width * 2):  # two conv blocks: conv-bn-relu-pool (~5 MFLOP/image)
+        x = _conv_bn(x, filters, 3)
         x = layers.MaxPooling2D()(x)
         x = layers.Dropout(dropout / 2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(dense, use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=0.9)(x)  # fast-settling stats: short runs work too
     x = layers.ReLU()(x)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(10, activation="softmax", name="probs")(x)
@@ -63,7 +62,7 @@ def _deep(width: int, dropout: float):
 
 @register_model(
     "cnn_small", family="cnn",
-    description="two conv blocks (32-32-pool, 64-64-pool) + dense 128, batch norm, augmentation",
+    description="the seed CNN done well: conv32-pool, conv64-pool, dense 256, batch norm, augmentation",
     recipe=dict(epochs=15, quick_epochs=4, batch_size=128, learning_rate=3e-3, augment=0.6,
                 label_smoothing=0.05),
     search_space={
@@ -74,14 +73,14 @@ def _deep(width: int, dropout: float):
         "augment": ("float", 0.0, 1.0),
     },
 )
-def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.3):
+def cnn_small(width: int = 32, dense: int = 256, dropout: float = 0.4):
     return _small(width, dense, dropout)
 
 
 @register_model(
     "cnn_deep", family="cnn",
     description="Deotte-style CNN: 3x3-3x3-5x5/2 blocks, batch norm, 40% dropout, affine augmentation",
-    recipe=dict(epochs=16, quick_epochs=2, batch_size=128, learning_rate=3e-3, augment=1.0,
+    recipe=dict(epochs=15, quick_epochs=2, batch_size=128, learning_rate=3e-3, augment=1.0,
                 label_smoothing=0.05),
     search_space={
         "width": ("int", 16, 48, 8),

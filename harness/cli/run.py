@@ -1,0 +1,66 @@
+"""`harness run`: data, k-fold CV, export, benchmark, leaderboard, submission, report, [upload]."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.cli._common import add_data_dir, add_json, print_json
+from harness.config import Settings
+from harness.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="train, evaluate, export, benchmark and submit models",
+                       description="Run the whole pipeline for the selected models. Running the same "
+                       "command again resumes an interrupted run (finished folds are kept).")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--all", action="store_true", help="every registered model (tiny test variants excluded)")
+    sel.add_argument("--model", action="append", metavar="NAME",
+                     help="a model name or wildcard (repeatable), e.g. --model cnn_small --model 'ann*'")
+    p.add_argument("--folds", type=int, help="number of stratified folds (default 5; 3 with --quick)")
+    p.add_argument("--epochs", type=int, help="override every model's epochs")
+    p.add_argument("--seed", type=int, help="seed for folds, subsets and training (default 42)")
+    p.add_argument("--limit", type=int, metavar="N", help="train on a stratified subset of N rows (smoke runs)")
+    p.add_argument("--quick", action="store_true",
+                   help="a run of a few minutes: 3 folds, each model's quick_epochs, short benchmark")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic TensorFlow ops: same seed + data give the same CV accuracy")
+    p.add_argument("--tuned", action="store_true", help="use parameters saved by `harness tune` (runs/tuned/)")
+    p.add_argument("--resume", metavar="RUN", help="resume this run id (default: the matching unfinished run)")
+    p.add_argument("--new", action="store_true", help="always start a new run, never resume")
+    p.add_argument("--source", default="auto", choices=["auto", "kaggle", "replica"],
+                   help="where to get the data if it is missing (default auto)")
+    p.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--submit", action="store_true", help="upload the best model's submission to Kaggle")
+    p.add_argument("--message", help="submission message (with --submit)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="with --submit: poll Kaggle up to SECONDS for the score")
+    add_data_dir(p)
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from harness import leaderboard
+    from harness.pipeline import RunOptions, run as run_pipeline
+
+    if not args.all and not args.model:
+        raise UsageError("harness run: choose models with --all or --model NAME (see `harness models`)")
+    for flag in ("folds", "epochs", "limit"):
+        value = getattr(args, flag)
+        if value is not None and value < (2 if flag == "folds" else 1):
+            raise UsageError(f"harness run: --{flag} must be at least {2 if flag == 'folds' else 1}")
+    settings = settings.replace(data_dir=args.data_dir)
+    opts = RunOptions(models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
+                      seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
+                      tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
+                      bench=not args.no_bench, report=not args.no_report, submit=args.submit,
+                      message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
+    results = run_pipeline(opts, settings)
+    if args.json:
+        print_json(results)
+    else:
+        sys.stdout.write(leaderboard.render(results, "text"))
+    return 0

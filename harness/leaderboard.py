@@ -1,0 +1,167 @@
+"""The leaderboard: one row per model from the run's artefacts, ranked, best marked.
+
+`build_results(run_dir)` reads each model's cv.json / export.json / bench.json and writes
+results.json; `render(results, fmt)` prints it as text, json, csv or markdown (DVC `exp show` and
+AutoGluon `leaderboard()` style: numbers right-aligned, best row marked, missing values as `-`,
+the accuracy-vs-latency Pareto front marked).
+
+The best model is chosen by CV (out-of-fold) accuracy, ties broken by faster batch-1 latency;
+never by test labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import io
+from harness.errors import RunError
+from harness.runs import run_models
+
+ROW_KEYS = ["rank", "model", "family", "status", "cv_accuracy", "fold_mean", "fold_std", "params",
+            "train_seconds", "train_ips", "public_score", "private_score", "p50_ms_b1", "p99_ms_b1",
+            "throughput_ips", "size_bytes", "efficiency_b1", "best", "pareto"]
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return io.read_json(path) if path.is_file() else None
+
+
+def model_row(run_dir: Path, model: str) -> dict[str, Any]:
+    """One leaderboard row from a model's artefacts (missing stages leave None)."""
+    cv = _read(run_dir / model / "cv.json") or {}
+    export = _read(run_dir / model / "export.json") or {}
+    bench = (_read(run_dir / model / "bench.json") or {}).get("summary", {})
+    scores = _read(run_dir / model / "score.json") or {}
+    status = "ok"
+    if export and not export.get("ok", True):
+        status = f"export failed: {export.get('error', 'parity gate')}"
+    elif not export:
+        status = "not exported"
+    row = {k: None for k in ROW_KEYS}
+    row.update(model=model, family=cv.get("family"), status=status, cv_accuracy=cv.get("oof_accuracy"),
+               fold_mean=cv.get("fold_mean"), fold_std=cv.get("fold_std"), params=cv.get("n_params"),
+               train_seconds=cv.get("train_seconds"), train_ips=cv.get("train_ips"),
+               public_score=scores.get("public"), private_score=scores.get("private"),
+               p50_ms_b1=bench.get("p50_ms_b1"), p99_ms_b1=bench.get("p99_ms_b1"),
+               throughput_ips=bench.get("throughput_ips"), size_bytes=bench.get("size_bytes"),
+               efficiency_b1=bench.get("efficiency_b1"), best=False, pareto=False)
+    return row
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sort by CV accuracy (desc), then batch-1 p50 (asc); mark best (among exportable) and Pareto."""
+    inf = float("inf")
+    rows = sorted(rows, key=lambda r: (-(r["cv_accuracy"] or 0.0), r["p50_ms_b1"] or inf, r["model"]))
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    eligible = [r for r in rows if r["status"] in ("ok", "not exported")]
+    if eligible:
+        eligible[0]["best"] = True
+    # Pareto front of (higher accuracy, lower latency): no other row is at least as good in both
+    # and strictly better in one.
+    timed = [r for r in rows if r["cv_accuracy"] is not None and r["p50_ms_b1"] is not None]
+    for r in timed:
+        r["pareto"] = not any(
+            o is not r and o["cv_accuracy"] >= r["cv_accuracy"] and o["p50_ms_b1"] <= r["p50_ms_b1"]
+            and (o["cv_accuracy"] > r["cv_accuracy"] or o["p50_ms_b1"] < r["p50_ms_b1"]) for o in timed)
+    return rows
+
+
+def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> dict:
+    """Assemble, rank and write results.json; keeps `submission`/`upload` already recorded."""
+    models = run_models(run_dir)
+    if not models:
+        raise RunError(f"run {run_dir.name} has no trained model yet")
+    rows = rank([model_row(run_dir, m) for m in models])
+    previous = _read(run_dir / "results.json") or {}
+    results = {
+        "run_id": run_dir.name,
+        "best": next((r["model"] for r in rows if r["best"]), None),
+        "rows": rows,
+        "baseline": previous.get("baseline") or {},
+        "submission": previous.get("submission"),
+        "upload": previous.get("upload"),
+    }
+    if y is not None:  # majority-class baseline, for scale
+        counts = np.bincount(y, minlength=10)
+        results["baseline"] = {"name": "majority class", "label": int(counts.argmax()),
+                               "cv_accuracy": float(counts.max() / counts.sum())}
+    results.update(extra or {})
+    io.write_json(run_dir / "results.json", results)
+    return results
+
+
+def load_results(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return build_results(run_dir)
+    return io.read_json(path)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+COLUMNS = [  # (key, header, formatter)
+    ("rank", "#", lambda v: f"{v}"),
+    ("model", "model", str),
+    ("cv_accuracy", "cv acc %", lambda v: f"{100 * v:.3f}"),
+    ("fold_mean", "fold mean %", lambda v: f"{100 * v:.3f}"),
+    ("fold_std", "± std", lambda v: f"{100 * v:.3f}"),
+    ("public_score", "public %", lambda v: f"{100 * v:.3f}"),
+    ("private_score", "private %", lambda v: f"{100 * v:.3f}"),
+    ("params", "params", lambda v: f"{v:,}"),
+    ("train_seconds", "train s", lambda v: f"{v:.0f}"),
+    ("train_ips", "train img/s", lambda v: f"{v:,.0f}"),
+    ("p50_ms_b1", "p50 ms", lambda v: f"{v:.3f}"),
+    ("p99_ms_b1", "p99 ms", lambda v: f"{v:.3f}"),
+    ("throughput_ips", "img/s", lambda v: f"{v:,.0f}"),
+    ("size_bytes", "size KB", lambda v: f"{v / 1024:,.0f}"),
+    ("efficiency_b1", "eff %", lambda v: f"{100 * v:.0f}"),
+    ("status", "status", str),
+]
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    cells = []
+    for key, _, fmt in COLUMNS:
+        value = row.get(key)
+        cell = "-" if value is None else fmt(value)
+        if key == "model":
+            cell = ("* " if row.get("best") else "  ") + cell + (" ^" if row.get("pareto") else "")
+        cells.append(cell)
+    return cells
+
+
+def render(results: dict[str, Any], fmt: str = "text") -> str:
+    rows = results["rows"]
+    if fmt == "json":
+        return json.dumps(results, indent=2, default=io._json_default)
+    if fmt == "csv":
+        buf = _io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=ROW_KEYS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in ROW_KEYS} for r in rows)
+        return buf.getvalue()
+    headers = [h for _, h, _ in COLUMNS]
+    table = [_cells(r) for r in rows]
+    if fmt == "md":
+        lines = ["| " + " | ".join(headers) + " |",
+                 "|" + "|".join(":---" if k in ("model", "status") else "---:" for k, _, _ in COLUMNS) + "|"]
+        lines += ["| " + " | ".join(c.strip() for c in cells) + " |" for cells in table]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(headers)]
+    left = {"model", "status"}
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if k in left else c.rjust(w)
+                         for (k, _, _), c, w in zip(COLUMNS, cells, widths)).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])] + [line(c) for c in table]
+    base = results.get("baseline") or {}
+    foot = f"run {results['run_id']}  * best (by CV accuracy)  ^ accuracy/latency Pareto front"
+    if base.get("cv_accuracy") is not None:
+        foot += f"  baseline ({base['name']}): {100 * base['cv_accuracy']:.2f} %"
+    return "\n".join(out + ["", foot]) + "\n"

@@ -1,0 +1,276 @@
+"""`harness run`: every stage in order, each resumable from the run folder.
+
+    data -> cv (per model) -> export -> bench -> leaderboard -> submission -> report -> [upload]
+
+`run(RunOptions(...), settings)` returns the results dict. A run started with the same options
+and data as an unfinished one resumes it: finished folds, exports and benchmarks are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__, io
+from harness.config import Settings
+from harness.cv import configure_threads, enable_determinism, make_folds, run_cv, stratified_subset
+from harness.errors import HarnessError, ModelError, RunError
+from harness.progress import TrainingProgress
+from harness.registry import ModelSpec, select_models
+from harness.runs import list_runs, new_run_id, resolve_run
+
+
+@dataclass
+class RunOptions:
+    models: list[str] = field(default_factory=list)
+    all_models: bool = False
+    folds: int | None = None
+    epochs: int | None = None
+    seed: int | None = None
+    limit: int | None = None
+    quick: bool = False
+    deterministic: bool = False
+    tuned: bool = False
+    resume: str | None = None       # a run id to resume explicitly
+    new: bool = False               # never resume, always start a fresh run
+    source: str = "auto"
+    bench: bool = True
+    report: bool = True
+    submit: bool = False
+    message: str | None = None
+    wait: float = 0.0
+    command: list[str] = field(default_factory=list)
+
+
+def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
+    """What makes two invocations 'the same run' for automatic resume."""
+    key = {"models": names, "folds": folds, "seed": seed, "epochs": opts.epochs, "limit": opts.limit,
+           "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "harness": __version__}
+    for pkg in ("tensorflow-cpu", "tensorflow", "keras", "onnx", "tf2onnx", "onnxruntime", "numpy", "pandas",
+                "kaggle", "optuna"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus: list[str] = []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5)
+        gpus = [g for g in out.stdout.splitlines() if g.strip()]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
+            "os": platform.platform(), "gpus": gpus}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load_tuned(settings: Settings, spec: ModelSpec) -> tuple[dict[str, Any], str | None]:
+    path = settings.runs_dir / "tuned" / f"{spec.name}.json"
+    if not path.is_file():
+        return {}, None
+    return dict(io.read_json(path).get("params", {})), str(path)
+
+
+def _start_or_resume(opts: RunOptions, settings: Settings, fingerprint: str) -> tuple[Path, bool]:
+    if opts.resume:
+        run_dir = resolve_run(settings.runs_dir, opts.resume)
+        if io.read_json(run_dir / "manifest.json").get("fingerprint") != fingerprint:
+            raise RunError(f"run {run_dir.name} was started with other options or data; "
+                           f"repeat its command (see its manifest.json) or start a new run")
+        return run_dir, True
+    if not opts.new:
+        for run_dir in reversed(list_runs(settings.runs_dir)):
+            manifest = io.read_json(run_dir / "manifest.json")
+            if manifest.get("fingerprint") == fingerprint and not manifest.get("finished"):
+                return run_dir, True
+    run_id = new_run_id()
+    while (settings.runs_dir / run_id).exists():  # two runs in one second
+        time.sleep(1)
+        run_id = new_run_id()
+    return settings.runs_dir / run_id, False
+
+
+def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None = None) -> dict[str, Any]:
+    from harness import data as data_mod
+
+    progress = progress or TrainingProgress()
+    t_start = time.perf_counter()
+    specs = select_models(opts.models, opts.all_models)
+    if not specs:
+        raise ModelError("no model selected: pass --all or --model NAME (see `harness models`)")
+    folds_k = opts.folds or (3 if opts.quick else settings.folds)
+    seed = settings.seed if opts.seed is None else opts.seed
+
+    info = data_mod.ensure_data(settings, source=opts.source, progress=progress.stage)
+    progress.stage(f"data: {info.source} ({settings.data_dir})")
+    ds = data_mod.load(settings.data_dir)
+    names = [s.name for s in specs]
+    fingerprint = _fingerprint(opts, names, folds_k, seed, info.sha256)
+    run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
+    progress.stage(("resuming run " if resumed else "new run ") + run_dir.name)
+
+    configure_threads()
+    if opts.deterministic:
+        enable_determinism()
+
+    # Rows and folds are fixed once per run, identical for every model.
+    if resumed and (run_dir / "folds.npy").is_file():
+        index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
+    else:
+        index = stratified_subset(ds.y_train, opts.limit, seed) if opts.limit else np.arange(len(ds.y_train))
+        folds = make_folds(ds.y_train[index], folds_k, seed)
+        io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
+        io.write_npy(run_dir / "folds.npy", folds)
+    x, y = ds.x_train[index], ds.y_train[index]
+
+    model_params: dict[str, dict[str, Any]] = {}
+    param_sources: dict[str, str] = {}
+    for spec in specs:
+        overrides, source = _load_tuned(settings, spec) if opts.tuned else ({}, None)
+        params = spec.params({**overrides, "epochs": opts.epochs})
+        if opts.quick and opts.epochs is None:
+            params["epochs"] = params["quick_epochs"]
+        model_params[spec.name] = params
+        param_sources[spec.name] = source or "model defaults" + (" (--epochs)" if opts.epochs else "")
+
+    manifest_path = run_dir / "manifest.json"
+    manifest = io.read_json(manifest_path) if resumed else {}
+    manifest.update({
+        "run_id": run_dir.name, "fingerprint": fingerprint, "command": opts.command or sys.argv,
+        "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": folds_k, "seed": seed,
+                   "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
+                   "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
+                   "n_train_rows": int(len(index))},
+        "params": model_params, "param_sources": param_sources,
+        "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
+        "started": manifest.get("started") or _now(), "finished": None,
+    })
+    io.write_json(manifest_path, manifest)
+
+    # Stage: cross-validation
+    for spec in specs:
+        if (run_dir / spec.name / "cv.json").is_file():
+            progress.stage(f"{spec.name}: cross-validation already complete")
+            continue
+        params = model_params[spec.name]
+        progress.stage(f"{spec.name}: {folds_k}-fold CV, {params['epochs']} epochs ({spec.description})")
+        cv = run_cv(run_dir, spec, params, x, y, ds.x_test, folds, seed=seed, epochs=int(params["epochs"]),
+                    progress=progress)
+        progress.stage(f"{spec.name}: CV accuracy {100 * cv.oof_accuracy:.3f} % "
+                       f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})")
+
+    # Stages: export (+ parity) and benchmark; a failing model is marked, the others go on.
+    from harness import bench as bench_mod
+    from harness import export as export_mod
+
+    rng = np.random.default_rng(seed)
+    parity_x = x[rng.choice(len(x), size=min(len(x), 1000), replace=False)]
+    for spec in specs:
+        cv_info = io.read_json(run_dir / spec.name / "cv.json")
+        if not (run_dir / spec.name / "export.json").is_file():
+            try:
+                export_mod.export_model(run_dir, spec.name, parity_x, {
+                    "model": spec.name, "folds": folds_k, "cv_accuracy": cv_info["oof_accuracy"],
+                    "run_id": run_dir.name, "harness_version": __version__})
+                progress.stage(f"{spec.name}: exported to ONNX, parity gate passed")
+            except HarnessError as e:
+                progress.stage(f"{spec.name}: export failed: {e}")
+                continue
+        if opts.bench and (run_dir / spec.name / "model.onnx").is_file() \
+                and not (run_dir / spec.name / "bench.json").is_file():
+            progress.stage(f"{spec.name}: benchmarking with ONNX Runtime")
+            bench_mod.bench_model(run_dir, spec.name, **({"quick": True} if opts.quick else {}))
+
+    # Per-model local scores (only where the hidden solution of the replica exists).
+    solution = info.solution
+    if solution is not None:
+        from harness.submission import read_solution, score_labels
+
+        answers = read_solution(solution)
+        for spec in specs:
+            test = np.load(run_dir / spec.name / "test.npy")
+            io.write_json(run_dir / spec.name / "score.json",
+                          score_labels(ds.image_ids, test.argmax(1), answers).to_dict())
+
+    from harness import leaderboard
+
+    results = leaderboard.build_results(run_dir, y)
+    best = results["best"]
+    if best is None:
+        raise RunError("no model passed export; nothing to submit (see the leaderboard's status column)")
+
+    # Stage: submission from the very ONNX file that was benchmarked.
+    from harness.submission import score_submission, write_submission
+
+    sub_path = settings.submissions_dir / f"{run_dir.name}.csv"
+    probs = export_mod.predict_onnx(run_dir / best / "model.onnx", ds.x_test)
+    write_submission(sub_path, ds.image_ids, probs.argmax(1))
+    submission = {"path": str(sub_path), "model": best,
+                  "sha256": hashlib.sha256(sub_path.read_bytes()).hexdigest()}
+    if solution is not None:
+        submission.update(score_submission(sub_path, solution).to_dict())
+    progress.stage(f"submission: {sub_path} from {best}")
+    results = leaderboard.build_results(run_dir, y, {"submission": submission})
+
+    # A resumed run's duration adds up the wall time of every invocation that worked on it.
+    sessions = manifest.get("sessions_s", []) + [round(time.perf_counter() - t_start, 1)]
+    manifest.update(finished=_now(), sessions_s=sessions, duration_s=round(sum(sessions), 1))
+    io.write_json(manifest_path, manifest)
+
+    if opts.submit:
+        from harness import kaggle
+
+        upload = kaggle.submit_file(sub_path, message=opts.message or f"harness {run_dir.name} {best}",
+                                    run_id=run_dir.name, model=best, wait=opts.wait,
+                                    history_path=settings.submissions_dir / "history.jsonl")
+        results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()})
+
+    if opts.report:
+        from harness.report import render_report
+
+        out = render_report(run_dir, settings.reports_dir / f"{run_dir.name}.html", settings.data_dir)
+        progress.stage(f"report: {out}")
+    results["run_dir"] = str(run_dir)
+    return results
