@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from harness import replica
-from harness.config import Settings
+from harness.config import Settings, load_settings
 from harness.errors import (DataError, KaggleCredentialsMissing, KaggleError, KaggleNetworkError,
                             KaggleRulesNotAccepted, KaggleServerError, UsageError)
 from harness.io import read_json, write_json, write_npy
@@ -100,8 +100,8 @@ def ensure_data(where: Settings | str | os.PathLike, source: str = "auto", *,
     t0 = time.perf_counter()
     if isinstance(where, Settings):
         data_dir, cache = Path(where.data_dir), Path(cache_dir or where.cache_dir)
-    else:
-        data_dir, cache = Path(where), Path(cache_dir or Settings().cache_dir)
+    else:  # a bare folder: the cache still follows HARNESS_CACHE / the project's settings
+        data_dir, cache = Path(where), Path(cache_dir or load_settings().cache_dir)
     if source not in SOURCES:
         raise UsageError(f"unknown data source {source!r} (choose from {', '.join(SOURCES)})")
     if path is not None and source not in ("npz", "idx", "replica"):
@@ -339,14 +339,15 @@ def _fetch_kaggle(staging: Path, say) -> None:
         raise KaggleError("Kaggle support (harness.kaggle) is not available in this install; "
                           "use --source replica")
     if not kaggle_api.has_credentials():
-        raise KaggleCredentialsMissing(f"no Kaggle credentials: {_CREDENTIALS_HINT}")
-    say("downloading the digit-recognizer files from Kaggle")
+        what = getattr(kaggle_api, "NO_CREDENTIALS", f"no Kaggle credentials: {_CREDENTIALS_HINT}")
+        raise KaggleCredentialsMissing(_with_hint(what, "or work offline with --source replica", "--source replica"))
     try:
-        kaggle_api.download_competition(staging)
+        kaggle_api.download_competition(staging, progress=say)
     except KaggleRulesNotAccepted as e:
         raise KaggleRulesNotAccepted(_with_hint(str(e), _RULES_HINT, "/rules")) from None
     except KaggleCredentialsMissing as e:
-        raise KaggleCredentialsMissing(_with_hint(str(e), _CREDENTIALS_HINT, "kaggle.json")) from None
+        raise KaggleCredentialsMissing(_with_hint(str(e), "or work offline with --source replica",
+                                                  "--source replica")) from None
     missing = [name for name in FILES.values() if not (staging / name).is_file()]
     if missing:
         raise DataError(f"the Kaggle download lacks {', '.join(missing)} "

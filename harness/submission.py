@@ -3,6 +3,7 @@
     sub = validate_submission("submissions/run.csv", n_rows=28000)   # -> Submission(image_ids, labels)
     write_submission(path, image_ids, labels)                       # validates, then writes atomically
     score = score_submission(path, solution_path(data_dir))         # -> Score(public, private, overall)
+    score = score_labels(image_ids, labels, read_solution(solution_path(data_dir)))  # in memory
 
 A submission is `ImageId,Label` with one row per test image: ImageIds 1..N, each once (any order),
 labels integers 0..9. Every defect is a SubmissionError (exit 6) naming file, row and column; an
@@ -132,14 +133,24 @@ def score_submission(path: str | os.PathLike, solution: str | os.PathLike | Solu
     """Validate `path` against the solution's row count, then score it as Kaggle would."""
     sol = solution if isinstance(solution, Solution) else read_solution(solution)
     sub = validate_submission(path, n_rows=len(sol.labels))
-    predicted = np.empty(len(sol.labels) + 1, dtype=np.int64)
-    predicted[sub.image_ids] = sub.labels           # match by ImageId, whatever the row order
-    hit = predicted[sol.image_ids] == sol.labels
-    n_pub = int(sol.public.sum())
-    n_priv = len(hit) - n_pub
+    return score_labels(sub.image_ids, sub.labels, sol)
+
+
+def score_labels(image_ids: Any, labels: Any, solution: Solution) -> Score:
+    """Score predictions held in memory (e.g. a model's test argmax) against the solution."""
+    ids, labels = np.asarray(image_ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    n = len(solution.labels)
+    if ids.shape != (n,) or labels.shape != (n,):
+        raise SubmissionError(f"predictions for {len(ids)} images, the solution has {n}")
+    _check_ids("predictions", ids)
+    predicted = np.empty(n + 1, dtype=np.int64)
+    predicted[ids] = labels                        # match by ImageId, whatever the row order
+    hit = predicted[solution.image_ids] == solution.labels
+    n_pub = int(solution.public.sum())
+    n_priv = n - n_pub
     return Score(
-        public=float(hit[sol.public].mean()) if n_pub else None,
-        private=float(hit[~sol.public].mean()) if n_priv else None,
+        public=float(hit[solution.public].mean()) if n_pub else None,
+        private=float(hit[~solution.public].mean()) if n_priv else None,
         overall=float(hit.mean()),
-        n_public=n_pub, n_private=n_priv, n_total=len(hit), correct=int(hit.sum()),
+        n_public=n_pub, n_private=n_priv, n_total=n, correct=int(hit.sum()),
     )

@@ -194,7 +194,7 @@ def _fake_kaggle(monkeypatch: pytest.MonkeyPatch, *, creds: bool = True, fail: E
                  train: np.ndarray | None = None) -> list[Path]:
     calls: list[Path] = []
 
-    def download_competition(dest: Path) -> None:
+    def download_competition(dest: Path, progress=None) -> None:
         calls.append(dest)
         if fail:
             raise fail

@@ -15,7 +15,7 @@ import pytest
 from harness import replica
 from harness.cli import main
 from harness.config import load_settings
-from harness.data import check_data, ensure_data, load, solution_path
+from harness.data import check_data, load, solution_path
 from harness.errors import DataError
 from harness.submission import read_solution, score_submission
 
@@ -41,10 +41,9 @@ def source(wheel: Path) -> replica.Digits:
 
 
 @pytest.fixture(scope="module")
-def built(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data_dir = tmp_path_factory.mktemp("replica") / "digit-recognizer"
-    ensure_data(data_dir, "replica", cache_dir=wheel.parent.parent)
-    return data_dir
+def built(wheel: Path, replica_dir: Path) -> Path:
+    """The session's replica (tests/conftest.py builds it once with `ensure_data(dir, "replica")`)."""
+    return replica_dir
 
 
 def test_source_is_real_mnist(source: replica.Digits) -> None:

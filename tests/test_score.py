@@ -13,7 +13,8 @@ import pytest
 from harness.cli import main
 from harness.data import ensure_data, solution_path
 from harness.errors import SubmissionError
-from harness.submission import Solution, read_solution, score_submission, validate_submission, write_submission
+from harness.submission import (Solution, read_solution, score_labels, score_submission, validate_submission,
+                                write_submission)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -109,6 +110,14 @@ def test_score_matches_by_image_id_like_kaggle(tmp_path: Path) -> None:
     s = score_submission(path, sol)
     assert (s.public, s.private, s.overall) == (0.5, 4 / 6, 5 / 8)
     assert (s.n_public, s.n_private, s.n_total, s.correct) == (2, 6, 8, 5)
+
+
+def test_score_labels_in_memory() -> None:
+    sol = Solution(np.arange(1, 5), np.array([1, 2, 3, 4]), np.array([True, False, False, False]))
+    s = score_labels(np.array([4, 3, 2, 1]), np.array([4, 0, 2, 0]), sol)
+    assert (s.public, s.private, s.overall, s.correct) == (0.0, 2 / 3, 0.5, 2)
+    with pytest.raises(SubmissionError, match="predictions for 3 images, the solution has 4"):
+        score_labels(np.arange(1, 4), np.zeros(3, int), sol)
 
 
 def test_score_checks_rows_against_the_solution(tmp_path: Path) -> None:
