@@ -1,0 +1,96 @@
+"""Stratified folds, OOF bookkeeping, fold ensembles, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.cv import make_folds, run_cv, stratified_subset
+from harness.errors import RunError
+from harness.registry import get_model
+
+
+@pytest.fixture(scope="module")
+def labels() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.choice(10, size=4203, p=np.linspace(0.05, 0.15, 10) / np.linspace(0.05, 0.15, 10).sum())
+
+
+def test_folds_are_deterministic_and_seeded(labels):
+    a, b, c = make_folds(labels, 5, 1), make_folds(labels, 5, 1), make_folds(labels, 5, 2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_folds_are_stratified_and_balanced(labels):
+    folds = make_folds(labels, 5, 7)
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == len(labels)
+    for label in range(10):
+        per_fold = np.bincount(folds[labels == label], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1  # each class dealt evenly
+
+
+def test_fold_errors(labels):
+    with pytest.raises(RunError, match="at least 2"):
+        make_folds(labels, 1, 0)
+    with pytest.raises(RunError, match="rarest class"):
+        make_folds(np.array([0, 0, 0, 1]), 2, 0)
+
+
+def test_stratified_subset_keeps_class_shares(labels):
+    idx = stratified_subset(labels, 1000, 3)
+    assert abs(len(idx) - 1000) <= 10 and np.all(np.diff(idx) > 0)
+    full = np.bincount(labels, minlength=10) / len(labels)
+    sub = np.bincount(labels[idx], minlength=10) / len(idx)
+    assert np.abs(full - sub).max() < 0.01
+    assert np.array_equal(stratified_subset(labels, 10**6, 3), np.arange(len(labels)))
+
+
+def _toy(n=600, seed=0):
+    """Separable toy digits: class k lights up row band k, so a tiny MLP learns them in 2 epochs."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    x = rng.integers(0, 40, size=(n, 28, 28, 1)).astype(np.uint8)
+    for i, k in enumerate(y):
+        x[i, 2 * k + 2: 2 * k + 5, :, 0] = 250
+    return x, y
+
+
+def test_oof_bookkeeping_and_fold_ensemble(tmp_path):
+    x, y = _toy()
+    x_test = x[:50]
+    folds = make_folds(y, 3, 0)
+    spec = get_model("ann_tiny")
+    cv = run_cv(tmp_path, spec, spec.params(), x, y, x_test, folds, seed=0, epochs=2)
+    oof = np.load(tmp_path / "ann_tiny" / "oof.npy")
+    test = np.load(tmp_path / "ann_tiny" / "test.npy")
+    assert oof.shape == (600, 10) and test.shape == (50, 10)
+    for f in range(3):  # each row's OOF prediction comes from the model that did not see it
+        assert np.array_equal(oof[folds == f], np.load(tmp_path / "ann_tiny" / f"fold_{f}" / "oof.npy"))
+    mean = np.mean([np.load(tmp_path / "ann_tiny" / f"fold_{f}" / "test.npy") for f in range(3)], axis=0)
+    assert np.allclose(test, mean, atol=1e-6)
+    assert cv.oof_accuracy == pytest.approx((oof.argmax(1) == y).mean())
+    assert cv.oof_accuracy > 0.5  # it learned something
+    info = json.loads((tmp_path / "ann_tiny" / "cv.json").read_text())
+    assert info["n_params"] == 25546 and len(info["folds"]) == 3
+    assert set(json.loads((tmp_path / "ann_tiny" / "fold_0" / "history.json").read_text())) >= {
+        "loss", "accuracy", "val_loss", "val_accuracy"}
+
+    # A second call resumes every fold: nothing is retrained, the figures are the same.
+    before = (tmp_path / "ann_tiny" / "fold_1" / "model.keras").stat().st_mtime_ns
+    again = run_cv(tmp_path, spec, spec.params(), x, y, x_test, folds, seed=0, epochs=2)
+    assert all(r.resumed for r in again.folds) and again.oof_accuracy == cv.oof_accuracy
+    assert (tmp_path / "ann_tiny" / "fold_1" / "model.keras").stat().st_mtime_ns == before
+
+
+def test_half_written_fold_is_retrained(tmp_path):
+    x, y = _toy(300)
+    folds = make_folds(y, 2, 0)
+    spec = get_model("ann_tiny")
+    run_cv(tmp_path, spec, spec.params(), x, y, x[:10], folds, seed=0, epochs=1)
+    (tmp_path / "ann_tiny" / "fold_1" / "fold.json").unlink()  # as if killed before the marker
+    (tmp_path / "ann_tiny" / "cv.json").unlink()
+    again = run_cv(tmp_path, spec, spec.params(), x, y, x[:10], folds, seed=0, epochs=1)
+    assert [r.resumed for r in again.folds] == [True, False]
