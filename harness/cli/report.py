@@ -1,0 +1,36 @@
+"""`harness report`: render a run's self-contained HTML report (also run at the end of `harness run`)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from harness.cli._common import add_data_dir, say
+from harness.config import Settings
+from harness.runs import resolve_run
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report", help="write reports/<run>.html: EDA, leaderboard, per-model errors, latency",
+        description="Render one self-contained HTML file (works offline: figures, style and script "
+        "inline) from a run folder. Prints the report's path on stdout.")
+    p.add_argument("--run", default=None, help="run id or folder (default: the latest run)")
+    p.add_argument("--output", "-o", default=None,
+                   help="HTML file to write (default: <reports_dir>/<run-id>.html)")
+    add_data_dir(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from harness.report import render_report
+
+    run_dir = resolve_run(settings.runs_dir, args.run)
+    output = Path(args.output) if args.output else settings.reports_dir / f"{run_dir.name}.html"
+    t0 = time.perf_counter()
+    say(f"report: rendering {run_dir} ...")
+    path = render_report(run_dir, output, Path(args.data_dir) if args.data_dir else None)
+    say(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
+    print(path)
+    return 0

@@ -1,0 +1,414 @@
+"""Render a run folder into one self-contained HTML page.
+
+    from harness.report import render_report
+    render_report(Path("runs/20250101-120000"), Path("reports/20250101-120000.html"))
+
+The page works offline: figures are inlined as data: URIs, the stylesheet and the small script
+are inlined, and a Content-Security-Policy forbids every fetch. All text comes from the run's
+files and plugins, so the template is rendered by jinja2 with autoescaping on; nothing here
+builds HTML by hand. Each section degrades to a short note when its inputs are missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__, io
+from harness.report.bench_view import bench_view
+from harness.report.collect import ModelData, RunData, load_run
+
+N_MISTAKES = 16
+
+
+def render_report(run_dir: Path, output: Path, data_dir: Path | None = None, *,
+                  dataset: Any = None) -> Path:
+    """Write the report of `run_dir` to `output` (atomically) and return `output`.
+
+    `data_dir` overrides the data folder recorded in the run's manifest; `dataset` (an object
+    with x_train, y_train, x_test) skips loading altogether (tests, callers that hold it).
+    """
+    run = load_run(Path(run_dir), data_dir, dataset)
+    html = render_html(run)
+    return io.write_text(Path(output), html)
+
+
+def render_html(run: RunData) -> str:
+    env = _environment()
+    return env.get_template("report.html").render(**build_context(run))
+
+
+# --- formatting (jinja filters): missing values print as '-' ----------------------------------
+
+
+def _f(v: Any) -> float | None:
+    try:
+        f = None if v is None or isinstance(v, bool) else float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f is None or math.isnan(f) else f
+
+
+def fmt_pct(v: Any, digits: int = 2) -> str:
+    f = _f(v)
+    return "-" if f is None else f"{f * 100:.{digits}f}%"
+
+
+def fmt_ms(v: Any) -> str:
+    f = _f(v)
+    if f is None:
+        return "-"
+    return f"{f:.3f}" if f < 1 else f"{f:.2f}" if f < 100 else f"{f:,.0f}"
+
+
+def fmt_num(v: Any, digits: int = 0) -> str:
+    f = _f(v)
+    if f is None:
+        return "-" if v in (None, "") else str(v)
+    return f"{f:,.{digits}f}"
+
+
+def fmt_si(v: Any, unit: str = "") -> str:
+    f = _f(v)
+    if f is None:
+        return "-"
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(f) >= div:
+            return f"{f / div:.3g} {prefix}{unit}"
+    return f"{f:.3g} {unit}".strip()
+
+
+def fmt_bytes(v: Any) -> str:
+    f = _f(v)
+    if f is None:
+        return "-"
+    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if f >= div:
+            return f"{f / div:.1f} {unit}"
+    return f"{f:.0f} B"
+
+
+def fmt_duration(v: Any) -> str:
+    f = _f(v)
+    if f is None:
+        return "-"
+    if f < 60:
+        return f"{f:.1f} s"
+    m, s = divmod(int(round(f)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def fmt_score(v: Any) -> str:
+    """A Kaggle score: this competition's metric is accuracy, so 0..1 prints as a percentage."""
+    f = _f(v)
+    if f is None:
+        return "-" if v in (None, "") else str(v)
+    return fmt_pct(f, 3) if 0 <= f <= 1 else f"{f:g}"
+
+
+def status_class(status: Any) -> str:
+    s = str(status or "").lower()
+    if s in ("ok", "complete", "submitted", "scored"):
+        return "ok"
+    return "failed" if ("fail" in s or "error" in s) else "other"
+
+
+def fmt_value(v: Any) -> str:
+    """Any scalar for a key/value table; floats rounded sensibly, lists joined."""
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(fmt_value(x) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=True,  # every string from a plugin, flag or file is escaped
+        undefined=jinja2.StrictUndefined,  # a typo in the template is a bug, not a blank
+        trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters.update(pct=fmt_pct, ms=fmt_ms, num=fmt_num, si=fmt_si, bytes=fmt_bytes,
+                       duration=fmt_duration, value=fmt_value, score=fmt_score, status_class=status_class)
+    return env
+
+
+# --- context ------------------------------------------------------------------------------------
+
+
+def _row_value(m: ModelData, key: str) -> Any:
+    """A leaderboard column for `m`, from results.json, else from its cv/bench artefacts."""
+    if m.row.get(key) is not None:
+        return m.row[key]
+    cv, summary = m.cv or {}, (m.bench or {}).get("summary") or {}
+    fallback = {"cv_accuracy": cv.get("oof_accuracy"), "family": cv.get("family"),
+                "params": cv.get("n_params")}
+    if key in fallback:
+        return fallback[key]
+    return cv.get(key, summary.get(key))
+
+
+def _pareto(points: list[dict[str, Any]]) -> set[str]:
+    """Models no other model beats on both accuracy (higher) and latency (lower)."""
+    front = set()
+    for p in points:
+        if not any(q["accuracy"] >= p["accuracy"] and q["latency_ms"] <= p["latency_ms"]
+                   and (q["accuracy"] > p["accuracy"] or q["latency_ms"] < p["latency_ms"])
+                   for q in points):
+            front.add(p["model"])
+    return front
+
+
+def _baseline(run: RunData) -> dict[str, Any] | None:
+    b = run.results.get("baseline")
+    if isinstance(b, dict):
+        acc = _f(b.get("accuracy", b.get("cv_accuracy")))
+        if acc is not None:
+            return {"name": str(b.get("model") or b.get("name") or "majority class"),
+                    "accuracy": acc, "predicts": b.get("label", b.get("predicts"))}
+    y = run.y_true
+    if y is None or not len(y):
+        return None
+    counts = np.bincount(y, minlength=10)
+    return {"name": "majority class", "accuracy": float(counts.max() / counts.sum()),
+            "predicts": int(counts.argmax())}
+
+
+def _leaderboard(run: RunData) -> dict[str, Any]:
+    cols = ("rank", "family", "status", "cv_accuracy", "fold_mean", "fold_std", "public_score",
+            "private_score", "p50_ms_b1", "p99_ms_b1", "throughput_ips", "size_bytes",
+            "efficiency_b1", "params", "train_seconds", "train_ips", "best", "pareto")
+    rows = []
+    for m in run.models:
+        r = {"model": m.name, **{c: _row_value(m, c) for c in cols}}
+        r["status"] = r["status"] or ("ok" if m.cv else "incomplete")
+        rows.append(r)
+    points = [{"model": r["model"], "accuracy": _f(r["cv_accuracy"]),
+               "latency_ms": _f(r["p50_ms_b1"])} for r in rows]
+    points = [p for p in points if p["accuracy"] is not None and p["latency_ms"]]
+    if not any(r["pareto"] is not None for r in rows):
+        front = _pareto(points)
+        for r in rows:
+            r["pareto"] = r["model"] in front
+    best = run.results.get("best")
+    if best is None and rows:
+        ranked = [r for r in rows if _f(r["cv_accuracy"]) is not None]
+        best = max(ranked, key=lambda r: _f(r["cv_accuracy"]))["model"] if ranked else None
+    for r in rows:
+        r["best"] = r["model"] == best
+        p = next((p for p in points if p["model"] == r["model"]), None)
+        if p:
+            p.update(pareto=bool(r["pareto"]), best=r["best"])
+    baseline = _baseline(run)
+    figure = None
+    if points or baseline:
+        from harness.report import figures
+
+        figure = figures.accuracy_vs_latency(points, baseline and baseline["accuracy"])
+    return {"rows": rows, "baseline": baseline, "figure": figure, "best": best,
+            "unplotted": [r["model"] for r in rows if r["model"] not in {p["model"] for p in points}]}
+
+
+def _test_predictions(run: RunData, best: str | None) -> np.ndarray | None:
+    ds = run.dataset
+    for m in run.models:
+        if m.name == best and m.test is not None and ds is not None and len(m.test) == len(ds.x_test):
+            return m.test.argmax(axis=1)
+    return None
+
+
+def _data_section(run: RunData, y_test: np.ndarray | None, best: str | None) -> dict[str, Any]:
+    ds = run.dataset
+    if ds is None:
+        return {"available": False}
+    from harness.report import figures
+
+    x_train = np.asarray(ds.x_train)
+    y_train = np.asarray(ds.y_train)
+    x_test = np.asarray(ds.x_test) if getattr(ds, "x_test", None) is not None else None
+    n_used = len(run.train_index) if run.train_index is not None else len(y_train)
+    return {
+        "available": True,
+        "n_train": len(x_train), "n_test": 0 if x_test is None else len(x_test), "n_used": n_used,
+        "test_labels_from": best if y_test is not None else None,
+        "counts": figures.class_counts(y_train, y_test),
+        "intensity": figures.intensity_histograms(x_train, y_train, x_test, y_test),
+        "samples": figures.sample_digits(x_train, y_train, x_test, y_test),
+        "means": figures.mean_digits(x_train, y_train, x_test, y_test),
+    }
+
+
+def _per_class(cm: np.ndarray) -> list[dict[str, Any]]:
+    out = []
+    for c in range(10):
+        tp = cm[c, c]
+        support, predicted = cm[c].sum(), cm[:, c].sum()
+        p = tp / predicted if predicted else None
+        r = tp / support if support else None
+        f1 = 2 * p * r / (p + r) if p and r else (0.0 if p is not None and r is not None else None)
+        out.append({"cls": c, "precision": p, "recall": r, "f1": f1, "support": int(support)})
+    return out
+
+
+def _mistakes(oof: np.ndarray, y: np.ndarray, x: np.ndarray | None) -> list[dict[str, Any]]:
+    from harness.report import figures
+
+    pred = oof.argmax(axis=1)
+    conf = oof.max(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    order = wrong[np.argsort(-conf[wrong], kind="stable")][:N_MISTAKES]
+    return [{"true": int(y[i]), "pred": int(pred[i]), "p": float(conf[i]),
+             "p_true": float(oof[i, y[i]]), "row": int(i),
+             "img": figures.digit_png(x[i]) if x is not None else None} for i in order]
+
+
+def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[str, Any]:
+    from harness.report import figures
+
+    cv = m.cv if isinstance(m.cv, dict) else {}
+    out: dict[str, Any] = {
+        "name": m.name, "row": lb_row, "cv": _pick(cv, "train_seconds", "train_ips"),
+        "status": lb_row["status"], "error": m.row.get("error") or cv.get("error"),
+        "description": cv.get("description") or m.row.get("description"),
+        "params": cv.get("params") if isinstance(cv.get("params"), dict) else {},
+        "folds": [_pick(f, "fold", "accuracy", "n_train", "n_val", "epochs", "seconds",
+                        "images_per_s") for f in cv.get("folds") or [] if isinstance(f, dict)],
+        "curves": figures.learning_curves(m.histories) if m.histories else None,
+        "export": m.export if isinstance(m.export, dict) else None,
+        "confusion": None, "per_class": [], "mistakes": [], "note": None,
+    }
+    y = run.y_true
+    if m.oof is None:
+        out["note"] = "no out-of-fold predictions (oof.npy) in this run"
+    elif y is None:
+        out["note"] = "labels unavailable (data not loaded): no confusion matrix or mistakes"
+    elif len(y) != len(m.oof) or m.oof.ndim != 2 or m.oof.shape[1] != 10:
+        out["note"] = f"oof.npy has shape {m.oof.shape}, labels {len(y)}: not aligned"
+    else:
+        pred = m.oof.argmax(axis=1)
+        cm = np.zeros((10, 10), dtype=np.int64)
+        np.add.at(cm, (y, pred), 1)
+        out["confusion"] = figures.confusion_matrix(cm)
+        out["per_class"] = _per_class(cm)
+        out["oof_accuracy"] = float((pred == y).mean())
+        x = None
+        if run.dataset is not None:
+            x_train = np.asarray(run.dataset.x_train)
+            x = x_train[run.train_index] if run.train_index is not None else x_train
+        out["mistakes"] = _mistakes(m.oof, y, x)
+    return out
+
+
+def _latency_section(run: RunData) -> dict[str, Any]:
+    from harness.report import figures
+
+    models = []
+    for m in run.models:
+        v = bench_view(m.bench)
+        models.append({"name": m.name, "bench": v})
+    benched = [x for x in models if x["bench"]]
+    dist = [{"model": x["name"], "samples_ms": x["bench"]["samples_b1"],
+             "percentiles": x["bench"]["percentiles_b1"]}
+            for x in benched if x["bench"]["samples_b1"] or x["bench"]["percentiles_b1"]]
+    tput = [{"model": x["name"], "points": [(e["batch"], e["threads"] or 1, e["ips"])
+                                           for e in x["bench"]["entries"] if e["batch"]]}
+            for x in benched]
+    tput = [t for t in tput if len(t["points"]) > 1]
+    return {
+        "models": models,
+        "benched": benched,
+        "missing": [x["name"] for x in models if not x["bench"]],
+        "distribution": figures.latency_distribution(dist) if dist else None,
+        "throughput": figures.throughput_by_batch(tput) if tput else None,
+    }
+
+
+def _reproduction(run: RunData) -> dict[str, Any]:
+    man = run.manifest
+    argv = man.get("command")
+    if isinstance(argv, list) and argv:
+        head = Path(str(argv[0])).name
+        command = shlex.join(["harness" if head in ("harness", "__main__.py") else str(argv[0]),
+                              *map(str, argv[1:])])
+    else:
+        command = str(argv) if argv else None
+    config = man.get("config") if isinstance(man.get("config"), dict) else {}
+    config_json = json.dumps(config, indent=2, sort_keys=True, default=str)
+    return {
+        "command": command,
+        "config": config,
+        "config_json": config_json,
+        "config_href": "data:application/json;base64,"
+        + base64.b64encode(config_json.encode("utf-8")).decode("ascii"),
+        "versions": man.get("versions") if isinstance(man.get("versions"), dict) else {},
+        "hardware": man.get("hardware") if isinstance(man.get("hardware"), dict) else {},
+        "data": man.get("data") if isinstance(man.get("data"), dict) else {},
+        "git_commit": man.get("git_commit"),
+        "started": man.get("started"), "finished": man.get("finished"),
+        "duration_s": man.get("duration_s"),
+        "run_dir": str(run.run_dir),
+    }
+
+
+def _pick(d: Any, *keys: str) -> dict[str, Any]:
+    """`d`'s values for `keys` (None where absent): the template never meets a missing key."""
+    d = d if isinstance(d, dict) else {}
+    return {k: d.get(k) for k in keys}
+
+
+def _summary(run: RunData, lb: dict[str, Any], models: list[dict[str, Any]]) -> dict[str, Any]:
+    best = next((r for r in lb["rows"] if r["best"]), None)
+    raw_sub = run.results.get("submission") if isinstance(run.results.get("submission"), dict) else {}
+    sub = _pick(raw_sub, "path", "sha256", "model", "public_score", "private_score")
+    for key in ("public", "private"):  # a Score dict merged in has bare public/private keys
+        if sub[f"{key}_score"] is None:
+            sub[f"{key}_score"] = raw_sub.get(key)
+    upload = run.results.get("upload")
+    upload = _pick(upload, "status", "ref", "public_score", "private_score", "error") \
+        if isinstance(upload, dict) else None
+    bm = next((m for m in models if best and m["name"] == best["model"]), None)
+    return {
+        "best": best,
+        "n_folds": len(bm["folds"]) if bm else None,
+        "submission": sub,
+        "public_score": sub["public_score"] if sub["public_score"] is not None
+        else best and best.get("public_score"),
+        "private_score": sub["private_score"] if sub["private_score"] is not None
+        else best and best.get("private_score"),
+        "upload": upload,
+        "n_models": len(run.models),
+        "n_failed": sum(1 for r in lb["rows"] if r["status"] not in ("ok", None)),
+    }
+
+
+def build_context(run: RunData) -> dict[str, Any]:
+    lb = _leaderboard(run)
+    by_name = {r["model"]: r for r in lb["rows"]}
+    models = [_model_section(run, m, by_name[m.name]) for m in run.models]
+    y_test = _test_predictions(run, lb["best"])
+    return {
+        "run_id": run.run_id,
+        "version": __version__,
+        "notes": run.notes,
+        "summary": _summary(run, lb, models),
+        "data": _data_section(run, y_test, lb["best"]),
+        "leaderboard": lb,
+        "models": models,
+        "latency": _latency_section(run),
+        "repro": _reproduction(run),
+        "duration_s": run.manifest.get("duration_s"),
+    }

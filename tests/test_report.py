@@ -1,0 +1,404 @@
+"""The HTML report: rendered from a fabricated run folder (no training), checked as HTML here and
+in headless Chromium (marker `browser`, skipped when chromium is not installed)."""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import io
+from harness.errors import RunError
+from harness.report import render_report
+
+EVIL = '<script>alert("x")</script>'
+
+
+# --- a small but realistic run folder ------------------------------------------------------------
+
+
+@dataclass
+class FakeDataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    image_ids: np.ndarray
+    y_test: np.ndarray  # not in harness.data.Dataset; the fixture's stand-in for solution.csv
+
+
+def _glyphs() -> np.ndarray:
+    """The ten digits drawn by matplotlib's font into 28x28 uint8 arrays: digit-like pictures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out = []
+    for d in range(10):
+        fig = Figure(figsize=(0.28, 0.28), dpi=100)
+        fig.patch.set_facecolor("black")
+        fig.text(0.5, 0.45, str(d), color="white", fontsize=17, ha="center", va="center",
+                 fontweight="bold")
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        out.append(np.asarray(canvas.buffer_rgba())[..., 0].copy())
+    return np.stack(out)
+
+
+def make_dataset(n_train: int = 400, n_test: int = 200, seed: int = 0) -> FakeDataset:
+    rng = np.random.default_rng(seed)
+    glyphs = _glyphs().astype(np.float32)
+
+    def draw(labels: np.ndarray) -> np.ndarray:
+        imgs = np.empty((len(labels), 28, 28, 1), dtype=np.uint8)
+        for i, c in enumerate(labels):
+            g = np.roll(glyphs[c], (rng.integers(-2, 3), rng.integers(-2, 3)), axis=(0, 1))
+            g = g * rng.uniform(0.7, 1.0) + rng.normal(0, 6, g.shape) * (g > 0)
+            imgs[i, ..., 0] = np.clip(g, 0, 255).astype(np.uint8)
+        return imgs
+
+    p = np.linspace(0.8, 1.2, 10)
+    y_train = rng.choice(10, size=n_train, p=p / p.sum())
+    y_test = rng.choice(10, size=n_test)
+    return FakeDataset(draw(y_train), y_train, draw(y_test), np.arange(1, n_test + 1), y_test)
+
+
+def _probs(y: np.ndarray, accuracy: float, rng: np.random.Generator) -> np.ndarray:
+    logits = rng.normal(0, 1, (len(y), 10))
+    right = rng.random(len(y)) < accuracy
+    target = np.where(right, y, (y + rng.integers(1, 10, len(y))) % 10)
+    logits[np.arange(len(y)), target] += rng.uniform(2, 7, len(y))
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _bench(p50: float, size: int, flops: int) -> dict:
+    """A bench.json in harness.bench's shape (latency rows, baselines, speed-ups, summary)."""
+    rng = np.random.default_rng(int(p50 * 1000))
+    rows = []
+    for threads in (1, 2):
+        for batch in (1, 64, 1024):
+            t = (p50 + batch * p50 * 0.02) / (1.6 if threads == 2 and batch > 1 else 1)
+            floor = 0.01 + batch * flops / 280e9 / threads * 1e3
+            r = {"threads": threads, "batch": batch, "n": 1000 if batch == 1 else 40,
+                 "p50_ms": t, "p90_ms": t * 1.2, "p99_ms": t * 1.6 if batch == 1 else None,
+                 "mean_ms": t * 1.05, "min_ms": t * 0.9, "throughput_ips": batch / t * 1000,
+                 "floor_ms": floor, "overhead_ms": 0.01, "efficiency": floor / t,
+                 "gflops": batch * flops / (t / 1e3) / 1e9}
+            if batch == 1:
+                r["samples_ms"] = list(np.round(t * rng.lognormal(0, 0.15, 1000), 4))
+            rows.append(r)
+    b1, big = rows[0], rows[-1]
+    base = {"threads": 1, "batches": [1, 1024], "tensorflow": "2.21.0", "keras": "3.12.0"}
+    for name, slow in (("keras_predict", 40), ("tf_function", 6)):
+        base[name] = {"1": {"batch": 1, "n": 50, "p50_ms": p50 * slow},
+                      "1024": {"batch": 1024, "n": 5, "p50_ms": big["p50_ms"] * slow / 4,
+                               "throughput_ips": 1024 / (big["p50_ms"] * slow / 4) * 1000},
+                      "p50_ms_b1": p50 * slow, "ratio": float(slow)}
+    summary = {"p50_ms_b1": p50, "p99_ms_b1": b1["p99_ms"], "n_b1": 1000,
+               "throughput_ips": big["throughput_ips"], "max_batch": 1024, "size_bytes": size,
+               "flops_per_image": flops, "efficiency_b1": b1["efficiency"], "threads": 1,
+               "throughput_threads": 2, "floor_ms_b1": b1["floor_ms"], "cold_start_ms": 12.5}
+    return {"model": "m", "size_bytes": size, "onnxruntime": "1.23.0", "provider": "CPUExecutionProvider",
+            "flops_per_image": flops, "peak": {"gflops_per_core": 280.0, "matmul_gflops_1_thread": 275.1},
+            "peak_gflops": 280.0, "cold_start": {"session_ms": 10.0, "first_run_ms": 2.5, "total_ms": 12.5},
+            "overhead": [{"threads": 1, "batch": 1, "n": 300, "p50_ms": 0.01}], "latency": rows,
+            "baselines": base, "speedup": {"threads": 1, "vs_predict_b1": 40.0, "vs_tf_function_b1": 6.0},
+            "summary": summary}
+
+
+def make_run(root: Path, ds: FakeDataset, *, models: tuple = ("cnn_tiny", "ann_tiny", EVIL),
+             bench: bool = True, solution: bool = True, upload: bool = True, n_rows: int = 300,
+             n_folds: int = 2, epochs: int = 4) -> Path:
+    """A run folder shaped like `harness run` writes it (the last of 3+ models fails export)."""
+    rng = np.random.default_rng(1)
+    run = root / "runs" / "20250102-030405"
+    run.mkdir(parents=True)
+    n = min(n_rows, len(ds.y_train))
+    index = np.sort(rng.choice(len(ds.y_train), size=n, replace=False)).astype(np.int32)
+    folds = (np.arange(n) % n_folds).astype(np.int8)
+    io.write_npy(run / "train_index.npy", index)
+    io.write_npy(run / "folds.npy", folds)
+    y = ds.y_train[index]
+    io.write_json(run / "manifest.json", {
+        "run_id": run.name, "command": ["/usr/bin/harness", "run", "--model", "cnn_tiny", "--limit", "300"],
+        "config": {"data_dir": "unused", "folds": 2, "seed": 42, "note": EVIL},
+        "versions": {"python": "3.11.7", "tensorflow": "2.21.0", "onnxruntime": "1.23.0"},
+        "hardware": {"cpu": "Test CPU @ 2.0GHz", "cores": 2, "memory_gb": 24},
+        "data": {"train.csv": "ab" * 32, "test.csv": "cd" * 32},
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "started": "2025-01-02T03:04:05", "finished": "2025-01-02T03:09:50", "duration_s": 345.2,
+    })
+    rows = []
+    accs_ = np.linspace(0.99, 0.9, len(models)) if len(models) > 3 else (0.97, 0.92, 0.6)
+    p50s = np.geomspace(0.03, 2.0, len(models))[::-1] if len(models) > 3 else (0.21, 0.05, 0.9)
+    for rank_, (name, acc, p50) in enumerate(zip(models, accs_, p50s), 1):
+        md = run / name
+        oof = _probs(y, acc, rng)
+        folds_info = []
+        for k in range(n_folds):
+            tr_acc = np.clip(acc - 0.25 * np.exp(-np.arange(epochs)) + rng.normal(0, 0.005, epochs), 0, 1)
+            io.write_json(md / f"fold_{k}" / "history.json", {
+                "loss": list(1.5 * np.exp(-np.arange(epochs) / (1.5 + k / 2)) + 0.1),
+                "accuracy": list(tr_acc),
+                "val_loss": list(1.4 * np.exp(-np.arange(epochs) / 1.8) + 0.15),
+                "val_accuracy": list(tr_acc - 0.01)})
+            sel = folds == k
+            folds_info.append({"fold": k, "accuracy": float((oof[sel].argmax(1) == y[sel]).mean()),
+                               "n_train": int((~sel).sum()), "n_val": int(sel.sum()), "epochs": epochs,
+                               "seconds": 12.5 + k, "images_per_s": 1450.0 + 10 * k, "n_params": 12345})
+        accs = [f["accuracy"] for f in folds_info]
+        cv = {"model": name, "family": name.split("_")[0][:8], "description": f"{name} for tests {EVIL}",
+              "params": {"width": 32, "dropout": 0.1, "batch_size": 128}, "folds": folds_info,
+              "oof_accuracy": float((oof.argmax(1) == y).mean()), "fold_mean": float(np.mean(accs)),
+              "fold_std": float(np.std(accs, ddof=1)), "train_seconds": 26.0, "train_ips": 1455.0,
+              "n_params": 12345}
+        io.write_json(md / "cv.json", cv)
+        io.write_npy(md / "oof.npy", oof)
+        io.write_npy(md / "test.npy", _probs(ds.y_test, acc, rng))
+        failed = name == EVIL or (len(models) > 2 and rank_ == len(models))
+        if bench and not failed:
+            io.write_json(md / "bench.json", _bench(p50, 40_000 * rank_, 25_000 * rank_))
+        io.write_json(md / "export.json", {"ok": not failed, "max_abs_diff": 1.2e-7,
+                                          **({"error": "parity gate"} if failed else {})})
+        rows.append({"rank": rank_, "model": name, "family": cv["family"],
+                     "status": "export failed: parity gate" if failed else "ok",
+                     "cv_accuracy": cv["oof_accuracy"], "fold_mean": cv["fold_mean"],
+                     "fold_std": cv["fold_std"], "params": 12345, "train_seconds": 26.0,
+                     "train_ips": 1455.0,
+                     "public_score": 0.95 if solution else None, "private_score": 0.951 if solution else None,
+                     **({k: v for k, v in _bench(p50, 40_000 * rank_, 25_000 * rank_)["summary"].items()
+                         if k in ("p50_ms_b1", "p99_ms_b1", "throughput_ips", "size_bytes",
+                                  "efficiency_b1")} if bench and not failed else {}),
+                     "best": rank_ == 1, "pareto": rank_ < 3 and bench})
+    counts = np.bincount(y, minlength=10)
+    results = {"run_id": run.name, "best": models[0], "rows": rows,
+               "baseline": {"name": "majority class", "label": int(counts.argmax()),
+                            "cv_accuracy": float(counts.max() / counts.sum())},
+               "submission": {"path": "submissions/20250102-030405.csv", "sha256": "ef" * 32,
+                              "model": models[0],
+                              **({"public_score": 0.95, "private_score": 0.951} if solution else {})}}
+    if upload:
+        results["upload"] = {"status": "complete", "ref": "12345", "public_score": 0.9493, "error": None}
+    io.write_json(run / "results.json", results)
+    return run
+
+
+@pytest.fixture(scope="module")
+def dataset() -> FakeDataset:
+    return make_dataset()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, dataset) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    run = make_run(root, dataset)
+    return render_report(run, root / "reports" / f"{run.name}.html", dataset=dataset)
+
+
+class _Parser(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.srcs: list[str] = []
+        self.hrefs: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "img":
+            self.srcs.append(a.get("src") or "")
+        if tag in ("a", "link") and a.get("href"):
+            self.hrefs.append(a["href"])
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append(a.get("src") or "")
+
+    def handle_endtag(self, tag):
+        self._in_script = self._in_script and tag != "script"
+
+
+def _parse(text: str) -> _Parser:
+    p = _Parser()
+    p.feed(text)
+    return p
+
+
+# --- tests -----------------------------------------------------------------------------------------
+
+
+SECTIONS = ["summary", "data", "leaderboard", "models", "latency", "reproduction"]
+
+
+def test_report_has_sections_in_order_and_is_self_contained(report):
+    text = report.read_text(encoding="utf-8")
+    p = _parse(text)
+    positions = [text.index(f'id="{s}"') for s in SECTIONS]
+    assert positions == sorted(positions)
+    assert set(SECTIONS) <= p.ids
+    # Every image and link is inline data or an in-page anchor: nothing to fetch.
+    assert p.srcs and all(s.startswith("data:image/") for s in p.srcs)
+    assert all(h.startswith(("#", "data:")) for h in p.hrefs)
+    assert p.scripts == [""]  # one inline script, no src
+    assert not re.search(r"(?:src|href)=\"(?:https?:)?//", text)
+    assert "default-src 'none'" in text  # the CSP forbids fetches even if something slipped in
+    assert report.stat().st_size < 5_000_000
+
+
+def test_report_contents(report, dataset):
+    text = report.read_text(encoding="utf-8")
+    assert "cnn_tiny" in text and "ann_tiny" in text
+    # summary: CV mean +- std, local public/private, latency, submission + sha256, upload, run id
+    assert "95.000%" in text and "95.100%" in text
+    assert "ef" * 32 in text and "submissions/20250102-030405.csv" in text
+    assert "12345" in text and "complete" in text
+    assert "20250102-030405" in text and "5 min 45 s" in text
+    # leaderboard baseline, pareto mark, per-model gallery captions true -> predicted (p)
+    assert "majority class" in text and "◆" in text
+    assert re.search(r"\d -&gt; \d <span class=\"p\">\(0\.\d\d\)</span>", text)
+    # latency: per batch/thread table, baselines with ratios, not-benchmarked model listed
+    assert "p90 ms" in text and "keras Model.predict" in text and "40.0×" in text
+    assert "floor ms" in text and "cold start: 12.5 ms" in text
+    assert "Not benchmarked:" in text
+    # reproduction: command, config download, hashes, git commit
+    assert "harness run --model cnn_tiny --limit 300" in text
+    assert 'download="20250102-030405-config.json"' in text
+    assert "0123456789abcdef0123456789abcdef01234567" in text and "ab" * 32 in text
+    config = re.search(r'href="data:application/json;base64,([^"]+)"', text).group(1)
+    assert json.loads(base64.b64decode(config))["seed"] == 42
+
+
+def test_text_from_plugins_and_files_is_escaped(report):
+    text = report.read_text(encoding="utf-8")
+    assert EVIL not in text
+    assert "&lt;script&gt;alert(" in text
+    # the only <script> element is the report's own
+    assert text.count("<script>") == 1
+
+
+def test_figures_decode(report):
+    p = _parse(report.read_text(encoding="utf-8"))
+    from PIL import Image
+    import io as _io
+
+    kinds = set()
+    for src in p.srcs:
+        head, data = src.split(",", 1)
+        raw = base64.b64decode(data)
+        if head.startswith("data:image/svg+xml"):
+            kinds.add("svg")
+            assert raw.lstrip().startswith(b"<?xml") and b"<svg" in raw[:2000]
+        else:
+            kinds.add("png")
+            w, h = Image.open(_io.BytesIO(raw)).size
+            assert w > 0 and h > 0
+    assert kinds == {"svg", "png"}
+    # data (4) + pareto (1) + per model curves and confusion (2 x 3) + latency (2), plus digits
+    assert len(p.srcs) >= 4 + 1 + 6 + 2
+
+
+def test_render_is_deterministic(tmp_path):
+    ds = make_dataset(n_train=100, n_test=30)
+    run = make_run(tmp_path, ds, models=("m1",))
+    first = render_report(run, tmp_path / "a.html", dataset=ds).read_bytes()
+    assert render_report(run, tmp_path / "b.html", dataset=ds).read_bytes() == first
+
+
+def test_degrades_without_data_bench_solution_upload_or_results(tmp_path):
+    ds = make_dataset(n_train=120, n_test=40)
+    run = make_run(tmp_path, ds, models=("only_model",), bench=False, solution=False, upload=False)
+    (run / "results.json").unlink()
+    shutil.rmtree(run / "only_model" / "fold_1")
+    (run / "only_model" / "oof.npy").write_bytes(b"not numpy")
+    out = render_report(run, tmp_path / "r.html")  # data dir "unused": not loadable
+    text = out.read_text(encoding="utf-8")
+    p = _parse(text)
+    assert set(SECTIONS) <= p.ids
+    assert "could not be loaded" in text or "data plots" in text
+    assert "results.json is missing" in text
+    assert "Not benchmarked" in text
+    assert "no solution file" in text and "not submitted" in text
+    assert "only_model" in text
+    assert all(s.startswith("data:image/") for s in p.srcs)
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(RunError):
+        render_report(tmp_path, tmp_path / "r.html")
+
+
+def test_cli_report_writes_latest_run(tmp_path, monkeypatch, capsys, dataset):
+    from harness.cli import main
+
+    run = make_run(tmp_path, make_dataset(n_train=80, n_test=20), models=("m1",))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("HARNESS_REPORTS_DIR", str(tmp_path / "out"))
+    assert main(["report"]) == 0
+    out = capsys.readouterr()
+    path = tmp_path / "out" / f"{run.name}.html"
+    assert path.is_file() and out.out.strip() == str(path)
+    assert main(["report", "--run", run.name, "--output", str(tmp_path / "x.html")]) == 0
+    assert (tmp_path / "x.html").is_file()
+    assert main(["report", "--run", "nope"]) == RunError.exit_code
+    assert "not found" in capsys.readouterr().err
+
+
+# --- in a real browser -----------------------------------------------------------------------------
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(report, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    console, requests, failed = [], [], []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}")
+                    if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("requestfailed", lambda r: failed.append(r.url))
+            t0 = time.perf_counter()
+            page.goto(report.as_uri(), wait_until="load")
+            load_s = time.perf_counter() - t0
+            page.click("button[data-toggle=open]")  # open every model panel
+            images = page.evaluate("""() => Array.from(document.images).map(i => ({
+                ok: i.complete && i.naturalWidth > 0 && i.naturalHeight > 0, alt: i.alt}))""")
+            ids = page.evaluate("() => Array.from(document.querySelectorAll('section[id]')).map(s => s.id)")
+            shot = page.screenshot(full_page=False)
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert console == []
+    # The only request is the page itself (data: URIs are not requests).
+    assert [u for u in requests if not u.startswith("data:")] == [report.as_uri()]
+    assert failed == []
+    assert images and all(i["ok"] for i in images), [i["alt"] for i in images if not i["ok"]]
+    assert ids == SECTIONS
+    assert load_s < 10  # the target (2 s for a full run) is measured separately; this is a sanity bound
+    from PIL import Image, ImageStat
+    import io as _io
+
+    img = Image.open(_io.BytesIO(shot)).convert("L")
+    assert max(ImageStat.Stat(img).stddev) > 10  # not a blank page
+    assert img.getextrema()[1] - img.getextrema()[0] > 100
