@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -90,7 +90,8 @@ def data_paths(data_dir: str | os.PathLike) -> dict[str, Path]:
 
 def ensure_data(where: Settings | str | os.PathLike, source: str = "auto", *,
                 path: str | os.PathLike | None = None, force: bool = False,
-                cache_dir: str | os.PathLike | None = None, progress=None) -> DataInfo:
+                cache_dir: str | os.PathLike | None = None,
+                progress: Callable[[str], None] | None = None) -> DataInfo:
     """Make sure valid competition files are in the data folder; return what is there.
 
     `where` is Settings (data_dir and cache_dir) or a data folder. `path` is the user's file or
@@ -129,6 +130,7 @@ def ensure_data(where: Settings | str | os.PathLike, source: str = "auto", *,
         if source == "replica":
             notes.append("no Kaggle credentials configured: using the offline replica of the "
                          "competition data, built from real MNIST")
+            say(notes[-1])
     try:
         detail = _build(data_dir, cache, source, Path(path) if path else None, say)
     except (KaggleNetworkError, KaggleServerError) as e:

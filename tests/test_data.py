@@ -15,7 +15,7 @@ import pytest
 
 from harness import data, replica, validate
 from harness.config import Settings
-from harness.data import check_data, ensure_data, load, solution_path
+from harness.data import ensure_data, load, solution_path
 from harness.errors import (DataError, KaggleCredentialsMissing, KaggleNetworkError,
                             KaggleRulesNotAccepted, UsageError)
 from harness.replica import Digits

@@ -41,9 +41,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(info.to_dict())
         return 0
-    for note in info.notes:
-        if "unreachable" not in note:  # that one was already said as it happened
-            say(f"harness: {note}")
     origin = f"{info.source}: {info.detail}" if info.detail else info.source
     if info.action == "kept":
         say(f"harness: {info.data_dir} already holds valid data ({origin}); kept it")
