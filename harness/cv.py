@@ -266,9 +266,10 @@ def run_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], x: np.ndarray
 
 
 def configure_threads() -> None:
-    """Keep TensorFlow quiet and deterministic-capable; called before TF is imported."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    """Import TensorFlow quietly (see harness.tfquiet); call before anything touches Keras."""
+    from harness.tfquiet import import_tensorflow
+
+    import_tensorflow()
 
 
 def enable_determinism() -> None:

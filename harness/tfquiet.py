@@ -1,0 +1,45 @@
+"""Import TensorFlow without its C++ start-up chatter on stderr.
+
+TF 2.21 logs through absl before `TF_CPP_MIN_LOG_LEVEL` applies ("All log messages before
+absl::InitializeLog()...", "oneDNN custom operations are on..."), straight to file descriptor 2.
+We point fd 2 at a temp file while TF initialises, then replay every line that is not that
+known noise, so real warnings and errors still reach the user.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|I0000 |W0000 |.*oneDNN custom operations)")
+_done = False
+
+
+def import_tensorflow() -> None:
+    """Import tensorflow + keras once, quietly, and run one op (which logs once more)."""
+    global _done
+    if _done:
+        return
+    _done = True
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow as tf
+
+            tf.constant(1.0) + 1.0  # the first op logs the oneDNN notice
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not _NOISE.match(line):
+                    print(line, file=sys.stderr)
