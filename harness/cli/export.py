@@ -1,0 +1,112 @@
+"""`harness export`: (re-)export a finished run's fold ensembles to ONNX, behind the parity gate."""
+
+from __future__ import annotations
+
+import argparse
+
+from harness.cli._common import add_data_dir, add_json, print_json, say
+from harness.config import Settings
+from harness.errors import DataError, RunError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a run's fold ensembles to ONNX (with the parity gate)",
+                       description="Convert each model's fold ensemble to runs/<run>/<model>/model.onnx "
+                       "(input `pixels` uint8 [batch,28,28,1], output `probs` = mean of the fold softmaxes) "
+                       "and check it against Keras on real images: max |p_onnx - p_keras| <= 1e-4 and the "
+                       "same argmax on every image. A model that fails is reported and the others go on; "
+                       "the exit code is then 5.")
+    p.add_argument("--run", metavar="RUN", help="run id or folder (default: the latest run)")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="export only this model (repeatable; default: every trained model of the run)")
+    p.add_argument("--parity-images", type=int, default=1000, metavar="N",
+                   help="test.csv images for the parity gate (default 1000, the minimum)")
+    p.add_argument("--no-simplify", action="store_true",
+                   help="keep tf2onnx's graph as converted (skip the exact clean-ups)")
+    add_data_dir(p)
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from harness import export
+    from harness.runs import resolve_run
+
+    settings = settings.replace(data_dir=args.data_dir)
+    run_dir = resolve_run(settings.runs_dir, args.run)
+    models = _select(run_dir, args.model)
+    parity_x = _parity_images(settings, max(args.parity_images, 1))
+
+    results, failed = [], []
+    for name in models:
+        say(f"{name}: exporting {len(export.fold_model_paths(run_dir, name))} fold model(s) to ONNX")
+        try:
+            r = export.export_model(run_dir, name, parity_x, {"run_id": run_dir.name},
+                                    min_parity=min(args.parity_images, export.MIN_PARITY_IMAGES),
+                                    simplify_graph=not args.no_simplify)
+            results.append(r.as_dict())
+            say(f"{name}: parity gate passed (max |diff| {r.max_abs_diff:.2g}, {r.n_parity} images) -> {r.path}")
+        except export.ParityError as e:
+            failed.append(name)
+            results.append(_read_export(run_dir, name))
+            say(f"harness: error: {e}")
+    _refresh_leaderboard(run_dir)
+
+    if args.json:
+        print_json({"run_id": run_dir.name, "exports": results})
+    else:
+        print(f"{'model':<16} {'status':<7} {'max |diff|':>10} {'argmax diff':>11} {'size':>9}  file")
+        for r in results:
+            size = f"{r['size_bytes'] / 1e6:.2f} MB" if r.get("size_bytes") else "-"
+            diff = f"{r['max_abs_diff']:.2g}" if r.get("max_abs_diff") is not None else "-"
+            print(f"{r['model']:<16} {'ok' if r.get('ok') else 'FAILED':<7} {diff:>10} "
+                  f"{r.get('argmax_mismatches', '-'):>11} {size:>9}  {r.get('path') or r.get('error', '')}")
+    if failed:
+        raise RunError(f"export failed the parity gate for {', '.join(failed)} (the other models were exported)")
+    return 0
+
+
+def _select(run_dir, names: list[str] | None) -> list[str]:
+    from harness.export import fold_model_paths
+
+    trained = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and fold_model_paths(run_dir, p.name))
+    if not names:
+        if not trained:
+            raise RunError(f"run {run_dir.name} has no fold models to export")
+        return trained
+    unknown = [n for n in names if n not in trained]
+    if unknown:
+        raise RunError(f"run {run_dir.name} has no fold models for {', '.join(unknown)} "
+                       f"(it has: {', '.join(trained) or 'none'})")
+    return list(dict.fromkeys(names))
+
+
+def _parity_images(settings: Settings, n: int):
+    """`n` evenly spaced test.csv images: real digits, and the very images the submission predicts."""
+    import numpy as np
+
+    from harness import data
+
+    try:
+        ds = data.load(settings.data_dir)
+    except FileNotFoundError as e:
+        raise DataError(f"the parity gate needs the competition data: {e}") from None
+    x = ds.x_test
+    idx = np.linspace(0, len(x) - 1, num=min(n, len(x))).astype(int)
+    return x[idx]
+
+
+def _read_export(run_dir, name: str) -> dict:
+    from harness import io
+
+    path = run_dir / name / "export.json"
+    return io.read_json(path) if path.is_file() else {"model": name, "ok": False}
+
+
+def _refresh_leaderboard(run_dir) -> None:
+    try:
+        from harness import leaderboard
+
+        leaderboard.build_results(run_dir)
+    except (ImportError, RunError):
+        pass  # no trained model with cv.json yet: nothing to rank
