@@ -274,7 +274,7 @@ def test_report_contents(report, dataset):
     assert 'download="20250102-030405-config.json"' in text
     assert "0123456789abcdef0123456789abcdef01234567" in text and "ab" * 32 in text
     config = re.search(r'href="data:application/json;base64,([^"]+)"', text).group(1)
-    assert json.loads(base64.b64decode(config))["seed"] == 42
+    assert json.loads(base64.b64decode(config))["config"]["seed"] == 42
 
 
 def test_text_from_plugins_and_files_is_escaped(report):
@@ -331,6 +331,36 @@ def test_degrades_without_data_bench_solution_upload_or_results(tmp_path):
     assert all(s.startswith("data:image/") for s in p.srcs)
 
 
+def test_degrades_with_partial_and_odd_artefacts(tmp_path):
+    """Summary-only bench, loss-only history, strings where numbers belong, a '$' in a name."""
+    ds = make_dataset(n_train=120, n_test=40)
+    odd = "m$x^{2}$"
+    run = make_run(tmp_path, ds, models=("good", odd))
+    io.write_json(run / "good" / "bench.json", {"summary": {"p50_ms_b1": 0.5, "threads": 1}})
+    io.write_json(run / odd / "fold_0" / "history.json", {"loss": [1.0, 0.5]})
+    cv = io.read_json(run / odd / "cv.json")
+    cv["folds"] = [{"fold": 0, "accuracy": "n/a"}]
+    io.write_json(run / odd / "cv.json", cv)
+    results = io.read_json(run / "results.json")
+    results["rows"][1].update(fold_mean="bad", p50_ms_b1=None, params="many")
+    results["upload"] = {"status": "error", "error": "403 <b>rules</b> not accepted"}
+    io.write_json(run / "results.json", results)
+    (run / odd / "bench.json").unlink()
+    text = render_report(run, tmp_path / "r.html", dataset=ds).read_text(encoding="utf-8")
+    assert set(SECTIONS) <= _parse(text).ids
+    assert odd in text and "Only the summary was recorded." in text
+    assert "403 &lt;b&gt;rules&lt;/b&gt; not accepted" in text
+
+
+def test_figure_text_is_literal():
+    """A '$' in a model name prints as itself; matplotlib must not parse it as TeX."""
+    from harness.report import figures
+
+    uri = figures.accuracy_vs_latency([{"model": "m$x^{2}$", "accuracy": 0.9, "latency_ms": 0.2,
+                                        "pareto": True, "best": True}], 0.11)
+    assert "m$x^{2}$ (best)" in base64.b64decode(uri.split(",", 1)[1]).decode()
+
+
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(RunError):
         render_report(tmp_path, tmp_path / "r.html")
@@ -360,45 +390,88 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.browser
-def test_report_in_headless_chromium(report, tmp_path):
+def _open_in_chromium(report: Path, screenshot: Path | None = None) -> dict:
+    """Load `report` in headless Chromium; collect console errors, requests, image decoding,
+    section ids, load time (ms, the page's own navigation timing) and a viewport screenshot."""
     exe = _chromium()
     if exe is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    console, requests, failed = [], [], []
+    out: dict = {"console": [], "requests": [], "failed": []}
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}")
+            page.on("console", lambda m: out["console"].append(f"{m.type}: {m.text}")
                     if m.type in ("error", "warning") else None)
-            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.on("requestfailed", lambda r: failed.append(r.url))
-            t0 = time.perf_counter()
+            page.on("pageerror", lambda e: out["console"].append(f"pageerror: {e}"))
+            page.on("request", lambda r: out["requests"].append(r.url))
+            page.on("requestfailed", lambda r: out["failed"].append(r.url))
             page.goto(report.as_uri(), wait_until="load")
-            load_s = time.perf_counter() - t0
+            out["load_ms"] = page.evaluate(
+                "() => performance.getEntriesByType('navigation')[0].loadEventEnd")
             page.click("button[data-toggle=open]")  # open every model panel
-            images = page.evaluate("""() => Array.from(document.images).map(i => ({
-                ok: i.complete && i.naturalWidth > 0 && i.naturalHeight > 0, alt: i.alt}))""")
-            ids = page.evaluate("() => Array.from(document.querySelectorAll('section[id]')).map(s => s.id)")
-            shot = page.screenshot(full_page=False)
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            out["images"] = page.evaluate("""async () => {
+                const imgs = Array.from(document.images);
+                await Promise.all(imgs.map(i => i.decode().catch(() => null)));
+                return imgs.map(i => ({ok: i.complete && i.naturalWidth > 0 && i.naturalHeight > 0,
+                                       alt: i.alt}));
+            }""")
+            out["ids"] = page.evaluate(
+                "() => Array.from(document.querySelectorAll('section[id]')).map(s => s.id)")
+            page.evaluate("window.scrollTo(0, 0)")
+            out["shot"] = page.screenshot(full_page=False)
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
-    assert console == []
-    # The only request is the page itself (data: URIs are not requests).
-    assert [u for u in requests if not u.startswith("data:")] == [report.as_uri()]
-    assert failed == []
-    assert images and all(i["ok"] for i in images), [i["alt"] for i in images if not i["ok"]]
-    assert ids == SECTIONS
-    assert load_s < 10  # the target (2 s for a full run) is measured separately; this is a sanity bound
+    return out
+
+
+def _assert_renders(report: Path, out: dict) -> None:
     from PIL import Image, ImageStat
     import io as _io
 
-    img = Image.open(_io.BytesIO(shot)).convert("L")
-    assert max(ImageStat.Stat(img).stddev) > 10  # not a blank page
-    assert img.getextrema()[1] - img.getextrema()[0] > 100
+    assert out["console"] == []
+    # The only request is the page itself (data: URIs are not requests).
+    assert [u for u in out["requests"] if not u.startswith("data:")] == [report.as_uri()]
+    assert out["failed"] == []
+    assert out["images"] and all(i["ok"] for i in out["images"]), \
+        [i["alt"] for i in out["images"] if not i["ok"]]
+    assert out["ids"] == SECTIONS
+    img = Image.open(_io.BytesIO(out["shot"])).convert("L")
+    assert ImageStat.Stat(img).stddev[0] > 10  # not a blank page
+    lo, hi = img.getextrema()
+    assert hi - lo > 100
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(report, tmp_path):
+    out = _open_in_chromium(report, tmp_path / "report.png")
+    _assert_renders(report, out)
+    assert out["load_ms"] < 2000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_full_size_report_is_small_and_fast(tmp_path):
+    """The scale of `harness run --all`: 42,000/28,000 images, 10 models x 5 folds x 30 epochs.
+    Target: under 5 MB, loaded in Chromium in under 2 s."""
+    if _chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    ds = make_dataset(42_000, 28_000)
+    names = ("cnn_large", "cnn", "cnn_small", "cnn_wide", "cnn_deep", "ann", "ann_wide",
+             "ann_small", "cnn_tiny", "ann_tiny")
+    run = make_run(tmp_path, ds, models=names, n_rows=42_000, n_folds=5, epochs=30)
+    t0 = time.perf_counter()
+    report = render_report(run, tmp_path / "full.html", dataset=ds)
+    render_s = time.perf_counter() - t0
+    out = _open_in_chromium(report)
+    _assert_renders(report, out)
+    size = report.stat().st_size
+    print(f"full-size report: {size / 1e6:.2f} MB, rendered in {render_s:.1f} s, "
+          f"loaded in Chromium in {out['load_ms']:.0f} ms, {len(out['images'])} images")
+    assert size < 5_000_000
+    assert out["load_ms"] < 2000

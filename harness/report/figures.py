@@ -188,10 +188,12 @@ def intensity_histograms(x_train: np.ndarray, y_train: np.ndarray,
         ax.set_title(title, fontweight="normal")
         ax.set_xlim(0, 256)
         ax.set_xticks([0, 128, 255])
+        ax.set_yscale("log")  # the saturated 248-255 bin dwarfs the strokes' soft edges
     for ax in axes[5:]:
         ax.set_xlabel("intensity (0-255)")
     for ax in axes[::5]:
-        ax.set_ylabel("% of ink pixels")
+        ax.set_ylabel("% of ink pixels (log)")
+    _log_axis(axes[0].yaxis, "{:g}")
     handles = [Line2D([], [], color=TRAIN_COLOR, lw=1.4, label="train"),
                Line2D([], [], color=TEST_COLOR, lw=1.2, ls="--",
                       label="test (predicted class)" if y_test is not None else "test (all)")]
@@ -328,6 +330,8 @@ def learning_curves(histories: list[tuple[int, dict[str, list[float]]]]) -> str:
                     v = np.asarray(vals, dtype=float) * (100 if pct else 1)
                     ax.plot(np.arange(1, len(v) + 1), v, ls=ls, color=color, lw=1.3,
                             marker="o" if len(v) < 3 else None, ms=3)
+        n_epochs = max((len(h.get(key) or []) for _, h in histories), default=1)
+        ax.set_xlim(0.7, max(n_epochs, 1) + 0.3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{key} (%)" if pct else key)
         ax.set_title(key.replace("_", " ").capitalize())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -288,7 +289,9 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
         "folds": [_pick(f, "fold", "accuracy", "n_train", "n_val", "epochs", "seconds",
                         "images_per_s") for f in cv.get("folds") or [] if isinstance(f, dict)],
         "curves": figures.learning_curves(m.histories) if m.histories else None,
-        "export": m.export if isinstance(m.export, dict) else None,
+        "export": _pick(m.export, "ok", "error", "max_abs_diff", "tolerance", "n_parity",
+                        "argmax_mismatches", "size_bytes", "opset", "folds")
+        if isinstance(m.export, dict) else None,
         "confusion": None, "per_class": [], "mistakes": [], "note": None,
     }
     y = run.y_true
@@ -337,6 +340,11 @@ def _latency_section(run: RunData) -> dict[str, Any]:
     }
 
 
+# A JSON list of scalars, as json.dumps(indent=2) spreads it over lines; shown on one line.
+_SCALAR = r'(?:"(?:[^"\\\n]|\\.)*"|-?[\d.eE+-]+|true|false|null)'
+_SCALAR_LIST = re.compile(rf"\[\s*{_SCALAR}(?:,\s*{_SCALAR})*\s*\]")
+
+
 def _reproduction(run: RunData) -> dict[str, Any]:
     man = run.manifest
     argv = man.get("command")
@@ -347,7 +355,12 @@ def _reproduction(run: RunData) -> dict[str, Any]:
     else:
         command = str(argv) if argv else None
     config = man.get("config") if isinstance(man.get("config"), dict) else {}
-    config_json = json.dumps(config, indent=2, sort_keys=True, default=str)
+    resolved: dict[str, Any] = {"run_id": run.run_id, "command": argv, "config": config}
+    for key in ("params", "param_sources"):  # per-model parameters, when the run recorded them
+        if isinstance(man.get(key), dict):
+            resolved[key] = man[key]
+    config_json = _SCALAR_LIST.sub(lambda m: json.dumps(json.loads(m.group(0))),
+                                   json.dumps(resolved, indent=2, default=str))
     return {
         "command": command,
         "config": config,
