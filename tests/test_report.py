@@ -307,10 +307,15 @@ def test_figures_decode(report):
 
 
 def test_render_is_deterministic(tmp_path):
+    """Same run, same bytes: no timestamps, fixed SVG ids, PNGs without metadata."""
+    from harness.report import figures
+
     ds = make_dataset(n_train=100, n_test=30)
     run = make_run(tmp_path, ds, models=("m1",))
-    first = render_report(run, tmp_path / "a.html", dataset=ds).read_bytes()
-    assert render_report(run, tmp_path / "b.html", dataset=ds).read_bytes() == first
+    first = render_report(run, tmp_path / "a.html").read_bytes()  # data not loadable: no EDA
+    assert render_report(run, tmp_path / "b.html").read_bytes() == first
+    args = (ds.x_train, ds.y_train, ds.x_test, ds.y_test)
+    assert figures.mean_digits(*args) == figures.mean_digits(*args)
 
 
 def test_degrades_without_data_bench_solution_upload_or_results(tmp_path):
@@ -346,7 +351,7 @@ def test_degrades_with_partial_and_odd_artefacts(tmp_path):
     results["upload"] = {"status": "error", "error": "403 <b>rules</b> not accepted"}
     io.write_json(run / "results.json", results)
     (run / odd / "bench.json").unlink()
-    text = render_report(run, tmp_path / "r.html", dataset=ds).read_text(encoding="utf-8")
+    text = render_report(run, tmp_path / "r.html").read_text(encoding="utf-8")
     assert set(SECTIONS) <= _parse(text).ids
     assert odd in text and "Only the summary was recorded." in text
     assert "403 &lt;b&gt;rules&lt;/b&gt; not accepted" in text
@@ -377,8 +382,9 @@ def test_cli_report_writes_latest_run(tmp_path, monkeypatch, capsys, dataset):
     out = capsys.readouterr()
     path = tmp_path / "out" / f"{run.name}.html"
     assert path.is_file() and out.out.strip() == str(path)
-    assert main(["report", "--run", run.name, "--output", str(tmp_path / "x.html")]) == 0
-    assert (tmp_path / "x.html").is_file()
+    (tmp_path / "dir").mkdir()
+    assert main(["report", "--run", run.name, "--output", str(tmp_path / "dir")]) == 0
+    assert (tmp_path / "dir" / f"{run.name}.html").is_file()
     assert main(["report", "--run", "nope"]) == RunError.exit_code
     assert "not found" in capsys.readouterr().err
 

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inline) from a run folder. Prints the report's path on stdout.")
     p.add_argument("--run", default=None, help="run id or folder (default: the latest run)")
     p.add_argument("--output", "-o", default=None,
-                   help="HTML file to write (default: <reports_dir>/<run-id>.html)")
+                   help="HTML file (or folder) to write (default: <reports_dir>/<run-id>.html)")
     add_data_dir(p)
     p.set_defaults(func=run)
 
@@ -27,7 +27,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.report import render_report
 
     run_dir = resolve_run(settings.runs_dir, args.run)
-    output = Path(args.output) if args.output else settings.reports_dir / f"{run_dir.name}.html"
+    output = Path(args.output) if args.output else settings.reports_dir
+    if output.is_dir() or str(args.output or "").endswith(("/", "\\")) or not args.output:
+        output = output / f"{run_dir.name}.html"  # a folder: the report goes inside it
     t0 = time.perf_counter()
     say(f"report: rendering {run_dir} ...")
     path = render_report(run_dir, output, Path(args.data_dir) if args.data_dir else None)

@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MultipleLocator
 
 WIDTH = 10.5  # inches; at the browser's 96 px/in an SVG this wide fills the page's 1008 px column
 PNG_DPI = 110
@@ -53,7 +54,11 @@ def _log_axis(axis: Any, fmt: str = "{:g}") -> None:
     """Log-scale labels as plain numbers (1, 2, 5 per decade), never TeX like 10^{-1}."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    lo, hi = sorted(abs(v) for v in axis.get_view_interval())
+    decades = np.log10(hi / lo) if lo > 0 else 9
+    subs = (1.0, 2.0, 5.0) if decades > 1.5 else (1.0, 2.0, 3.0, 5.0) if decades > 0.6 \
+        else tuple(range(1, 10))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: fmt.format(float(f"{v:.3g}"))))
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
@@ -324,22 +329,24 @@ def learning_curves(histories: list[tuple[int, dict[str, list[float]]]]) -> str:
         pct = "acc" in key
         for k, h in histories:
             color = FOLD_COLORS[k % 10]
-            for name, ls in ((key, "-"), (f"val_{key}", "--")):
+            for name, ls, face in ((key, "-", color), (f"val_{key}", "--", "white")):
                 vals = h.get(name)
                 if vals:
                     v = np.asarray(vals, dtype=float) * (100 if pct else 1)
+                    few = len(v) < 4  # short runs: markers, so single epochs stay visible
                     ax.plot(np.arange(1, len(v) + 1), v, ls=ls, color=color, lw=1.3,
-                            marker="o" if len(v) < 3 else None, ms=3)
+                            marker="o" if few else None, ms=5, mfc=face)
         n_epochs = max((len(h.get(key) or []) for _, h in histories), default=1)
         ax.set_xlim(0.7, max(n_epochs, 1) + 0.3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{key} (%)" if pct else key)
         ax.set_title(key.replace("_", " ").capitalize())
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MultipleLocator(max(1, int(np.ceil(n_epochs / 10)))))
     handles = [Line2D([], [], color=FOLD_COLORS[k % 10], lw=1.5, label=f"fold {k}")
                for k, _ in histories]
-    handles += [Line2D([], [], color="0.3", ls="-", label="train"),
-                Line2D([], [], color="0.3", ls="--", label="validation")]
+    handles += [Line2D([], [], color="0.3", ls="-", marker="o", ms=4, label="train"),
+                Line2D([], [], color="0.3", ls="--", marker="o", ms=4, mfc="white",
+                       label="validation")]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return _uri(fig)
 
