@@ -107,10 +107,11 @@ def _now() -> str:
 
 
 def _load_tuned(settings: Settings, spec: ModelSpec) -> tuple[dict[str, Any], str | None]:
-    path = settings.runs_dir / "tuned" / f"{spec.name}.json"
-    if not path.is_file():
-        return {}, None
-    return dict(io.read_json(path).get("params", {})), str(path)
+    """Parameters saved by `harness tune` (validated: a bad name or value is a ModelError)."""
+    from harness.tune import load_tuned
+
+    params, path = load_tuned(settings.runs_dir, spec)
+    return params, (str(path) if path else None)
 
 
 def _start_or_resume(opts: RunOptions, settings: Settings, fingerprint: str) -> tuple[Path, bool]:
@@ -264,7 +265,8 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
 
         upload = kaggle.submit_file(sub_path, message=opts.message or f"harness {run_dir.name} {best}",
                                     run_id=run_dir.name, model=best, wait=opts.wait,
-                                    history_path=settings.submissions_dir / "history.jsonl")
+                                    history_path=kaggle.history_file(settings.submissions_dir),
+                                    progress=progress.stage)
         results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()})
 
     if opts.report:
