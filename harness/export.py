@@ -25,8 +25,11 @@ the rejected graph as `model.rejected.onnx` for inspection and removes any stale
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -191,6 +194,9 @@ def load_fold_models(run_dir: Path, model: str) -> list[Any]:
     paths = fold_model_paths(run_dir, model)
     if not paths:
         raise RunError(f"{model}: no fold models (fold_*/model.keras) in {model_dir(Path(run_dir), model)}")
+    from harness.tfquiet import import_tensorflow
+
+    import_tensorflow()
     import keras
 
     return [keras.saving.load_model(p, compile=False) for p in paths]
@@ -215,7 +221,8 @@ def convert(models: list[Any], opset: int = OPSET):
     import tf2onnx
 
     fn = ensemble_function(models)
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
+    with _quiet_stderr():  # grappler logs "I0000 ... Starting new session" straight to fd 2
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     if [i.name for i in proto.graph.input] != [INPUT_NAME] or [o.name for o in proto.graph.output] != [OUTPUT_NAME]:
         raise RunError(f"unexpected graph interface from tf2onnx: inputs "
                        f"{[i.name for i in proto.graph.input]}, outputs {[o.name for o in proto.graph.output]}")
@@ -511,6 +518,26 @@ def _drop_zero_adds(m) -> int:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send fd 2 to a temp file for the block, then replay the lines that are not TF's C++ noise."""
+    from harness.tfquiet import _NOISE
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not _NOISE.match(line):
+                    print(line, file=sys.stderr)
+
 
 def _check_images(x: Any, min_n: int) -> np.ndarray:
     x = _as_pixels(x)

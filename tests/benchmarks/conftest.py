@@ -1,0 +1,321 @@
+"""Fixtures of the latency suite: two fixed models exported by harness.export, and for each a
+hand-written ONNX reference graph computing the same function.
+
+Why a reference graph: absolute times change with the machine, so the regression gate compares
+ratios measured in the same session, interleaved: (exported model) / (reference graph of the same
+architecture and weights, run with fixed session options). Both do the same arithmetic on the same
+CPU, so the ratio measures what harness.export and harness.bench add (graph quality, session
+settings) and survives a change of machine. The models are defined here, not taken from the
+registry, so that a change to a registry model does not move the baseline.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+BASELINE_PATH = Path(__file__).with_name("baseline.json")
+LARGE_BATCH = 256
+
+
+@dataclass
+class Subject:
+    name: str
+    run_dir: Path
+    onnx_path: Path
+    reference: bytes          # the hand-written ONNX graph
+    flops_per_image: int
+
+
+def cnn5m():
+    """BENCHMARKING.md's small CNN: two 3x3 convs, ~5.3 MFLOP/image."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        keras.Input((28, 28, 1)), layers.Rescaling(1 / 255),
+        layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Flatten(), layers.Dense(128, activation="relu"), layers.Dense(10, activation="softmax")])
+
+
+def mlp():
+    """A dense net 784-256-10: the per-call overhead dominates at batch 1."""
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        keras.Input((28, 28, 1)), layers.Rescaling(1 / 255), layers.Flatten(),
+        layers.Dense(256, activation="relu"), layers.Dense(10, activation="softmax")])
+
+
+MODELS = {"cnn5m": cnn5m, "mlp": mlp}
+
+
+def _randomize_biases(model, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.1, layer.bias.shape).astype("float32"))
+
+
+def reference_graph(model: Any) -> bytes:
+    """The same network written directly in ONNX (NCHW convs, Gemm dense layers, 1/255 folded)."""
+    import keras
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    nodes.append(helper.make_node("Cast", ["pixels"], ["x0"], to=TensorProto.FLOAT))
+    nodes.append(helper.make_node("Reshape", ["x0", const("nchw", np.array([-1, 1, 28, 28], np.int64))], ["x"]))
+    cur, scale, spatial, channels, flat = "x", 1.0, (28, 28), 1, False
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, keras.layers.Rescaling):
+            scale = float(layer.scale)
+        elif isinstance(layer, keras.layers.Conv2D):
+            w, b = (np.asarray(v) for v in layer.get_weights())
+            w = w.transpose(3, 2, 0, 1) * scale  # HWIO -> OIHW
+            scale = 1.0
+            nodes.append(helper.make_node("Conv", [cur, const(f"w{i}", w), const(f"b{i}", b)], [f"c{i}"],
+                                          kernel_shape=list(w.shape[2:])))
+            nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+            cur, channels = f"r{i}", w.shape[0]
+            spatial = (spatial[0] - w.shape[2] + 1, spatial[1] - w.shape[3] + 1)
+        elif isinstance(layer, keras.layers.MaxPooling2D):
+            nodes.append(helper.make_node("MaxPool", [cur], [f"p{i}"], kernel_shape=[2, 2], strides=[2, 2]))
+            cur, spatial = f"p{i}", (spatial[0] // 2, spatial[1] // 2)
+        elif isinstance(layer, keras.layers.Flatten):
+            size = channels * spatial[0] * spatial[1]
+            nodes.append(helper.make_node("Reshape", [cur, const(f"s{i}", np.array([-1, size], np.int64))], [f"f{i}"]))
+            cur, flat = f"f{i}", True
+        elif isinstance(layer, keras.layers.Dense):
+            w, b = (np.asarray(v) for v in layer.get_weights())
+            if channels > 1 and spatial != (1, 1):  # Keras flattens NHWC; this graph flattens NCHW
+                h, wd = spatial
+                w = w.reshape(h, wd, channels, -1).transpose(2, 0, 1, 3).reshape(w.shape)
+                channels, spatial = 1, (1, 1)
+            w = w * scale
+            scale = 1.0
+            act = "Softmax" if layer.activation is keras.activations.softmax else "Relu"
+            nodes.append(helper.make_node("Gemm", [cur, const(f"w{i}", w), const(f"b{i}", b)], [f"g{i}"]))
+            out = "probs" if act == "Softmax" else f"a{i}"
+            nodes.append(helper.make_node(act, [f"g{i}"], [out]))
+            cur = out
+    assert flat and cur == "probs", "reference_graph() knows only the suite's own layer types"
+    graph = helper.make_graph(nodes, "reference",
+                              [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 28, 28, 1])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 10])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def reference_session(model: bytes, threads: int = 1):
+    """Fixed session options, deliberately not harness.bench.make_session: a regression there shows."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="session")
+def images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(1000, 28, 28, 1)).astype(np.uint8)
+    x[rng.random(x.shape) < 0.75] = 0
+    return x
+
+
+@pytest.fixture(scope="session")
+def subjects(tmp_path_factory, images) -> dict[str, Subject]:
+    """Each suite model trained-free (random weights), saved as a 1-fold run and exported."""
+    import keras
+
+    from harness.export import export_model
+    from harness.flops import count_flops
+
+    run_dir = tmp_path_factory.mktemp("bench-suite") / "run"
+    (run_dir).mkdir()
+    (run_dir / "manifest.json").write_text("{}")
+    out = {}
+    for i, (name, build) in enumerate(MODELS.items()):
+        keras.utils.set_random_seed(i)
+        model = build()
+        _randomize_biases(model, i)
+        (run_dir / name / "fold_0").mkdir(parents=True)
+        model.save(run_dir / name / "fold_0" / "model.keras")
+        result = export_model(run_dir, name, images, {"cv_accuracy": None})
+        path = Path(result.path)
+        out[name] = Subject(name, run_dir, path, reference_graph(model), count_flops(path).total)
+    return out
+
+
+# ----------------------------------------------------------------------------- parametrisation and tools
+
+def pytest_generate_tests(metafunc):
+    """`suite_model` runs over MODELS, `suite_batch` over batch 1 and LARGE_BATCH."""
+    if "suite_model" in metafunc.fixturenames:
+        metafunc.parametrize("suite_model", list(MODELS))
+    if "suite_batch" in metafunc.fixturenames:
+        metafunc.parametrize("suite_batch", [1, LARGE_BATCH])
+
+
+class Tools:
+    """Helpers the suite's tests share (given as a fixture: test modules never import conftest)."""
+
+    baseline_path = BASELINE_PATH
+    large_batch = LARGE_BATCH
+
+    def __init__(self) -> None:
+        self._overhead: dict[tuple[int, int], float] = {}
+
+    reference_session = staticmethod(lambda model, threads=1: reference_session(model, threads))
+
+    def feed(self, images: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+        return {"pixels": np.ascontiguousarray(np.resize(images, (batch, 28, 28, 1)))}
+
+    def overhead_ms(self, batch: int, threads: int = 1) -> float:
+        """Median per-call cost of harness.bench's trivial graph (same input and output)."""
+        from harness.bench import make_session, time_calls, trivial_model
+
+        key = (batch, threads)
+        if key not in self._overhead:
+            sess = make_session(trivial_model(), threads)
+            feed = self.feed(np.zeros((1, 28, 28, 1), np.uint8), batch)
+            s = time_calls(lambda: sess.run(None, feed), iters=500, warmup_iters=50)
+            self._overhead[key] = float(np.median(s) * 1e3)
+        return self._overhead[key]
+
+    def floor_ms(self, flops_per_image: int, batch: int, threads: int = 1) -> dict[str, float]:
+        from harness.bench import DEFAULT_PEAK_GFLOPS_PER_CORE
+
+        over = self.overhead_ms(batch, threads)
+        compute = batch * flops_per_image / (DEFAULT_PEAK_GFLOPS_PER_CORE * 1e9 * threads) * 1e3
+        return {"floor_ms": over + compute, "overhead_ms": over, "peak": DEFAULT_PEAK_GFLOPS_PER_CORE}
+
+    @staticmethod
+    def percentiles(samples_s) -> dict[str, Any]:
+        from harness.bench import stats
+
+        st = stats(np.asarray(samples_s), batch=1)
+        return {k: st[k] for k in ("n", "p50_ms", "p90_ms", "p99_ms")}
+
+    @staticmethod
+    def interleaved(fns: dict[str, Any], rounds: int, calls: int) -> dict[str, float]:
+        """Median seconds per call of each fn, timed in alternating blocks so that the machine's
+        drift (other processes, clock changes) hits them all alike."""
+        from harness.bench import time_calls
+
+        samples: dict[str, list[np.ndarray]] = {k: [] for k in fns}
+        names = list(fns)
+        for r in range(rounds):
+            order = names if r % 2 == 0 else names[::-1]
+            for k in order:
+                samples[k].append(time_calls(fns[k], iters=calls, warmup_iters=2, warmup_seconds=0))
+        return {k: float(np.median(np.concatenate(v))) for k, v in samples.items()}
+
+
+@pytest.fixture(scope="session")
+def tools() -> Tools:
+    return Tools()
+
+
+# ----------------------------------------------------------------------------- the gate
+
+class Gate:
+    """Compares figures measured in this session with tests/benchmarks/baseline.json.
+
+    A figure fails when it is worse than its baseline by more than `tolerance` (a fraction), or
+    beyond its hard limit (which holds on any machine). With HARNESS_BENCH_UPDATE=1 nothing is
+    compared and the session's figures are written to baseline.json at the end.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import json
+
+        self.path = path
+        self.update = os.environ.get("HARNESS_BENCH_UPDATE", "") not in ("", "0")
+        self.saved = json.loads(path.read_text()) if path.is_file() else {}
+        self.tolerance = float(os.environ.get("HARNESS_BENCH_TOLERANCE") or self.saved.get("tolerance", 0.25))
+        self.figures: dict[str, float] = {}
+
+    def check(self, key: str, value: float, *, higher_is_worse: bool, hard_limit: float) -> None:
+        self.figures[key] = round(float(value), 4)
+        worse = value > hard_limit if higher_is_worse else value < hard_limit
+        if worse:
+            pytest.fail(f"{key} = {value:.3f}, beyond the hard limit {hard_limit} "
+                        f"({'at most' if higher_is_worse else 'at least'}) that holds on any machine")
+        if self.update:
+            return
+        base = self.saved.get("figures", {}).get(key)
+        if base is None:
+            return  # a new figure: nothing to compare with until the baseline is refreshed
+        limit = base * (1 + self.tolerance) if higher_is_worse else base * (1 - self.tolerance)
+        if (value > limit) if higher_is_worse else (value < limit):
+            pytest.fail(f"latency regression: {key} = {value:.3f}, baseline {base:.3f}, allowed "
+                        f"{'<=' if higher_is_worse else '>='} {limit:.3f} (tolerance {self.tolerance:.0%}). "
+                        f"If the change is intended, refresh the baseline: HARNESS_BENCH_UPDATE=1 "
+                        f"python -m pytest tests/benchmarks -m benchmark --benchmark-enable, "
+                        f"then commit {self.path.name}")
+
+    def write(self) -> None:
+        import datetime
+        import json
+        import platform
+
+        import onnxruntime
+
+        from harness.bench import _machine
+
+        doc = {
+            "about": "Ratios measured in one session by tests/benchmarks/test_gate.py; refresh with "
+                     "HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable",
+            "tolerance": self.saved.get("tolerance", 0.25),
+            "measured": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": _machine(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+            "figures": dict(sorted({**self.saved.get("figures", {}), **self.figures}.items())),
+        }
+        self.path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+_GATES: list[Gate] = []
+
+
+@pytest.fixture(scope="session")
+def gate():
+    g = Gate(BASELINE_PATH)
+    _GATES.append(g)
+    yield g
+    if g.update and g.figures:
+        g.write()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The gate's figures beside their baselines, after pytest-benchmark's tables."""
+    for g in _GATES:
+        if not g.figures:
+            continue
+        terminalreporter.section("latency gate (ratios measured in this session)")
+        saved = g.saved.get("figures", {})
+        for key, value in sorted(g.figures.items()):
+            base = saved.get(key)
+            terminalreporter.write_line(f"{key:<48} {value:8.3f}   baseline {base if base is not None else '-'}")
+        if g.update:
+            terminalreporter.write_line(f"baseline written to {g.path}")

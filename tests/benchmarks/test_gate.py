@@ -1,0 +1,57 @@
+"""The latency regression gate: ratios measured in this session, so it survives a change of machine.
+
+1. Exported model / hand-written reference graph of the same network (tests/benchmarks/conftest.py),
+   timed interleaved on one thread at batch 1 and a large batch. About 1.0 when harness.export
+   writes a clean graph and harness.bench configures sessions well; fails above the saved value
+   by more than the tolerance (25 %), or above 1.5 anywhere.
+2. ONNX Runtime's speed-up over the `tf.function` of the same model (TensorFlow on 1 thread, in
+   a child process: harness.bench.keras_baselines) at batch 1 and the large batch.
+
+Saved values: tests/benchmarks/baseline.json. Refresh after an intended change with
+`HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.benchmark
+
+
+def test_exported_graph_runs_as_fast_as_reference(subjects, images, tools, gate, suite_model, suite_batch):
+    from harness.bench import make_session
+
+    s = subjects[suite_model]
+    mine, ref = make_session(s.onnx_path, 1), tools.reference_session(s.reference)
+    feed = tools.feed(images, suite_batch)
+    # the reference computes the same function, or the ratio would mean nothing
+    assert np.abs(mine.run(None, feed)[0] - ref.run(None, feed)[0]).max() < 1e-5
+    rounds, calls = (40, 100) if suite_batch == 1 else (10, 4)
+    med = tools.interleaved({"exported": lambda: mine.run(None, feed), "reference": lambda: ref.run(None, feed)},
+                            rounds=rounds, calls=calls)
+    gate.check(f"{suite_model}/b{suite_batch}/exported_over_reference", med["exported"] / med["reference"],
+               higher_is_worse=True, hard_limit=1.5)
+
+
+def test_speedup_over_tf_function(subjects, images, tools, gate):
+    from harness.bench import Budget, keras_baselines, make_session
+
+    s = subjects["cnn5m"]
+    sess = make_session(s.onnx_path, 1)
+    large = tools.large_batch
+    feeds = {b: tools.feed(images, b) for b in (1, large)}
+
+    def ort_median(batch: int) -> float:
+        calls = 500 if batch == 1 else 10
+        return tools.interleaved({"ort": lambda: sess.run(None, feeds[batch])}, rounds=2, calls=calls)["ort"]
+
+    before = {b: ort_median(b) for b in (1, large)}
+    base = keras_baselines(s.run_dir, "cnn5m", feeds[large]["pixels"], [1, large], threads=1,
+                           budget=Budget(baseline_seconds=1.0))
+    after = {b: ort_median(b) for b in (1, large)}
+    assert "note" not in base, base.get("note")
+    for b, label, hard in ((1, "b1", 2.0), (large, f"b{large}", 0.7)):
+        ort_ms = min(before[b], after[b]) * 1e3  # bracketing the TensorFlow run
+        speedup = base["tf_function"][str(b)]["p50_ms"] / ort_ms
+        gate.check(f"cnn5m/{label}/speedup_over_tf_function", speedup, higher_is_worse=False, hard_limit=hard)
