@@ -6,9 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
-from harness.cli._common import add_data_dir, say
+from harness.cli._common import say
 from harness.config import Settings
-from harness.runs import resolve_run
+from harness.io import read_json
+from harness.runs import RUN_MARKER, resolve_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", default=None, help="run id or folder (default: the latest run)")
     p.add_argument("--output", "-o", default=None,
                    help="HTML file (or folder) to write (default: <reports_dir>/<run-id>.html)")
-    add_data_dir(p)
+    p.add_argument("--data-dir", default=None,
+                   help="competition data for the data plots and the mistakes gallery (default: the "
+                   "folder the run recorded, else data/digit-recognizer or HARNESS_DATA_DIR)")
     p.set_defaults(func=run)
 
 
@@ -32,7 +35,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         output = output / f"{run_dir.name}.html"  # a folder: the report goes inside it
     t0 = time.perf_counter()
     say(f"report: rendering {run_dir} ...")
-    path = render_report(run_dir, output, Path(args.data_dir) if args.data_dir else None)
+    path = render_report(run_dir, output, _data_dir(args, settings, run_dir))
     say(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
     print(path)
     return 0
+
+
+def _data_dir(args: argparse.Namespace, settings: Settings, run_dir: Path) -> Path | None:
+    """--data-dir, else the folder the run recorded if it is there (a relative path may have been
+    relative to another working directory), else the configured data folder."""
+    if args.data_dir:
+        return Path(args.data_dir)
+    try:
+        recorded = (read_json(run_dir / RUN_MARKER).get("config") or {}).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return None if recorded and Path(recorded).is_dir() else settings.data_dir
