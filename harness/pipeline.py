@@ -272,7 +272,10 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     if opts.report:
         from harness.report import render_report
 
-        out = render_report(run_dir, settings.reports_dir / f"{run_dir.name}.html", settings.data_dir)
-        progress.stage(f"report: {out}")
+        try:
+            out = render_report(run_dir, settings.reports_dir / f"{run_dir.name}.html", settings.data_dir)
+            progress.stage(f"report: {out}")
+        except Exception as e:  # the results stand without their page; `harness report` retries it
+            progress.stage(f"report failed ({type(e).__name__}: {e}); retry with `harness report --run {run_dir.name}`")
     results["run_dir"] = str(run_dir)
     return results
