@@ -141,7 +141,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     specs = select_models(opts.models, opts.all_models)
     if not specs:
         raise ModelError("no model selected: pass --all or --model NAME (see `harness models`)")
-    folds_k = opts.folds or (3 if opts.quick else settings.folds)
+    folds_k = opts.folds or (2 if opts.quick else settings.folds)
     seed = settings.seed if opts.seed is None else opts.seed
 
     info = data_mod.ensure_data(settings, source=opts.source, progress=progress.stage)
@@ -222,7 +222,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         if opts.bench and (run_dir / spec.name / "model.onnx").is_file() \
                 and not (run_dir / spec.name / "bench.json").is_file():
             progress.stage(f"{spec.name}: benchmarking with ONNX Runtime")
-            bench_mod.bench_model(run_dir, spec.name, **({"quick": True} if opts.quick else {}))
+            bench_mod.bench_model(run_dir, spec.name, quick=opts.quick, progress=progress.stage)
 
     # Per-model local scores (only where the hidden solution of the replica exists).
     solution = info.solution

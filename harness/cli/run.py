@@ -18,12 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sel.add_argument("--all", action="store_true", help="every registered model (tiny test variants excluded)")
     sel.add_argument("--model", action="append", metavar="NAME",
                      help="a model name or wildcard (repeatable), e.g. --model cnn_small --model 'ann*'")
-    p.add_argument("--folds", type=int, help="number of stratified folds (default 5; 3 with --quick)")
+    p.add_argument("--folds", type=int, help="number of stratified folds (default 5; 2 with --quick)")
     p.add_argument("--epochs", type=int, help="override every model's epochs")
     p.add_argument("--seed", type=int, help="seed for folds, subsets and training (default 42)")
     p.add_argument("--limit", type=int, metavar="N", help="train on a stratified subset of N rows (smoke runs)")
     p.add_argument("--quick", action="store_true",
-                   help="a run of a few minutes: 3 folds, each model's quick_epochs, short benchmark")
+                   help="a run of a few minutes: 2 folds, each model's quick_epochs, short benchmark")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic TensorFlow ops: same seed + data give the same CV accuracy")
     p.add_argument("--tuned", action="store_true", help="use parameters saved by `harness tune` (runs/tuned/)")
