@@ -22,6 +22,10 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 BASELINE_PATH = Path(__file__).with_name("baseline.json")
+# Allowed worsening against baseline.json, by figure. The ratio to the reference graph moved
+# +-3 % between runs on a busy 2-core machine; losing the export's graph clean-ups costs ~20 %.
+# The speed-up over TensorFlow is noisier (TensorFlow's own timing).
+DEFAULT_TOLERANCE = {"exported_over_reference": 0.12, "speedup_over_tf_function": 0.30, "default": 0.25}
 LARGE_BATCH = 256
 
 
@@ -218,9 +222,11 @@ class Tools:
         return {k: st[k] for k in ("n", "p50_ms", "p90_ms", "p99_ms")}
 
     @staticmethod
-    def interleaved(fns: dict[str, Any], rounds: int, calls: int) -> dict[str, float]:
-        """Median seconds per call of each fn, timed in alternating blocks so that the machine's
-        drift (other processes, clock changes) hits them all alike."""
+    def interleaved(fns: dict[str, Any], rounds: int, calls: int, q: float = 25) -> dict[str, float]:
+        """Seconds per call of each fn (the q-th percentile of all calls), timed in alternating
+        blocks so that the machine's drift (other processes, clock changes) hits them all alike.
+        The lower quartile, not the median: on a shared machine interference only ever adds time,
+        and at large batches it hits a good share of the calls."""
         from harness.bench import time_calls
 
         samples: dict[str, list[np.ndarray]] = {k: [] for k in fns}
@@ -229,7 +235,7 @@ class Tools:
             order = names if r % 2 == 0 else names[::-1]
             for k in order:
                 samples[k].append(time_calls(fns[k], iters=calls, warmup_iters=2, warmup_seconds=0))
-        return {k: float(np.median(np.concatenate(v))) for k, v in samples.items()}
+        return {k: float(np.percentile(np.concatenate(v), q)) for k, v in samples.items()}
 
 
 @pytest.fixture(scope="session")
@@ -242,7 +248,7 @@ def tools() -> Tools:
 class Gate:
     """Compares figures measured in this session with tests/benchmarks/baseline.json.
 
-    A figure fails when it is worse than its baseline by more than `tolerance` (a fraction), or
+    A figure fails when it is worse than its baseline by more than its tolerance (a fraction), or
     beyond its hard limit (which holds on any machine). With HARNESS_BENCH_UPDATE=1 nothing is
     compared and the session's figures are written to baseline.json at the end.
     """
@@ -253,8 +259,17 @@ class Gate:
         self.path = path
         self.update = os.environ.get("HARNESS_BENCH_UPDATE", "") not in ("", "0")
         self.saved = json.loads(path.read_text()) if path.is_file() else {}
-        self.tolerance = float(os.environ.get("HARNESS_BENCH_TOLERANCE") or self.saved.get("tolerance", 0.25))
+        self.override = os.environ.get("HARNESS_BENCH_TOLERANCE")
         self.figures: dict[str, float] = {}
+
+    def tolerance(self, key: str) -> float:
+        """The allowed fraction for `key`: by its last part (e.g. exported_over_reference)."""
+        if self.override:
+            return float(self.override)
+        tol = self.saved.get("tolerance", DEFAULT_TOLERANCE)
+        if isinstance(tol, dict):
+            return float(tol.get(key.rsplit("/", 1)[-1], tol.get("default", 0.25)))
+        return float(tol)
 
     def check(self, key: str, value: float, *, higher_is_worse: bool, hard_limit: float) -> None:
         self.figures[key] = round(float(value), 4)
@@ -267,10 +282,11 @@ class Gate:
         base = self.saved.get("figures", {}).get(key)
         if base is None:
             return  # a new figure: nothing to compare with until the baseline is refreshed
-        limit = base * (1 + self.tolerance) if higher_is_worse else base * (1 - self.tolerance)
+        tol = self.tolerance(key)
+        limit = base * (1 + tol) if higher_is_worse else base * (1 - tol)
         if (value > limit) if higher_is_worse else (value < limit):
             pytest.fail(f"latency regression: {key} = {value:.3f}, baseline {base:.3f}, allowed "
-                        f"{'<=' if higher_is_worse else '>='} {limit:.3f} (tolerance {self.tolerance:.0%}). "
+                        f"{'<=' if higher_is_worse else '>='} {limit:.3f} (tolerance {tol:.0%}). "
                         f"If the change is intended, refresh the baseline: HARNESS_BENCH_UPDATE=1 "
                         f"python -m pytest tests/benchmarks -m benchmark --benchmark-enable, "
                         f"then commit {self.path.name}")
@@ -287,7 +303,7 @@ class Gate:
         doc = {
             "about": "Ratios measured in one session by tests/benchmarks/test_gate.py; refresh with "
                      "HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable",
-            "tolerance": self.saved.get("tolerance", 0.25),
+            "tolerance": self.saved.get("tolerance", DEFAULT_TOLERANCE),
             "measured": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": _machine(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
             "figures": dict(sorted({**self.saved.get("figures", {}), **self.figures}.items())),

@@ -27,7 +27,7 @@ def test_exported_graph_runs_as_fast_as_reference(subjects, images, tools, gate,
     feed = tools.feed(images, suite_batch)
     # the reference computes the same function, or the ratio would mean nothing
     assert np.abs(mine.run(None, feed)[0] - ref.run(None, feed)[0]).max() < 1e-5
-    rounds, calls = (40, 100) if suite_batch == 1 else (10, 4)
+    rounds, calls = (40, 100) if suite_batch == 1 else (16, 4)
     med = tools.interleaved({"exported": lambda: mine.run(None, feed), "reference": lambda: ref.run(None, feed)},
                             rounds=rounds, calls=calls)
     gate.check(f"{suite_model}/b{suite_batch}/exported_over_reference", med["exported"] / med["reference"],
