@@ -12,7 +12,9 @@ What is measured, in one process and one run (BENCHMARKING.md explains why each 
 - Cold start apart: session creation + first run, on a fresh session (median of 3).
 - Per-call overhead: the same timing on a trivial graph with the same input and output.
 - FLOPs per image from the ONNX graph (harness.flops). Floor = overhead + batch * FLOPs / peak,
-  peak = `peak_gflops` per core times the threads; efficiency = floor / p50.
+  peak = `peak_gflops` per core times the threads; efficiency = floor / p50. Beside it, a
+  roofline that also charges each layer for reading its weights (max of compute and weight bytes
+  / bandwidth, layer by layer): at batch 1 a dense layer is memory-bound, which the floor ignores.
 - Baselines on the same images: `keras.Model.predict` of the fold ensemble and the `tf.function`
   that was converted to ONNX (harness.export.ensemble_function), at batch 1 and the largest batch.
   They run in a child process whose TensorFlow uses exactly `baseline_threads` intra-op threads
@@ -51,6 +53,12 @@ DEFAULT_THREADS = (1, 2)
 DEFAULT_PEAK_GFLOPS_PER_CORE = 280.0
 PEAK_SOURCE = ("documented: AMD EPYC Zen 5 core, 2x512-bit FMA = 64 FP32 FLOP/cycle at ~4.4 GHz; "
                "ONNX Runtime 1-thread MatMul 1024^3 measured 273-281 GFLOP/s")
+# The floor above counts FLOPs only. A dense layer at batch 1 is a matrix-vector product that must
+# read all its weights on every call: memory-bound. The roofline column adds that cost per layer,
+# max(FLOPs / peak, weight bytes / bandwidth), with this per-core bandwidth: weights that do not
+# stay in the 1 MB L2 stream from L3; ONNX Runtime's 1-thread GEMV of a 1600x256 float32 matrix
+# (1.64 MB) took 16-19 us here, 86-100 GB/s.
+DEFAULT_BANDWIDTH_GBS_PER_CORE = 100.0
 PERCENTILE_MIN_N = {50: 3, 90: 64, 99: 662}
 INPUT_NAME, OUTPUT_NAME = "pixels", "probs"
 
@@ -67,6 +75,8 @@ class Budget:
     warmup_seconds: float = 0.2
     baseline_seconds: float = 2.0
     cold_repeats: int = 3
+    predict_min_b1: int = 10       # Model.predict calls at batch 1 (each builds a dataset: ~30 ms)
+    function_min_b1: int = 100     # tf.function calls at batch 1
 
 
 DEFAULT_BUDGET = Budget()
@@ -181,7 +191,8 @@ def measure_peak_gflops(threads: int = 1, n: int = 1024, repeats: int = 7) -> fl
 def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATCHES,
                threads: Iterable[int] = DEFAULT_THREADS, peak_gflops: float | str | None = None,
                budget: Budget = DEFAULT_BUDGET, x: np.ndarray | None = None,
-               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+               progress: Callable[[str], None] | None = None,
+               bandwidth_gbs: float | None = None) -> dict[str, Any]:
     """Measure one ONNX file; returns the bench record without `baselines` (nothing written)."""
     import onnxruntime as ort
 
@@ -204,6 +215,8 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
     else:
         peak, source = _positive_float(peak_gflops, "--peak-gflops"), "given (--peak-gflops)"
 
+    bandwidth = _positive_float(bandwidth_gbs, "bandwidth") if bandwidth_gbs else DEFAULT_BANDWIDTH_GBS_PER_CORE
+
     say(f"{path.name}: cold start")
     cold = _cold_start(path, images[:1], budget.cold_repeats)
     trivial = trivial_model()
@@ -224,9 +237,13 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
                                  seconds=budget.seconds if b > 1 else 30.0, min_iters=min_iters,
                                  warmup_iters=budget.warmup_iters, warmup_seconds=budget.warmup_seconds)
             row = {"threads": t, **stats(samples, b, keep_samples=(b == 1))}
-            floor_ms = over_ms + b * flops.total / (peak * 1e9 * min(t, cores)) * 1e3
+            cores_used = min(t, cores)
+            floor_ms = over_ms + b * flops.total / (peak * 1e9 * cores_used) * 1e3
+            roofline_ms = over_ms + 1e3 * sum(max(b * f / (peak * 1e9), w / (bandwidth * 1e9))
+                                              for _, _, f, w in flops.by_node) / cores_used
             p50 = float(np.percentile(samples, 50)) * 1e3
             row.update(floor_ms=_r(floor_ms), overhead_ms=_r(over_ms), efficiency=round(floor_ms / p50, 3),
+                       roofline_ms=_r(roofline_ms), efficiency_roofline=round(roofline_ms / p50, 3),
                        gflops=round(b * flops.total / (p50 / 1e3) / 1e9, 1))
             rows.append(row)
         del sess, ref
@@ -242,6 +259,9 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
         "flops_by_op": flops.by_op,
         "peak": {"gflops_per_core": peak, "source": source, "matmul_gflops_1_thread": matmul_gflops},
         "peak_gflops": peak,
+        "weight_bytes": flops.weight_bytes,
+        "bandwidth": {"gbs_per_core": bandwidth,
+                      "source": "given" if bandwidth_gbs else "documented: 1-thread GEMV of a 1.64 MB matrix"},
         "cold_start": cold,
         "overhead": overhead,
         "latency": rows,
@@ -275,6 +295,8 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "threads": t1,
         "throughput_threads": big["threads"],
         "floor_ms_b1": b1["floor_ms"] if b1 else None,
+        "roofline_ms_b1": b1["roofline_ms"] if b1 else None,
+        "efficiency_roofline_b1": b1["efficiency_roofline"] if b1 else None,
         "cold_start_ms": record["cold_start"]["total_ms"],
     }
     speed = record.get("speedup") or {}
@@ -331,7 +353,8 @@ def keras_baselines(run_dir: Path, model: str, images: np.ndarray, batches: list
         x_path, out_path = Path(td) / "x.npy", Path(td) / "out.json"
         np.save(x_path, images[:max(batches)])
         job = {"run_dir": str(run_dir), "model": model, "x": str(x_path), "out": str(out_path),
-               "batches": batches, "threads": threads, "seconds": budget.baseline_seconds}
+               "batches": batches, "threads": threads, "seconds": budget.baseline_seconds,
+               "min_b1": [budget.predict_min_b1, budget.function_min_b1]}
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
                "CUDA_VISIBLE_DEVICES": "-1", "PYTHONWARNINGS": "ignore"}
         try:
@@ -366,6 +389,7 @@ def _keras_baselines_worker(job: dict[str, Any]) -> None:
     fn = ensemble_function(models)
     images = np.load(job["x"])
     seconds = float(job["seconds"])
+    predict_min, function_min = job.get("min_b1", (10, 100))
     result: dict[str, Any] = {"keras_predict": {}, "tf_function": {},
                               "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                               "tensorflow": tf.__version__, "keras": keras.__version__}
@@ -374,9 +398,11 @@ def _keras_baselines_worker(job: dict[str, Any]) -> None:
         xf = xb.astype(np.float32)
         # warm-up: predict() builds its loop on the first call, the tf.function traces on its first
         s_pred = time_calls(lambda: ensemble.predict(xf, batch_size=b, verbose=0), iters=10 ** 6, seconds=seconds,
-                            min_iters=10 if b == 1 else 3, warmup_iters=3 if b == 1 else 1, warmup_seconds=0)
+                            min_iters=predict_min if b == 1 else 3, warmup_iters=3 if b == 1 else 1,
+                            warmup_seconds=0)
         s_fn = time_calls(lambda: fn(xb)["probs"].numpy(), iters=10 ** 6, seconds=seconds,
-                          min_iters=100 if b == 1 else 3, warmup_iters=10 if b == 1 else 1, warmup_seconds=0)
+                          min_iters=function_min if b == 1 else 3, warmup_iters=10 if b == 1 else 1,
+                          warmup_seconds=0)
         result["keras_predict"][str(b)] = stats(s_pred, b)
         result["tf_function"][str(b)] = stats(s_fn, b)
     io.write_json(job["out"], result)

@@ -42,10 +42,15 @@ class FlopCount:
 
     total: int = 0
     by_op: dict[str, int] = field(default_factory=dict)
-    by_node: list[tuple[str, str, int]] = field(default_factory=list)  # (node name, op, flops)
+    # (node name, op, flops, bytes of its constant weights): what one call must read besides data
+    by_node: list[tuple[str, str, int, int]] = field(default_factory=list)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(n[3] for n in self.by_node)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_op": dict(self.by_op)}
+        return {"total": self.total, "by_op": dict(self.by_op), "weight_bytes": self.weight_bytes}
 
 
 def count_flops(model: Any, batch: int = 1) -> FlopCount:
@@ -55,6 +60,7 @@ def count_flops(model: Any, batch: int = 1) -> FlopCount:
     """
     proto = _load(model)
     shapes = _shapes(proto, batch)
+    sizes = {i.name: math.prod(i.dims) * _ITEM_BYTES.get(i.data_type, 4) for i in proto.graph.initializer}
     fc = FlopCount()
     for node in proto.graph.node:
         flops = _node_flops(node, shapes)
@@ -62,7 +68,8 @@ def count_flops(model: Any, batch: int = 1) -> FlopCount:
             continue
         fc.total += flops
         fc.by_op[node.op_type] = fc.by_op.get(node.op_type, 0) + flops
-        fc.by_node.append((node.name or node.output[0], node.op_type, flops))
+        fc.by_node.append((node.name or node.output[0], node.op_type, flops,
+                           sum(sizes.get(i, 0) for i in node.input[1:])))
     return fc
 
 
@@ -167,6 +174,7 @@ def _probe_shapes(proto, names: list[str]) -> dict[str, list[int]]:
     return {n: list(values[n].shape) for n in names if n in values}
 
 
+_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 10: 2, 11: 8, 16: 2}  # onnx.TensorProto element types
 _NP_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(double)": "float64",
              "tensor(float16)": "float16"}

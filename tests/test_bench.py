@@ -19,7 +19,7 @@ from harness.errors import RunError, UsageError  # noqa: E402
 SUMMARY_KEYS = {"p50_ms_b1", "p99_ms_b1", "n_b1", "throughput_ips", "max_batch", "size_bytes",
                 "flops_per_image", "efficiency_b1", "threads"}  # docs/ARCHITECTURE.md
 TINY = bench.Budget(b1_iters=700, seconds=0.02, min_iters=3, warmup_iters=3, warmup_seconds=0.0,
-                    baseline_seconds=0.05, cold_repeats=1)
+                    baseline_seconds=0.05, cold_repeats=1, predict_min_b1=3, function_min_b1=5)
 
 
 def linear_model(path: Path) -> Path:
@@ -97,7 +97,9 @@ def test_bench_record_schema(record, onnx_file):
     assert {(r["threads"], r["batch"]) for r in record["latency"]} == {(1, 1), (1, 8), (2, 1), (2, 8)}
     for r in record["latency"]:
         assert {"n", "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "floor_ms", "efficiency", "overhead_ms",
-                "gflops"} <= set(r)
+                "roofline_ms", "efficiency_roofline", "gflops"} <= set(r)
+        # the roofline charges the 31 KB weight read too, so it never lies below the FLOP floor
+        assert r["roofline_ms"] >= r["floor_ms"] - 1e-4
         assert (r["batch"] == 1) == ("samples_ms" in r)
         assert r["floor_ms"] == pytest.approx(r["overhead_ms"] + r["batch"] * 15680
                                               / (bench.DEFAULT_PEAK_GFLOPS_PER_CORE * 1e9 * min(r["threads"], os.cpu_count())) * 1e3,
@@ -105,6 +107,12 @@ def test_bench_record_schema(record, onnx_file):
     assert record["cold_start"]["total_ms"] >= record["cold_start"]["session_ms"] > 0
     assert record["peak"]["gflops_per_core"] == bench.DEFAULT_PEAK_GFLOPS_PER_CORE
     assert record["peak"]["matmul_gflops_1_thread"] > 0
+    assert record["weight_bytes"] == 784 * 10 * 4 and record["bandwidth"]["gbs_per_core"] > 0
+    w1 = next(r for r in record["latency"] if (r["threads"], r["batch"]) == (1, 1))
+    expected = w1["overhead_ms"] + 1e3 * max(15680 / (bench.DEFAULT_PEAK_GFLOPS_PER_CORE * 1e9),
+                                             31360 / (bench.DEFAULT_BANDWIDTH_GBS_PER_CORE * 1e9))
+    assert w1["roofline_ms"] == pytest.approx(expected, abs=2e-4)
+    assert s["roofline_ms_b1"] == w1["roofline_ms"]
     assert record["provider"] == "CPUExecutionProvider" and record["graph_optimization"] == "ORT_ENABLE_ALL"
 
 

@@ -41,7 +41,9 @@ def test_small_conv_net_matches_hand_count():
     fc = count_flops(m)
     assert fc.total == conv1 + conv2 + conv3 == 508_352
     assert fc.by_op == {"Conv": 508_352}
-    assert [f for _, _, f in fc.by_node] == [conv1, conv2, conv3]
+    assert [f for _, _, f, _ in fc.by_node] == [conv1, conv2, conv3]
+    assert [b for _, _, _, b in fc.by_node] == [4 * (72 + 8), 4 * 1152, 4 * 64]  # weights + bias, float32
+    assert fc.weight_bytes == 4 * (80 + 1152 + 64)
     assert count_flops(m, batch=8).total == 8 * fc.total
 
 

@@ -93,11 +93,14 @@ def render(rec: dict) -> str:
              f"GFLOP/s/core ({peak.get('source', '?').split(':')[0]}; MatMul measured "
              f"{peak.get('matmul_gflops_1_thread', 0):g})",
              f"{'threads':>7} {'batch':>6} {'n':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-             f"{'images/s':>10} {'floor ms':>9} {'eff':>5} {'GFLOP/s':>8}"]
+             f"{'images/s':>10} {'floor ms':>9} {'eff':>5} {'roofline':>9} {'eff':>5} {'GFLOP/s':>8}"]
     for r in rec["latency"]:
         lines.append(f"{r['threads']:>7} {r['batch']:>6} {r['n']:>6} {_ms(r['p50_ms'])} {_ms(r['p90_ms'])} "
                      f"{_ms(r['p99_ms'])} {_num(r['throughput_ips']):>10} {_ms(r['floor_ms'])} "
-                     f"{r['efficiency']:>5.2f} {r['gflops']:>8.1f}")
+                     f"{r['efficiency']:>5.2f} {_ms(r.get('roofline_ms'))} {r.get('efficiency_roofline') or 0:>5.2f} "
+                     f"{r['gflops']:>8.1f}")
+    lines.append("floor = per-call overhead + FLOPs / peak; roofline also charges each layer for reading "
+                 f"its weights at {rec.get('bandwidth', {}).get('gbs_per_core', '?')} GB/s; eff = that / p50")
     c = rec["cold_start"]
     lines.append(f"cold start: {c['total_ms']:.1f} ms (session {c['session_ms']:.1f} ms + first run "
                  f"{c['first_run_ms']:.2f} ms; median of {c['n']}, 1 thread)")

@@ -69,10 +69,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _select(run_dir, names: list[str] | None) -> list[str]:
     from harness.export import fold_model_paths
 
-    trained = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and fold_model_paths(run_dir, p.name))
+    # models whose cross-validation finished (cv.json is written after the last fold)
+    trained = sorted(p.name for p in run_dir.iterdir()
+                     if p.is_dir() and (p / "cv.json").is_file() and fold_model_paths(run_dir, p.name))
     if not names:
         if not trained:
-            raise RunError(f"run {run_dir.name} has no fold models to export")
+            raise RunError(f"run {run_dir.name} has no finished model (cv.json and fold models) to export")
         return trained
     unknown = [n for n in names if n not in trained]
     if unknown:
