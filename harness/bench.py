@@ -124,10 +124,10 @@ def trivial_model() -> bytes:
 def time_calls(fn: Callable[[], Any], *, iters: int, seconds: float | None = None, min_iters: int = 1,
                warmup_iters: int = 10, warmup_seconds: float = 0.1) -> np.ndarray:
     """Seconds per call of `fn`, after a warm-up of `warmup_iters` calls (cut short once
-    `warmup_seconds` have passed, never below one call); stops at `iters` calls, or after `seconds`
-    once `min_iters` calls are done. The garbage collector is paused while timing (as timeit does)."""
+    `warmup_seconds` have passed, after one call; 0 means none); stops at `iters` calls, or after
+    `seconds` once `min_iters` calls are done. The garbage collector is paused while timing."""
     t_end = time.perf_counter() + warmup_seconds
-    for _ in range(max(1, warmup_iters)):
+    for _ in range(max(0, warmup_iters)):
         fn()
         if time.perf_counter() > t_end:
             break
@@ -335,8 +335,9 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
             progress(f"{model}: Keras baselines (predict, tf.function), {baseline_threads} thread(s)")
         base = keras_baselines(run_dir, model, images, sorted({1, max(batches)}), threads=baseline_threads,
                                budget=budget)
+        interleaved = base.pop("onnxruntime", None)  # kept apart: `baselines` lists only the baselines
         record["baselines"] = base
-        record["speedup"] = _speedups(record["latency"], base)
+        record["speedup"] = _speedups(record["latency"], base, interleaved)
     record["summary"] = summary(record)
     record["quick"] = quick
     if write:
@@ -345,9 +346,11 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
 
 
 def keras_baselines(run_dir: Path, model: str, images: np.ndarray, batches: list[int], threads: int = 1,
-                    budget: Budget = DEFAULT_BUDGET, timeout: float = 600) -> dict[str, Any]:
-    """`Model.predict` and the `tf.function` of the fold ensemble, timed in a child process whose
-    TensorFlow uses `threads` intra-op threads. Never raises: a failure becomes a `note`."""
+                    budget: Budget = DEFAULT_BUDGET, timeout: float = 900) -> dict[str, Any]:
+    """`Model.predict` and the `tf.function` of the fold ensemble, with model.onnx in ONNX Runtime,
+    timed in a child process whose TensorFlow and ONNX Runtime both use `threads` intra-op threads.
+    The three are timed in alternating blocks (`ROUNDS` rounds per batch size), so that a busy
+    machine slows them alike and the speed-ups stay fair. Never raises: a failure becomes a `note`."""
     out: dict[str, Any] = {"threads": threads, "batches": batches}
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as td:
         x_path, out_path = Path(td) / "x.npy", Path(td) / "out.json"
@@ -370,52 +373,74 @@ def keras_baselines(run_dir: Path, model: str, images: np.ndarray, batches: list
     return out
 
 
+ROUNDS = {"b1": 10, "large": 5}  # alternating blocks per batch size (a large-batch call can take seconds)
+
+
 def _keras_baselines_worker(job: dict[str, Any]) -> None:
-    """Child process: fix TF's threads before anything runs, then time predict and tf.function."""
+    """Child process: fix TF's threads before anything runs, then time predict, the tf.function
+    and ONNX Runtime in alternating blocks."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(int(job["threads"]))
+    threads = int(job["threads"])
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
     from harness.export import ensemble_function, load_fold_models
 
-    models = load_fold_models(Path(job["run_dir"]), job["model"])
+    run_dir, model = Path(job["run_dir"]), job["model"]
+    models = load_fold_models(run_dir, model)
     if len(models) == 1:
         ensemble = models[0]
     else:
         inp = keras.Input((28, 28, 1))
         ensemble = keras.Model(inp, keras.layers.Average()([m(inp) for m in models]))
     fn = ensemble_function(models)
+    sess = make_session(model_dir(run_dir, model) / "model.onnx", threads)
     images = np.load(job["x"])
-    seconds = float(job["seconds"])
     predict_min, function_min = job.get("min_b1", (10, 100))
-    result: dict[str, Any] = {"keras_predict": {}, "tf_function": {},
+    result: dict[str, Any] = {"keras_predict": {}, "tf_function": {}, "onnxruntime": {},
                               "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-                              "tensorflow": tf.__version__, "keras": keras.__version__}
+                              "tensorflow": tf.__version__, "keras": keras.__version__,
+                              "timing": f"alternating blocks: {ROUNDS['b1']} rounds at batch 1, "
+                                        f"{ROUNDS['large']} at larger batches"}
     for b in job["batches"]:
+        rounds = ROUNDS["b1" if b == 1 else "large"]
+        per_round = float(job["seconds"]) / rounds
         xb = np.ascontiguousarray(images[:b])
         xf = xb.astype(np.float32)
-        # warm-up: predict() builds its loop on the first call, the tf.function traces on its first
-        s_pred = time_calls(lambda: ensemble.predict(xf, batch_size=b, verbose=0), iters=10 ** 6, seconds=seconds,
-                            min_iters=predict_min if b == 1 else 3, warmup_iters=3 if b == 1 else 1,
-                            warmup_seconds=0)
-        s_fn = time_calls(lambda: fn(xb)["probs"].numpy(), iters=10 ** 6, seconds=seconds,
-                          min_iters=function_min if b == 1 else 3, warmup_iters=10 if b == 1 else 1,
-                          warmup_seconds=0)
-        result["keras_predict"][str(b)] = stats(s_pred, b)
-        result["tf_function"][str(b)] = stats(s_fn, b)
+        calls = {  # (callable, minimum calls in all, warm-up calls)
+            "keras_predict": (lambda: ensemble.predict(xf, batch_size=b, verbose=0),
+                              predict_min if b == 1 else 3, 3 if b == 1 else 1),
+            "tf_function": (lambda: fn(xb)["probs"].numpy(), function_min if b == 1 else 3, 10 if b == 1 else 1),
+            "onnxruntime": (lambda: sess.run(None, {INPUT_NAME: xb}), function_min if b == 1 else 3,
+                            10 if b == 1 else 1),
+        }
+        samples: dict[str, list[np.ndarray]] = {k: [] for k in calls}
+        for r in range(rounds):
+            for name, (call, min_total, warm) in calls.items():
+                # warm-up (first round only): predict() builds its loop, the tf.function traces
+                samples[name].append(time_calls(call, iters=10 ** 6, seconds=per_round,
+                                                min_iters=-(-min_total // rounds), warmup_iters=warm if r == 0 else 0,
+                                                warmup_seconds=0))
+        for name in calls:
+            result[name][str(b)] = stats(np.concatenate(samples[name]), b)
     io.write_json(job["out"], result)
 
 
-def _speedups(rows: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
-    """ONNX Runtime p50 vs each baseline's p50, at the baselines' thread count, batch 1 and max."""
+def _speedups(rows: list[dict[str, Any]], base: dict[str, Any],
+              interleaved: dict[str, Any] | None) -> dict[str, Any]:
+    """The baselines' p50 over ONNX Runtime's p50, both timed interleaved in the baseline process
+    (same threads), at batch 1 and the largest batch."""
     t = base.get("threads", 1)
-    out: dict[str, Any] = {"threads": t}
+    ort_stats = interleaved or {}
+    out: dict[str, Any] = {"threads": t, "onnxruntime": ort_stats,
+                           "measured": "ONNX Runtime timed interleaved with the baselines, same process"
+                           if ort_stats else "ONNX Runtime from the latency table"}
     for key, name in (("vs_predict", "keras_predict"), ("vs_tf_function", "tf_function")):
         for b in base.get("batches", []):
             ref = (base.get(name) or {}).get(str(b)) or {}
-            mine = next((r for r in rows if r["threads"] == t and r["batch"] == b), None)
+            mine = ort_stats.get(str(b)) or next((r for r in rows if r["threads"] == t and r["batch"] == b), None)
             label = "b1" if b == 1 else "bmax"
             if ref.get("p50_ms") and mine and mine.get("p50_ms"):
                 out[f"{key}_{label}"] = round(ref["p50_ms"] / mine["p50_ms"], 2)

@@ -59,6 +59,9 @@ def test_time_calls_counts_and_limits():
     calls.clear()
     bench.time_calls(lambda: calls.append(1), iters=1, warmup_iters=5, warmup_seconds=0)
     assert len(calls) == 2  # a warm-up past its time still makes one call
+    calls.clear()
+    bench.time_calls(lambda: calls.append(1), iters=3, warmup_iters=0)
+    assert len(calls) == 3
     s = bench.time_calls(lambda: None, iters=10 ** 6, seconds=0.0, min_iters=7, warmup_iters=1)
     assert len(s) == 7  # the time limit never cuts below min_iters
 
@@ -157,12 +160,15 @@ def test_bench_model_writes_bench_json_with_baselines(bench_run):
     base = rec["baselines"]
     assert "note" not in base, base.get("note")
     assert base["threads"] == 1 and base["tf_intra_op_threads"] == 1 and base["batches"] == [1, 16]
+    assert "onnxruntime" not in base  # the report lists every dict in `baselines` as a baseline
+    sp = rec["speedup"]  # against ONNX Runtime timed interleaved with the baselines
+    for name, st in (("keras_predict", base["keras_predict"]), ("tf_function", base["tf_function"]),
+                     ("onnxruntime", sp["onnxruntime"])):
+        assert st["1"]["n"] >= 3 and st["1"]["p50_ms"] > 0 and st["16"]["p50_ms"] > 0, name
     for name in ("keras_predict", "tf_function"):
-        assert base[name]["1"]["n"] >= 3 and base[name]["1"]["p50_ms"] > 0 and base[name]["16"]["p50_ms"] > 0
         assert base[name]["ratio"] > 0 and base[name]["p50_ms_b1"] == base[name]["1"]["p50_ms"]
-    sp = rec["speedup"]
-    assert sp["vs_predict_b1"] == pytest.approx(base["keras_predict"]["1"]["p50_ms"] / rec["summary"]["p50_ms_b1"],
-                                                rel=0.02)
+    assert sp["vs_predict_b1"] == pytest.approx(base["keras_predict"]["1"]["p50_ms"]
+                                                / sp["onnxruntime"]["1"]["p50_ms"], rel=0.02)
     assert {"vs_tf_function_b1", "vs_predict_bmax", "vs_tf_function_bmax"} <= set(sp)
     assert rec["summary"]["speedup_vs_predict_b1"] == sp["vs_predict_b1"]
     assert sp["vs_predict_b1"] > 1  # Model.predict builds a dataset per call: ONNX Runtime always wins

@@ -110,17 +110,19 @@ def render(rec: dict) -> str:
             lines.append(f"baselines: {base['note']}")
         else:
             t = base.get("threads")
-            parts = []
-            for name, label in (("keras_predict", "Model.predict"), ("tf_function", "tf.function")):
-                for b in base.get("batches", []):
+            speed = rec.get("speedup", {})
+            lines.append(f"baselines (TensorFlow and ONNX Runtime on {t} thread(s), timed interleaved; p50):")
+            for b in base.get("batches", []):
+                ort_ms = ((speed.get("onnxruntime") or {}).get(str(b)) or {}).get("p50_ms")
+                parts = [f"ONNX Runtime {_ms(ort_ms).strip()} ms"]
+                for name, label, key in (("tf_function", "tf.function", "vs_tf_function"),
+                                         ("keras_predict", "Model.predict", "vs_predict")):
                     st = (base.get(name) or {}).get(str(b)) or {}
-                    key = "vs_predict" if name == "keras_predict" else "vs_tf_function"
-                    ratio = rec.get("speedup", {}).get(f"{key}_{'b1' if b == 1 else 'bmax'}")
+                    ratio = speed.get(f"{key}_{'b1' if b == 1 else 'bmax'}")
                     if st.get("p50_ms") is not None:
-                        parts.append(f"{label} b{b} {st['p50_ms']:.3f} ms (n={st['n']}"
+                        parts.append(f"{label} {_ms(st['p50_ms']).strip()} ms (n={st['n']}"
                                      + (f", ONNX Runtime {ratio:g}x faster)" if ratio else ")"))
-            lines.append(f"baselines, TensorFlow {t} thread(s), vs ONNX Runtime at {t} thread(s): "
-                         + "; ".join(parts))
+                lines.append(f"  batch {b}: " + ", ".join(parts))
     lines.append(f"summary: p50 b1 {_ms(s['p50_ms_b1']).strip()} ms, p99 b1 {_ms(s['p99_ms_b1']).strip()} ms "
                  f"(n={s['n_b1']}, {s['threads']} thread), {_num(s['throughput_ips'])} images/s at batch "
                  f"{s['max_batch']} ({s['throughput_threads']} threads), efficiency b1 "

@@ -4,8 +4,9 @@
    timed interleaved on one thread at batch 1 and a large batch. About 1.0 when harness.export
    writes a clean graph and harness.bench configures sessions well; fails above the saved value
    by more than the tolerance (25 %), or above 1.5 anywhere.
-2. ONNX Runtime's speed-up over the `tf.function` of the same model (TensorFlow on 1 thread, in
-   a child process: harness.bench.keras_baselines) at batch 1 and the large batch.
+2. ONNX Runtime's speed-up over the `tf.function` of the same model at batch 1 and the large
+   batch: both on 1 thread, timed in alternating blocks in a child process
+   (harness.bench.keras_baselines).
 
 Saved values: tests/benchmarks/baseline.json. Refresh after an intended change with
 `HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable`.
@@ -35,23 +36,17 @@ def test_exported_graph_runs_as_fast_as_reference(subjects, images, tools, gate,
 
 
 def test_speedup_over_tf_function(subjects, images, tools, gate):
-    from harness.bench import Budget, keras_baselines, make_session
+    from harness.bench import Budget, keras_baselines
 
     s = subjects["cnn5m"]
-    sess = make_session(s.onnx_path, 1)
     large = tools.large_batch
-    feeds = {b: tools.feed(images, b) for b in (1, large)}
-
-    def ort_median(batch: int) -> float:
-        calls = 500 if batch == 1 else 10
-        return tools.interleaved({"ort": lambda: sess.run(None, feeds[batch])}, rounds=2, calls=calls)["ort"]
-
-    before = {b: ort_median(b) for b in (1, large)}
-    base = keras_baselines(s.run_dir, "cnn5m", feeds[large]["pixels"], [1, large], threads=1,
-                           budget=Budget(baseline_seconds=1.0))
-    after = {b: ort_median(b) for b in (1, large)}
+    # TensorFlow and ONNX Runtime on 1 thread, timed in alternating blocks in one child process
+    base = keras_baselines(s.run_dir, "cnn5m", tools.feed(images, large)["pixels"], [1, large], threads=1,
+                           budget=Budget(baseline_seconds=1.5))
     assert "note" not in base, base.get("note")
-    for b, label, hard in ((1, "b1", 2.0), (large, f"b{large}", 0.7)):
-        ort_ms = min(before[b], after[b]) * 1e3  # bracketing the TensorFlow run
-        speedup = base["tf_function"][str(b)]["p50_ms"] / ort_ms
-        gate.check(f"cnn5m/{label}/speedup_over_tf_function", speedup, higher_is_worse=False, hard_limit=hard)
+    for b, hard in ((1, 2.0), (large, 0.7)):
+        # medians at batch 1 (thousands of calls); minimums at the large batch, where a busy
+        # machine's interference is large and only ever adds time
+        key = "p50_ms" if b == 1 else "min_ms"
+        speedup = base["tf_function"][str(b)][key] / base["onnxruntime"][str(b)][key]
+        gate.check(f"cnn5m/b{b}/speedup_over_tf_function", speedup, higher_is_worse=False, hard_limit=hard)
