@@ -53,10 +53,11 @@ class RunOptions:
     command: list[str] = field(default_factory=list)
 
 
-def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
-    """What makes two invocations 'the same run' for automatic resume."""
-    key = {"models": names, "folds": folds, "seed": seed, "epochs": opts.epochs, "limit": opts.limit,
-           "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes}
+def _fingerprint(opts: RunOptions, params: dict[str, dict], folds: int, seed: int, data_hashes: dict) -> str:
+    """What makes two invocations 'the same run' for automatic resume: the models with their resolved
+    parameters (so re-tuning between two `--tuned` invocations starts a new run), folds, rows, data."""
+    key = {"params": params, "folds": folds, "seed": seed, "limit": opts.limit,
+           "deterministic": opts.deterministic, "data": data_hashes}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,7 +149,22 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     progress.stage(f"data: {info.source} ({settings.data_dir})")
     ds = data_mod.load(settings.data_dir)
     names = [s.name for s in specs]
-    fingerprint = _fingerprint(opts, names, folds_k, seed, info.sha256)
+
+    # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
+    model_params: dict[str, dict[str, Any]] = {}
+    param_sources: dict[str, str] = {}
+    for spec in specs:
+        overrides, source = _load_tuned(settings, spec) if opts.tuned else ({}, None)
+        if opts.tuned and source is None:
+            progress.stage(f"{spec.name}: --tuned, but no parameters saved by `harness tune {spec.name}`; "
+                           f"using the model's defaults")
+        params = spec.params({**overrides, "epochs": opts.epochs})
+        if opts.quick and opts.epochs is None:
+            params["epochs"] = params["quick_epochs"]
+        model_params[spec.name] = params
+        param_sources[spec.name] = source or "model defaults" + (" (--epochs)" if opts.epochs else "")
+
+    fingerprint = _fingerprint(opts, model_params, folds_k, seed, info.sha256)
     run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
     progress.stage(("resuming run " if resumed else "new run ") + run_dir.name)
 
@@ -162,19 +178,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     else:
         index = stratified_subset(ds.y_train, opts.limit, seed) if opts.limit else np.arange(len(ds.y_train))
         folds = make_folds(ds.y_train[index], folds_k, seed)
-        io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
-        io.write_npy(run_dir / "folds.npy", folds)
     x, y = ds.x_train[index], ds.y_train[index]
-
-    model_params: dict[str, dict[str, Any]] = {}
-    param_sources: dict[str, str] = {}
-    for spec in specs:
-        overrides, source = _load_tuned(settings, spec) if opts.tuned else ({}, None)
-        params = spec.params({**overrides, "epochs": opts.epochs})
-        if opts.quick and opts.epochs is None:
-            params["epochs"] = params["quick_epochs"]
-        model_params[spec.name] = params
-        param_sources[spec.name] = source or "model defaults" + (" (--epochs)" if opts.epochs else "")
 
     manifest_path = run_dir / "manifest.json"
     manifest = io.read_json(manifest_path) if resumed else {}
@@ -188,6 +192,9 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
         "started": manifest.get("started") or _now(), "finished": None,
     })
+    # The folds go in before the manifest: a folder only counts as a run once both are there.
+    io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
+    io.write_npy(run_dir / "folds.npy", folds)
     io.write_json(manifest_path, manifest)
 
     # Stage: cross-validation
