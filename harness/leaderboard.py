@@ -60,7 +60,7 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = sorted(rows, key=lambda r: (-(r["cv_accuracy"] or 0.0), r["p50_ms_b1"] or inf, r["model"]))
     for i, r in enumerate(rows, 1):
         r["rank"] = i
-    eligible = [r for r in rows if r["status"] in ("ok", "not exported")]
+    eligible = [r for r in rows if r["status"] == "ok"]  # the submission needs its ONNX file
     if eligible:
         eligible[0]["best"] = True
     # Pareto front of (higher accuracy, lower latency): no other row is at least as good in both

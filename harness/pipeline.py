@@ -214,7 +214,8 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     from harness import export as export_mod
 
     rng = np.random.default_rng(seed)
-    parity_x = x[rng.choice(len(x), size=min(len(x), 1000), replace=False)]
+    # Any real digits will do for the parity gate; draw from all of train.csv so --limit runs have 1,000.
+    parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
     for spec in specs:
         cv_info = io.read_json(run_dir / spec.name / "cv.json")
         if not (run_dir / spec.name / "export.json").is_file():
