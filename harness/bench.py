@@ -322,6 +322,7 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
     if not path.is_file():
         raise RunError(f"{model}: no model.onnx in {model_dir(run_dir, model)}; export it first "
                        f"(`harness export --run {run_dir.name} --model {model}`)")
+    t_start = time.perf_counter()
     budget = budget or (QUICK_BUDGET if quick else DEFAULT_BUDGET)
     batches, threads = _check_grid(batches, threads)
     if baselines and baseline_threads not in threads:
@@ -340,6 +341,7 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
         record["speedup"] = _speedups(record["latency"], base, interleaved)
     record["summary"] = summary(record)
     record["quick"] = quick
+    record["seconds_total"] = round(time.perf_counter() - t_start, 1)
     if write:
         io.write_json(model_dir(run_dir, model) / "bench.json", record)
     return record
