@@ -192,7 +192,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
                threads: Iterable[int] = DEFAULT_THREADS, peak_gflops: float | str | None = None,
                budget: Budget = DEFAULT_BUDGET, x: np.ndarray | None = None,
                progress: Callable[[str], None] | None = None,
-               bandwidth_gbs: float | None = None) -> dict[str, Any]:
+               bandwidth_gbs: float | None = None, label: str | None = None) -> dict[str, Any]:
     """Measure one ONNX file; returns the bench record without `baselines` (nothing written)."""
     import onnxruntime as ort
 
@@ -217,7 +217,8 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
 
     bandwidth = _positive_float(bandwidth_gbs, "bandwidth") if bandwidth_gbs else DEFAULT_BANDWIDTH_GBS_PER_CORE
 
-    say(f"{path.name}: cold start")
+    label = label or path.name
+    say(f"{label}: cold start")
     cold = _cold_start(path, images[:1], budget.cold_repeats)
     trivial = trivial_model()
     cores = os.cpu_count() or 1
@@ -226,7 +227,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
         sess, ref = make_session(path, t), make_session(trivial, t)
         for b in batches:
             xb = images[:b]
-            say(f"{path.name}: {t} thread{'s' if t > 1 else ''}, batch {b}")
+            say(f"{label}: {t} thread{'s' if t > 1 else ''}, batch {b}")
             ref_s = time_calls(lambda: ref.run(None, {INPUT_NAME: xb}), iters=300, seconds=0.3, min_iters=30,
                                warmup_iters=20, warmup_seconds=0.02)
             over_ms = float(np.median(ref_s) * 1e3)
@@ -330,7 +331,7 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
     images = _inputs(x, max(batches))
     record = {"model": model, "run_id": run_dir.name,
               **bench_onnx(path, batches=batches, threads=threads, peak_gflops=peak_gflops, budget=budget,
-                           x=x, progress=progress)}
+                           x=x, progress=progress, label=model)}
     if baselines:
         if progress:
             progress(f"{model}: Keras baselines (predict, tf.function), {baseline_threads} thread(s)")
