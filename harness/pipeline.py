@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -53,12 +54,27 @@ class RunOptions:
     command: list[str] = field(default_factory=list)
 
 
-def _fingerprint(opts: RunOptions, params: dict[str, dict], folds: int, seed: int, data_hashes: dict) -> str:
-    """What makes two invocations 'the same run' for automatic resume: the models with their resolved
-    parameters (so re-tuning between two `--tuned` invocations starts a new run), folds, rows, data."""
-    key = {"params": params, "folds": folds, "seed": seed, "limit": opts.limit,
-           "deterministic": opts.deterministic, "data": data_hashes}
+def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
+    """What makes two invocations 'the same run' for automatic resume: the same command-line choices
+    on the same data. Each model's resolved parameters are checked apart (see `_check_params`)."""
+    key = {"models": names, "folds": folds, "seed": seed, "epochs": opts.epochs, "limit": opts.limit,
+           "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_params(run_dir: Path, model: str, params: dict[str, Any], progress: TrainingProgress) -> None:
+    """Record a model's parameters; if a resumed run trained it with others (a changed plugin default
+    or a re-tuned study), discard those artefacts so one model never mixes two parameter sets."""
+    path, cv = run_dir / model / "params.json", run_dir / model / "cv.json"
+    recorded = io.read_json(path) if path.is_file() else io.read_json(cv).get("params") if cv.is_file() else None
+    if recorded is not None:
+        if recorded == json.loads(json.dumps(params, default=io._json_default)):
+            if not path.is_file():
+                io.write_json(path, params)
+            return
+        progress.stage(f"{model}: parameters changed since this run trained it; retraining it")
+        shutil.rmtree(run_dir / model)
+    io.write_json(path, params)
 
 
 def _git_commit() -> str | None:
@@ -164,7 +180,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         model_params[spec.name] = params
         param_sources[spec.name] = source or "model defaults" + (" (--epochs)" if opts.epochs else "")
 
-    fingerprint = _fingerprint(opts, model_params, folds_k, seed, info.sha256)
+    fingerprint = _fingerprint(opts, names, folds_k, seed, info.sha256)
     run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
     progress.stage(("resuming run " if resumed else "new run ") + run_dir.name)
 
@@ -199,6 +215,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
 
     # Stage: cross-validation
     for spec in specs:
+        _check_params(run_dir, spec.name, model_params[spec.name], progress)
         if (run_dir / spec.name / "cv.json").is_file():
             progress.stage(f"{spec.name}: cross-validation already complete")
             continue

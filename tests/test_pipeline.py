@@ -1,0 +1,34 @@
+"""Run-level bookkeeping: which invocations resume which run, and per-model parameter checks."""
+
+from __future__ import annotations
+
+from harness import io
+from harness.pipeline import RunOptions, _check_params, _fingerprint
+from harness.progress import TrainingProgress
+
+
+def test_fingerprint_follows_command_line_choices_and_data():
+    base = _fingerprint(RunOptions(all_models=True), ["ann"], 5, 42, {"train": "a"})
+    assert base == _fingerprint(RunOptions(all_models=True), ["ann"], 5, 42, {"train": "a"})
+    assert base != _fingerprint(RunOptions(all_models=True, epochs=3), ["ann"], 5, 42, {"train": "a"})
+    assert base != _fingerprint(RunOptions(all_models=True), ["ann"], 5, 42, {"train": "b"})
+    assert base != _fingerprint(RunOptions(all_models=True), ["ann"], 3, 42, {"train": "a"})
+
+
+def test_changed_parameters_retrain_only_that_model(tmp_path, capsys):
+    progress = TrainingProgress()
+    io.write_json(tmp_path / "m" / "fold_0" / "fold.json", {"fold": 0})
+    _check_params(tmp_path, "m", {"width": 8}, progress)          # first time: recorded
+    assert io.read_json(tmp_path / "m" / "params.json") == {"width": 8}
+    _check_params(tmp_path, "m", {"width": 8}, progress)          # same: artefacts kept
+    assert (tmp_path / "m" / "fold_0" / "fold.json").is_file()
+    _check_params(tmp_path, "m", {"width": 16}, progress)         # changed: old folds discarded
+    assert not (tmp_path / "m" / "fold_0").exists()
+    assert io.read_json(tmp_path / "m" / "params.json") == {"width": 16}
+    assert "parameters changed since this run trained it" in capsys.readouterr().err
+
+
+def test_params_fall_back_to_cv_json(tmp_path):
+    io.write_json(tmp_path / "m" / "cv.json", {"params": {"width": 8}})
+    _check_params(tmp_path, "m", {"width": 8}, TrainingProgress())
+    assert (tmp_path / "m" / "cv.json").is_file() and io.read_json(tmp_path / "m" / "params.json") == {"width": 8}
