@@ -11,7 +11,6 @@ retrained: an interrupted run resumes from the last finished fold.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -25,11 +25,8 @@ the rejected graph as `model.rejected.onnx` for inspection and removes any stale
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import re
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +37,7 @@ import numpy as np
 from harness import io
 from harness.errors import RunError, UsageError
 from harness.runs import model_dir
+from harness.tfquiet import quiet_stderr
 
 OPSET = 17
 INPUT_NAME = "pixels"
@@ -221,7 +219,7 @@ def convert(models: list[Any], opset: int = OPSET):
     import tf2onnx
 
     fn = ensemble_function(models)
-    with _quiet_stderr():  # grappler logs "I0000 ... Starting new session" straight to fd 2
+    with quiet_stderr():  # grappler logs "I0000 ... Starting new session" straight to fd 2
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     if [i.name for i in proto.graph.input] != [INPUT_NAME] or [o.name for o in proto.graph.output] != [OUTPUT_NAME]:
         raise RunError(f"unexpected graph interface from tf2onnx: inputs "
@@ -518,26 +516,6 @@ def _drop_zero_adds(m) -> int:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Send fd 2 to a temp file for the block, then replay the lines that are not TF's C++ noise."""
-    from harness.tfquiet import _NOISE
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines():
-                if line.strip() and not _NOISE.match(line):
-                    print(line, file=sys.stderr)
-
 
 def _check_images(x: Any, min_n: int) -> np.ndarray:
     x = _as_pixels(x)

@@ -8,13 +8,33 @@ known noise, so real warnings and errors still reach the user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
+from typing import Iterator
 
 _NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|I0000 |W0000 |.*oneDNN custom operations)")
 _done = False
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Send fd 2 to a temp file for the block, then replay the lines that are not TF's C++ noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not _NOISE.match(line):
+                    print(line, file=sys.stderr)
 
 
 def import_tensorflow() -> None:
@@ -27,19 +47,8 @@ def import_tensorflow() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import keras  # noqa: F401
-            import tensorflow as tf
+    with quiet_stderr():
+        import keras  # noqa: F401
+        import tensorflow as tf
 
-            tf.constant(1.0) + 1.0  # the first op logs the oneDNN notice
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode("utf-8", "replace").splitlines():
-                if line.strip() and not _NOISE.match(line):
-                    print(line, file=sys.stderr)
+        tf.constant(1.0) + 1.0  # the first op logs the oneDNN notice
