@@ -5,7 +5,7 @@
     submit_file(path, message=..., history_path=...) -> SubmitResult
     read_history(path), refresh_history(path)
 
-Why the care (see /work/shared/KAGGLE.md for the client's internals, `kaggle` 2.2.5 pinned):
+Why the care (the team's KAGGLE.md notes describe the client's internals, `kaggle` 2.2.5 pinned):
 - `import kaggle` authenticates at import time and prints help on stdout, so it is imported
   inside `_network()`, quietly, only when Kaggle is really needed.
 - The client sends every request without a timeout; `_network()` gives each one
