@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -113,13 +114,57 @@ def _bench(p50: float, size: int, flops: int) -> dict:
             "summary": summary}
 
 
+TUNED_PARAMS = {"width": 8, "learning_rate": 0.0052, "augment": 0.25}
+
+
+def make_tuned(model: str, n_trials: int = 26) -> dict:
+    """A runs/tuned/<model>.json in harness.tune's shape: a baseline trial, complete trials that
+    improve, pruned ones (with their curves), a failed one and a diverged outlier."""
+    rng = np.random.default_rng(7)
+    t = datetime(2025, 1, 1, 9, 0, tzinfo=timezone.utc)
+    trials = []
+    for i in range(n_trials):
+        params = {"width": 4, "learning_rate": 0.003} if i == 0 else {
+            "width": int(rng.choice([4, 8])), "learning_rate": round(float(10 ** rng.uniform(-3, -2)), 5)}
+        state = "pruned" if i in (6, 9, 14, 17, 21) else "fail" if i == 12 else "complete"
+        value = 0.31 if i == 4 else min(0.991, 0.962 + 0.022 * (1 - np.exp(-i / 5))
+                                        + rng.normal(0, 0.004))
+        dur = float(rng.uniform(60, 150)) / (3 if state != "complete" else 1)
+        end = t + timedelta(seconds=dur)
+        curve = [round(value - 0.05 + 0.02 * e, 4) for e in range(2 if state == "pruned" else 4)]
+        trials.append({
+            "number": i, "state": state, "value": value if state == "complete" else None,
+            "params": params, "datetime_start": t.isoformat(), "datetime_complete": end.isoformat(),
+            "duration_s": round(dur, 2), "curve": [] if state == "fail" else curve,
+            "fold_accuracies": [value, value] if state == "complete" else None,
+            "pruned_at_epoch": 2 if state == "pruned" else None, "baseline": i == 0})
+        t = end + timedelta(seconds=1)
+    complete = [tr for tr in trials if tr["state"] == "complete"]
+    best = max(complete, key=lambda tr: tr["value"])
+    return {"model": model, "study_name": f"{model} {EVIL}", "storage": f"runs/tune/{model}.db",
+            "metric": "cv_accuracy", "direction": "maximize", "best_value": best["value"],
+            "best_trial": best["number"], "params": TUNED_PARAMS, "fixed": {"augment": 0.25},
+            "baseline": {"trial": 0, "value": trials[0]["value"], "params": trials[0]["params"]},
+            "search_space": {"width": ["int", 4, 8, 4], "learning_rate": ["log", 0.001, 0.01]},
+            "budget": {"rows": 4000, "limit": 4000, "folds": 5, "folds_used": 2, "epochs": 4,
+                       "seed": 42, "pruner": "median", "trials": 30, "timeout_s": None,
+                       "trial_seconds": round(sum(tr["duration_s"] for tr in trials), 1)},
+            "n_trials": {"complete": len(complete), "pruned": 5, "fail": 1, "running": 0, "waiting": 0},
+            "importances": {"learning_rate": 0.83, "width": 0.17},
+            "importance_evaluator": "fanova", "importances_note": None, "trials": trials,
+            "updated": t.isoformat(), "harness_version": "0.1.0"}
+
+
 def make_run(root: Path, ds: FakeDataset, *, models: tuple = ("cnn_tiny", "ann_tiny", EVIL),
              bench: bool = True, solution: bool = True, upload: bool = True, n_rows: int = 300,
-             n_folds: int = 2, epochs: int = 4) -> Path:
-    """A run folder shaped like `harness run` writes it (the last of 3+ models fails export)."""
+             n_folds: int = 2, epochs: int = 4, tuned: tuple = ()) -> Path:
+    """A run folder shaped like `harness run` writes it (the last of 3+ models fails export);
+    the models in `tuned` trained with parameters from runs/tuned/<model>.json (`--tuned`)."""
     rng = np.random.default_rng(1)
     run = root / "runs" / "20250102-030405"
     run.mkdir(parents=True)
+    for name in tuned:
+        io.write_json(root / "runs" / "tuned" / f"{name}.json", make_tuned(name))
     n = min(n_rows, len(ds.y_train))
     index = np.sort(rng.choice(len(ds.y_train), size=n, replace=False)).astype(np.int32)
     folds = (np.arange(n) % n_folds).astype(np.int8)
@@ -134,7 +179,14 @@ def make_run(root: Path, ds: FakeDataset, *, models: tuple = ("cnn_tiny", "ann_t
         "data": {"train.csv": "ab" * 32, "test.csv": "cd" * 32},
         "git_commit": "0123456789abcdef0123456789abcdef01234567",
         "started": "2025-01-02T03:04:05", "finished": "2025-01-02T03:09:50", "duration_s": 345.2,
+        **({"param_sources": {m: str(root / "runs" / "tuned" / f"{m}.json") if m in tuned
+                              else "model defaults" for m in models},
+            "params": {m: dict(TUNED_PARAMS) for m in tuned}} if tuned else {}),
     })
+    if tuned:
+        manifest = io.read_json(run / "manifest.json")
+        manifest["config"]["tuned"] = True
+        io.write_json(run / "manifest.json", manifest)
     rows = []
     accs_ = np.linspace(0.99, 0.9, len(models)) if len(models) > 3 else (0.97, 0.92, 0.6)
     p50s = np.geomspace(0.03, 2.0, len(models))[::-1] if len(models) > 3 else (0.21, 0.05, 0.9)
@@ -198,7 +250,7 @@ def dataset() -> FakeDataset:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, dataset) -> Path:
     root = tmp_path_factory.mktemp("report")
-    run = make_run(root, dataset)
+    run = make_run(root, dataset, tuned=("cnn_tiny",))
     return render_report(run, root / "reports" / f"{run.name}.html", dataset=dataset)
 
 
@@ -364,6 +416,91 @@ def test_figure_text_is_literal():
     uri = figures.accuracy_vs_latency([{"model": "m$x^{2}$", "accuracy": 0.9, "latency_ms": 0.2,
                                         "pareto": True, "best": True}], 0.11)
     assert "m$x^{2}$ (best)" in base64.b64decode(uri.split(",", 1)[1]).decode()
+
+
+def _svg_text(uri: str) -> str:
+    return base64.b64decode(uri.split(",", 1)[1]).decode("utf-8")
+
+
+def test_tuning_section(report):
+    """The tuned model's panel has a Tuning block: study, budget, baseline vs best, parameters
+    against defaults, and two figures (trials over time, parameter importances)."""
+    text = report.read_text(encoding="utf-8")
+    assert text.count('class="tuning"') == 1 and 'id="model-1-tuning"' in text
+    block = text[text.index('class="tuning"'):]
+    block = block[:block.index("</details>")]
+    assert block.index("Tuning") < block.index("<img")
+    imgs = re.findall(r'<img alt="([^"]*)" src="(data:image/svg\+xml;base64,[^"]+)"', block)
+    assert [alt for alt, _ in imgs] == ["tuning trials of cnn_tiny: CV accuracy over time",
+                                        "parameter importances of cnn_tiny"]
+    trials_svg, imp_svg = (_svg_text(uri) for _, uri in imgs)
+    assert "Tuning trials" in trials_svg and "best so far" in trials_svg and "baseline" in trials_svg
+    assert "time since the study" in trials_svg and "(min)" in trials_svg
+    assert "learning_rate" in imp_svg and "83%" in imp_svg and "fANOVA" in imp_svg
+    doc = make_tuned("cnn_tiny")
+    # study name escaped; budget; baseline vs best with the gain in percentage points
+    assert "cnn_tiny &lt;script&gt;alert(" in block and EVIL not in block
+    assert "20 complete · 5 pruned · 1 failed" in block and "(target 30)" in block
+    assert "2 of 5 per trial" in block and "4,000" in block
+    base, best = doc["baseline"]["value"], doc["best_value"]
+    assert f"{base * 100:.2f}%" in block and f"{best * 100:.2f}%" in block
+    assert f"{(best - base) * 100:+.2f} pp" in block
+    # parameters vs defaults: learning_rate 0.003 -> 0.0052 (changed), augment fixed 0.5 -> 0.25
+    row = re.search(r"<code>learning_rate</code>.*?</tr>", block, re.S).group(0)
+    assert 'class="changed"' in block and "log 0.001..0.01" in row and "0.003" in row \
+        and "0.0052" in row and "83%" in row
+    assert re.search(r"<code>augment</code></td><td[^>]*>fixed \(--fix\)</td>\s*"
+                     r'<td class="n mono">0.5</td>\s*<td class="n mono">0.25</td>', block)
+    # the summary line and parameter line point at it; untuned models say they used defaults
+    assert '<span class="tag">tuned</span>' in text and 'href="#model-1-tuning"' in text
+    assert "none were saved by `harness tune ann_tiny`" in text
+    assert "has changed since this run" not in text
+
+
+def test_tuning_section_degrades(tmp_path, monkeypatch):
+    """No tuned model: no block. A tuned file found beside the run (the manifest's path is
+    relative to another directory), changed since the run, unreadable, or gone: notes."""
+    ds = make_dataset(n_train=60, n_test=10)
+    run = make_run(tmp_path, ds, models=("m1",))
+    text = render_report(run, tmp_path / "plain.html").read_text(encoding="utf-8")
+    assert 'class="tuning"' not in text and "-tuning" not in text and ">tuned<" not in text
+
+    monkeypatch.chdir(tmp_path / "runs" / "20250102-030405")  # runs/tuned/m1.json is not here
+    doc = make_tuned("m1", n_trials=3)
+    doc.update(importances=None, importances_note="needs at least 2 complete trials")
+    io.write_json(tmp_path / "runs" / "tuned" / "m1.json", doc)
+    manifest = io.read_json(run / "manifest.json")
+    manifest.update(param_sources={"m1": "runs/tuned/m1.json"},
+                    params={"m1": {**TUNED_PARAMS, "learning_rate": 0.009}})
+    io.write_json(run / "manifest.json", manifest)
+    text = render_report(run, tmp_path / "t.html").read_text(encoding="utf-8")
+    assert text.count('class="tuning"') == 1
+    assert "tuning trials of m1" in text and "parameter importances of m1" not in text
+    assert "Parameter importances: needs at least 2 complete trials." in text
+    assert "has changed since this run (learning_rate differs" in text
+
+    (tmp_path / "runs" / "tuned" / "m1.json").write_text("{not json", encoding="utf-8")
+    text = render_report(run, tmp_path / "u.html").read_text(encoding="utf-8")
+    assert "m1.json in tuned/ could not be read" in text and "could not be read now" in text
+    (tmp_path / "runs" / "tuned" / "m1.json").unlink()
+    text = render_report(run, tmp_path / "g.html").read_text(encoding="utf-8")
+    assert "m1: its tuned parameters came from runs/tuned/m1.json, which is gone" in text
+    assert _parse(text).srcs and all(s.startswith("data:image/") for s in _parse(text).srcs)
+
+
+def test_tuning_figures_without_times_or_scores():
+    """No timestamps: trial numbers on x. Only failures: an empty chart that says so. A '$' in a
+    parameter name prints as itself."""
+    from harness.report import figures
+
+    trials = [{"number": i, "state": s, "value": v, "last": l, "t": None, "baseline": i == 0}
+              for i, (s, v, l) in enumerate([("complete", 0.9, None), ("pruned", None, 0.5),
+                                             ("complete", 1.0, None), ("fail", None, None)])]
+    svg = _svg_text(figures.tuning_trials(trials))
+    assert "trial number" in svg and "best, #2: 100.00%" in svg and "failed or no score" in svg
+    svg = _svg_text(figures.tuning_trials([{**trials[3], "t": 5.0}]))
+    assert "no trial has a score yet" in svg
+    assert "p$x$" in _svg_text(figures.param_importances({"p$x$": 1.0, "b": 0.0}, "pedanova"))
 
 
 def test_not_a_run_folder(tmp_path):

@@ -31,6 +31,8 @@ class ModelData:
     test: np.ndarray | None = None  # float32 [n_test, 10]
     bench: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
+    tuned: dict[str, Any] | None = None  # runs/tuned/<model>.json, when this run used tuned parameters
+    tuned_source: str | None = None  # that file's path as the manifest records it
 
 
 @dataclass
@@ -100,6 +102,28 @@ def _histories(model_dir: Path, notes: list[str]) -> list[tuple[int, dict[str, l
     return sorted(out, key=lambda kh: kh[0])
 
 
+def _tuned(run: RunData, m: ModelData) -> None:
+    """The tuning study behind `m`'s parameters: the manifest's `param_sources` names the
+    runs/tuned/<model>.json file `harness run --tuned` read (relative to the directory the run
+    was started from, so runs/tuned/ beside this run folder is tried too)."""
+    sources = run.manifest.get("param_sources")
+    src = sources.get(m.name) if isinstance(sources, dict) else None
+    if not isinstance(src, str) or not src.endswith(".json"):
+        return  # "model defaults": not tuned
+    m.tuned_source = src
+    path = Path(src)
+    found = next((p for p in (path, run.run_dir.parent / "tuned" / path.name) if p.is_file()), None)
+    if found is None:
+        run.notes.append(f"{m.name}: its tuned parameters came from {src}, which is gone: "
+                         "no tuning section")
+        return
+    doc = _json(found, run.notes)
+    if doc is not None and not isinstance(doc, dict):
+        run.notes.append(f"{found.name} in {found.parent.name}/ is not a tuning summary")
+        doc = None
+    m.tuned = doc
+
+
 def _model_names(run_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
     """Ranked models first (leaderboard order), then any other model folder, by name."""
     names = [str(r["model"]) for r in rows if r.get("model") is not None]
@@ -147,6 +171,8 @@ def load_run(run_dir: Path, data_dir: Path | None = None, dataset: Any = None) -
         folds=_npy(run_dir / "folds.npy", notes),
         notes=notes,
     )
+    for m in models:
+        _tuned(run, m)
     run.dataset = dataset if dataset is not None else _load_dataset(run, data_dir)
     return run
 

@@ -16,6 +16,7 @@ import json
 import math
 import re
 import shlex
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +294,14 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
                         "argmax_mismatches", "size_bytes", "opset", "folds")
         if isinstance(m.export, dict) else None,
         "confusion": None, "per_class": [], "mistakes": [], "note": None,
+        "tuning": _tuning(run, m, lb_row),
+        "untuned_note": None,
     }
+    config = run.manifest.get("config") if isinstance(run.manifest.get("config"), dict) else {}
+    if config.get("tuned") is True and m.tuned_source is None and m.name in (
+            run.manifest.get("param_sources") or {}):
+        out["untuned_note"] = (f"asked for tuned parameters (--tuned), but none were saved by "
+                               f"`harness tune {m.name}`: trained with the model's defaults")
     y = run.y_true
     if m.oof is None:
         out["note"] = "no out-of-fold predictions (oof.npy) in this run"
@@ -314,6 +322,128 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
             x = x_train[run.train_index] if run.train_index is not None else x_train
         out["mistakes"] = _mistakes(m.oof, y, x)
     return out
+
+
+def _when(v: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(v)) if v else None
+    except ValueError:
+        return None
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    try:
+        return (end - start).total_seconds() if start and end else None
+    except TypeError:  # one naive, one aware: no honest answer
+        return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    fa, fb = _f(a), _f(b)
+    if fa is not None and fb is not None:
+        return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def _space_text(entry: Any) -> str:
+    try:
+        from harness.tune import describe
+
+        return describe(tuple(entry))
+    except Exception:  # noqa: BLE001 - a hand-edited entry prints as it is
+        return fmt_value(entry)
+
+
+def _model_defaults(name: str) -> dict[str, Any]:
+    """The registered model's default parameters, or {} when it is not registered here."""
+    try:
+        from harness.registry import get_model
+
+        return dict(get_model(name).params())
+    except Exception:  # noqa: BLE001 - unknown or broken plugin: the baseline trial still tells
+        return {}
+
+
+def _tuning(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[str, Any] | None:
+    """The tuning block of a model trained with `harness run --tuned` parameters, or None."""
+    if m.tuned_source is None:
+        return None
+    if not isinstance(m.tuned, dict):
+        return {"available": False, "source": m.tuned_source,
+                "note": f"This model was trained with tuned parameters from {m.tuned_source}, "
+                        "which could not be read now (see the notes at the top)."}
+    from harness.report import figures
+
+    doc = m.tuned
+    d = lambda key: doc.get(key) if isinstance(doc.get(key), dict) else {}  # noqa: E731
+    space, fixed, tuned, budget, counts = (d("search_space"), d("fixed"), d("params"),
+                                           d("budget"), d("n_trials"))
+    raw = [t for t in doc.get("trials") or [] if isinstance(t, dict)]
+    starts = [w for w in (_when(t.get("datetime_start")) for t in raw) if w is not None]
+    t0 = None
+    for w in starts:  # min() would raise on naive and aware times mixed
+        t0 = w if t0 is None or (_seconds_between(w, t0) or 0) > 0 else t0
+    trials = []
+    for i, t in enumerate(raw):
+        curve = [_f(v) for v in t.get("curve") or [] if _f(v) is not None] \
+            if isinstance(t.get("curve"), list) else []
+        number = _f(t.get("number"))
+        trials.append({"number": int(number) if number is not None else i,
+                       "state": str(t.get("state") or "unknown").lower(),
+                       "value": _f(t.get("value")), "last": curve[-1] if curve else None,
+                       "t": _seconds_between(t0, _when(t.get("datetime_complete"))),
+                       "baseline": bool(t.get("baseline"))})
+
+    base = doc.get("baseline") if isinstance(doc.get("baseline"), dict) else None
+    if base is None:
+        bt = next((t for t in trials if t["baseline"] and t["value"] is not None), None)
+        base = {"trial": bt["number"], "value": bt["value"], "params": {}} if bt else None
+    base_params = base.get("params") if base and isinstance(base.get("params"), dict) else {}
+    best_value = _f(doc.get("best_value"))
+    base_value = _f(base.get("value")) if base else None
+
+    importances = {str(k): _f(v) for k, v in d("importances").items() if _f(v) is not None}
+    defaults = _model_defaults(m.name)
+    run_params = (run.manifest.get("params") or {}).get(m.name) \
+        if isinstance(run.manifest.get("params"), dict) else None
+    run_params = run_params if isinstance(run_params, dict) else {}
+    params = []
+    for name in dict.fromkeys([*space, *fixed, *tuned]):
+        has_default = name in base_params or name in defaults
+        default = base_params[name] if name in base_params else defaults.get(name)
+        params.append({
+            "name": name,
+            "space": "fixed (--fix)" if name in fixed else _space_text(space[name])
+            if name in space else "-",
+            "default": default if has_default else None, "has_default": has_default,
+            "tuned": tuned.get(name), "has_tuned": name in tuned,
+            "changed": has_default and name in tuned and not _same(default, tuned[name]),
+            "importance": importances.get(name),
+        })
+    stale = [n for n in tuned if n in run_params and not _same(run_params[n], tuned[n])]
+
+    return {
+        "available": True,
+        "source": m.tuned_source,
+        "study": doc.get("study_name"), "storage": doc.get("storage"),
+        "metric": doc.get("metric") or "cv_accuracy",
+        "updated": doc.get("updated"),
+        "best_value": best_value, "best_trial": doc.get("best_trial"),
+        "baseline_value": base_value, "baseline_trial": base.get("trial") if base else None,
+        "gain": best_value - base_value if best_value is not None and base_value is not None
+        else None,
+        "run_accuracy": lb_row.get("cv_accuracy"),
+        "counts": _pick(counts, "complete", "pruned", "fail", "running", "waiting"),
+        "budget": _pick(budget, "rows", "limit", "folds", "folds_used", "epochs", "seed",
+                        "pruner", "trials", "timeout_s", "trial_seconds"),
+        "params": params,
+        "stale": stale,
+        "figure": figures.tuning_trials(trials) if trials else None,
+        "importances": figures.param_importances(importances, doc.get("importance_evaluator"))
+        if importances else None,
+        "importances_note": doc.get("importances_note"),
+        "note": None,
+    }
 
 
 def _latency_section(run: RunData) -> dict[str, Any]:
