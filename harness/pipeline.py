@@ -211,7 +211,20 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     # The folds go in before the manifest: a folder only counts as a run once both are there.
     io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
     io.write_npy(run_dir / "folds.npy", folds)
-    io.write_json(manifest_path, manifest)
+    # Each invocation is a session; its seconds are saved after every fold, so the time of a killed
+    # session still counts in duration_s (up to its last finished fold).
+    manifest.setdefault("sessions", []).append({"started": _now(), "seconds": 0.0})
+    manifest.pop("sessions_s", None)
+
+    def checkpoint(finished: bool = False) -> None:
+        manifest["sessions"][-1]["seconds"] = round(time.perf_counter() - t_start, 1)
+        manifest["duration_s"] = round(sum(x["seconds"] for x in manifest["sessions"]), 1)
+        if finished:
+            manifest["finished"] = _now()
+        io.write_json(manifest_path, manifest)
+
+    checkpoint()
+    progress.on_fold = lambda: checkpoint()
 
     # Stage: cross-validation
     for spec in specs:
@@ -248,6 +261,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
                 and not (run_dir / spec.name / "bench.json").is_file():
             progress.stage(f"{spec.name}: benchmarking with ONNX Runtime")
             bench_mod.bench_model(run_dir, spec.name, quick=opts.quick, progress=progress.stage)
+            checkpoint()
 
     # Per-model local scores (only where the hidden solution of the replica exists).
     solution = info.solution
@@ -281,9 +295,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     results = leaderboard.build_results(run_dir, y, {"submission": submission})
 
     # A resumed run's duration adds up the wall time of every invocation that worked on it.
-    sessions = manifest.get("sessions_s", []) + [round(time.perf_counter() - t_start, 1)]
-    manifest.update(finished=_now(), sessions_s=sessions, duration_s=round(sum(sessions), 1))
-    io.write_json(manifest_path, manifest)
+    checkpoint(finished=True)
 
     if opts.submit:
         from harness import kaggle

@@ -14,6 +14,7 @@ class TrainingProgress:
         self.tty = sys.stderr.isatty()
         self._bar: Any = None
         self._t0 = time.perf_counter()
+        self.on_fold: Callable[[], None] | None = None  # called after each finished fold (checkpoints)
 
     def _say(self, msg: str) -> None:
         if self.enabled:
@@ -44,6 +45,8 @@ class TrainingProgress:
         return {"on_batch": on_batch, "on_epoch": on_epoch}
 
     def end_fold(self, model: str, fold: int, result: Any) -> None:
+        if self.on_fold:
+            self.on_fold()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
