@@ -3,8 +3,9 @@
 Layout (one direction of data flow, each file written atomically):
 
     runs/<run-id>/
-      manifest.json            config, versions, data hashes, git commit, hardware, times
-      folds.npy                int8 [n_train]: the fold of each train row (same for every model)
+      manifest.json            config, versions, data hashes, git commit, hardware, sessions, times
+      train_index.npy          int32: the train.csv rows this run uses (all, or a --limit subset)
+      folds.npy                int8: the fold of each of those rows (same for every model)
       results.json             the leaderboard rows (written by harness.leaderboard)
       <model>/
         fold_<k>/model.keras   fold model (input float32 pixels 0..255, output softmax [N,10])
@@ -12,11 +13,13 @@ Layout (one direction of data flow, each file written atomically):
         fold_<k>/oof.npy       float32 [n_val,10] probabilities on the fold's validation rows
         fold_<k>/test.npy      float32 [28000,10] probabilities on test.csv
         fold_<k>/fold.json     written LAST: the marker that the fold is complete (accuracy, times)
+        params.json            resolved parameters (a resumed run retrains the model if they changed)
         cv.json                OOF accuracy, per-fold mean/std, params, throughput
         oof.npy, test.npy      assembled [n_train,10] / [n_test,10] (test: mean over folds)
         model.onnx             the fold ensemble as one graph (harness.export)
         export.json            parity figures
         bench.json             latency figures (harness.bench)
+        score.json             local public/private accuracy (only with the replica's solution)
 """
 
 from __future__ import annotations
