@@ -150,6 +150,74 @@ def _start_or_resume(opts: RunOptions, settings: Settings, fingerprint: str) -> 
     return settings.runs_dir / run_id, False
 
 
+def _resolve_params(specs: list[ModelSpec], opts: RunOptions, settings: Settings,
+                    progress: TrainingProgress) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each model's parameters (defaults < tuned file < --epochs/--quick) and where they came from."""
+    model_params: dict[str, dict[str, Any]] = {}
+    param_sources: dict[str, str] = {}
+    for spec in specs:
+        overrides, source = _load_tuned(settings, spec) if opts.tuned else ({}, None)
+        if opts.tuned and source is None:
+            progress.stage(f"{spec.name}: --tuned, but no parameters saved by `harness tune {spec.name}`; "
+                           f"using the model's defaults")
+        params = spec.params({**overrides, "epochs": opts.epochs})
+        if opts.quick and opts.epochs is None:
+            params["epochs"] = params["quick_epochs"]
+        model_params[spec.name] = params
+        param_sources[spec.name] = source or "model defaults" + (" (--epochs)" if opts.epochs else "")
+    return model_params, param_sources
+
+
+def _export_and_bench(run_dir: Path, specs: list[ModelSpec], parity_x: np.ndarray, folds_k: int,
+                      opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> None:
+    """Export each model's fold ensemble (parity-gated) and benchmark it; a failure marks that model
+    (export.json ok=false, shown on the leaderboard) and the others go on."""
+    from harness import bench as bench_mod
+    from harness import export as export_mod
+
+    for spec in specs:
+        cv_info = io.read_json(run_dir / spec.name / "cv.json")
+        if not (run_dir / spec.name / "export.json").is_file():
+            try:
+                export_mod.export_model(run_dir, spec.name, parity_x, {
+                    "model": spec.name, "folds": folds_k, "cv_accuracy": cv_info["oof_accuracy"],
+                    "run_id": run_dir.name, "harness_version": __version__})
+                progress.stage(f"{spec.name}: exported to ONNX, parity gate passed")
+            except HarnessError as e:
+                progress.stage(f"{spec.name}: export failed: {e}")
+                continue
+        if opts.bench and (run_dir / spec.name / "model.onnx").is_file() \
+                and not (run_dir / spec.name / "bench.json").is_file():
+            progress.stage(f"{spec.name}: benchmarking with ONNX Runtime")
+            bench_mod.bench_model(run_dir, spec.name, quick=opts.quick, progress=progress.stage)
+            checkpoint()
+
+
+def _score_models(run_dir: Path, specs: list[ModelSpec], image_ids: np.ndarray, solution: Path) -> None:
+    """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json)."""
+    from harness.submission import read_solution, score_labels
+
+    answers = read_solution(solution)
+    for spec in specs:
+        test = np.load(run_dir / spec.name / "test.npy")
+        io.write_json(run_dir / spec.name / "score.json", score_labels(image_ids, test.argmax(1), answers).to_dict())
+
+
+def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, solution: Path | None) -> dict:
+    """submissions/<run>.csv from the very ONNX file that was benchmarked, validated, written
+    atomically, and scored locally where the replica's solution exists."""
+    from harness.export import predict_onnx
+    from harness.submission import score_submission, write_submission
+
+    path = settings.submissions_dir / f"{run_dir.name}.csv"
+    probs = predict_onnx(run_dir / best / "model.onnx", ds.x_test)
+    write_submission(path, ds.image_ids, probs.argmax(1))
+    submission = {"path": str(path), "model": best, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if solution is not None:
+        submission.update(score_submission(path, solution).to_dict())
+    return submission
+
+
 def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None = None) -> dict[str, Any]:
     from harness import data as data_mod
 
@@ -167,18 +235,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     names = [s.name for s in specs]
 
     # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
-    model_params: dict[str, dict[str, Any]] = {}
-    param_sources: dict[str, str] = {}
-    for spec in specs:
-        overrides, source = _load_tuned(settings, spec) if opts.tuned else ({}, None)
-        if opts.tuned and source is None:
-            progress.stage(f"{spec.name}: --tuned, but no parameters saved by `harness tune {spec.name}`; "
-                           f"using the model's defaults")
-        params = spec.params({**overrides, "epochs": opts.epochs})
-        if opts.quick and opts.epochs is None:
-            params["epochs"] = params["quick_epochs"]
-        model_params[spec.name] = params
-        param_sources[spec.name] = source or "model defaults" + (" (--epochs)" if opts.epochs else "")
+    model_params, param_sources = _resolve_params(specs, opts, settings, progress)
 
     fingerprint = _fingerprint(opts, names, folds_k, seed, info.sha256)
     run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
@@ -239,40 +296,15 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         progress.stage(f"{spec.name}: CV accuracy {100 * cv.oof_accuracy:.3f} % "
                        f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})")
 
-    # Stages: export (+ parity) and benchmark; a failing model is marked, the others go on.
-    from harness import bench as bench_mod
-    from harness import export as export_mod
-
+    # Stages: export (+ parity) and benchmark. Any real digits will do for the parity gate; draw
+    # them from all of train.csv so --limit runs have 1,000.
     rng = np.random.default_rng(seed)
-    # Any real digits will do for the parity gate; draw from all of train.csv so --limit runs have 1,000.
     parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
-    for spec in specs:
-        cv_info = io.read_json(run_dir / spec.name / "cv.json")
-        if not (run_dir / spec.name / "export.json").is_file():
-            try:
-                export_mod.export_model(run_dir, spec.name, parity_x, {
-                    "model": spec.name, "folds": folds_k, "cv_accuracy": cv_info["oof_accuracy"],
-                    "run_id": run_dir.name, "harness_version": __version__})
-                progress.stage(f"{spec.name}: exported to ONNX, parity gate passed")
-            except HarnessError as e:
-                progress.stage(f"{spec.name}: export failed: {e}")
-                continue
-        if opts.bench and (run_dir / spec.name / "model.onnx").is_file() \
-                and not (run_dir / spec.name / "bench.json").is_file():
-            progress.stage(f"{spec.name}: benchmarking with ONNX Runtime")
-            bench_mod.bench_model(run_dir, spec.name, quick=opts.quick, progress=progress.stage)
-            checkpoint()
+    _export_and_bench(run_dir, specs, parity_x, folds_k, opts, progress, checkpoint)
 
-    # Per-model local scores (only where the hidden solution of the replica exists).
-    solution = info.solution
+    solution = info.solution  # None unless the data is the replica (its hidden answers)
     if solution is not None:
-        from harness.submission import read_solution, score_labels
-
-        answers = read_solution(solution)
-        for spec in specs:
-            test = np.load(run_dir / spec.name / "test.npy")
-            io.write_json(run_dir / spec.name / "score.json",
-                          score_labels(ds.image_ids, test.argmax(1), answers).to_dict())
+        _score_models(run_dir, specs, ds.image_ids, solution)
 
     from harness import leaderboard
 
@@ -281,17 +313,8 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     if best is None:
         raise RunError("no model passed export; nothing to submit (see the leaderboard's status column)")
 
-    # Stage: submission from the very ONNX file that was benchmarked.
-    from harness.submission import score_submission, write_submission
-
-    sub_path = settings.submissions_dir / f"{run_dir.name}.csv"
-    probs = export_mod.predict_onnx(run_dir / best / "model.onnx", ds.x_test)
-    write_submission(sub_path, ds.image_ids, probs.argmax(1))
-    submission = {"path": str(sub_path), "model": best,
-                  "sha256": hashlib.sha256(sub_path.read_bytes()).hexdigest()}
-    if solution is not None:
-        submission.update(score_submission(sub_path, solution).to_dict())
-    progress.stage(f"submission: {sub_path} from {best}")
+    submission = _write_submission(run_dir, best, ds, settings, solution)
+    progress.stage(f"submission: {submission['path']} from {best}")
     results = leaderboard.build_results(run_dir, y, {"submission": submission})
 
     # A resumed run's duration adds up the wall time of every invocation that worked on it.
@@ -300,10 +323,10 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     if opts.submit:
         from harness import kaggle
 
-        upload = kaggle.submit_file(sub_path, message=opts.message or f"harness {run_dir.name} {best}",
-                                    run_id=run_dir.name, model=best, wait=opts.wait,
-                                    history_path=kaggle.history_file(settings.submissions_dir),
-                                    progress=progress.stage)
+        upload = kaggle.submit_file(
+            Path(submission["path"]), message=opts.message or f"harness {run_dir.name} {best}",
+            run_id=run_dir.name, model=best, wait=opts.wait,
+            history_path=kaggle.history_file(settings.submissions_dir), progress=progress.stage)
         results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()})
 
     if opts.report:
@@ -313,6 +336,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
             out = render_report(run_dir, settings.reports_dir / f"{run_dir.name}.html", settings.data_dir)
             progress.stage(f"report: {out}")
         except Exception as e:  # the results stand without their page; `harness report` retries it
-            progress.stage(f"report failed ({type(e).__name__}: {e}); retry with `harness report --run {run_dir.name}`")
+            progress.stage(f"report failed ({type(e).__name__}: {e}); "
+                           f"retry with `harness report --run {run_dir.name}`")
     results["run_dir"] = str(run_dir)
     return results
