@@ -81,7 +81,7 @@ def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.4):
 @register_model(
     "cnn_deep", family="cnn",
     description="Deotte-style CNN: 3x3-3x3-5x5/2 blocks, batch norm, 40% dropout, affine augmentation",
-    recipe=dict(epochs=18, quick_epochs=5, batch_size=128, learning_rate=3e-3, augment=1.0,
+    recipe=dict(epochs=24, quick_epochs=5, batch_size=128, learning_rate=3e-3, augment=1.0,
                 label_smoothing=0.05),
     search_space={
         "width": ("int", 16, 48, 8),
