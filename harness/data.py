@@ -173,14 +173,6 @@ def load(data_dir: str | os.PathLike) -> Dataset:
     )
 
 
-def expected_rows(data_dir: str | os.PathLike) -> int | None:
-    """Rows a submission must have (sample_submission.csv's), or None when there is no data yet."""
-    sample = Path(data_dir) / FILES["sample_submission"]
-    if not sample.is_file():
-        return None
-    return len(_read_cached(sample, SUBMISSION, Path(data_dir) / CACHE_DIR)[0])
-
-
 # --- validation with a parse cache ------------------------------------------------------------
 
 def _validated(data_dir: Path, cache: Path | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:

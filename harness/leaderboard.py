@@ -97,6 +97,14 @@ def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, A
     return results
 
 
+def refresh(run_dir: Path) -> dict[str, Any] | None:
+    """Rebuild results.json after a stage re-ran alone (`harness export`/`bench`); None when the
+    run has no trained model yet, so there is nothing to rank."""
+    if not run_models(run_dir):
+        return None
+    return build_results(run_dir)
+
+
 def load_results(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "results.json"
     if not path.is_file():

@@ -192,7 +192,3 @@ def select_models(names: list[str] | None, all_models: bool) -> list[ModelSpec]:
             raise ModelError(f"no model matches {name!r} (known: {', '.join(sorted(_REGISTRY))})")
         selected += [m for m in matches if m not in selected]
     return selected
-
-
-def count_params(spec: ModelSpec) -> int:
-    return int(spec.build().count_params())

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.cli._common import add_json, print_json, say
+from harness import leaderboard
 from harness.config import Settings
 from harness.errors import RunError, UsageError
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 run_dir, name, batches=batches, threads=threads, baselines=not args.no_baselines,
                 peak_gflops=args.peak_gflops, baseline_threads=args.baseline_threads, budget=budget,
                 quick=args.quick, progress=say))
-        _refresh_leaderboard(run_dir)
+        leaderboard.refresh(run_dir)
 
     if args.json:
         print_json(records)
@@ -159,12 +160,3 @@ def _models(run_dir: Path, names: list[str] | None) -> list[str]:
         raise RunError(f"run {run_dir.name} has no model.onnx for {', '.join(missing)} "
                        f"(exported: {', '.join(exported) or 'none'})")
     return list(dict.fromkeys(names))
-
-
-def _refresh_leaderboard(run_dir: Path) -> None:
-    try:
-        from harness import leaderboard
-
-        leaderboard.build_results(run_dir)
-    except (ImportError, RunError):
-        pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.cli._common import add_data_dir, add_json, print_json, say
+from harness import leaderboard
 from harness.config import Settings
 from harness.errors import DataError, RunError
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             failed.append(name)
             results.append(_read_export(run_dir, name))
             say(f"harness: error: {e}")
-    _refresh_leaderboard(run_dir)
+    leaderboard.refresh(run_dir)
 
     if args.json:
         print_json({"run_id": run_dir.name, "exports": results})
@@ -103,12 +104,3 @@ def _read_export(run_dir, name: str) -> dict:
 
     path = run_dir / name / "export.json"
     return io.read_json(path) if path.is_file() else {"model": name, "ok": False}
-
-
-def _refresh_leaderboard(run_dir) -> None:
-    try:
-        from harness import leaderboard
-
-        leaderboard.build_results(run_dir)
-    except (ImportError, RunError):
-        pass  # no trained model with cv.json yet: nothing to rank
