@@ -328,21 +328,9 @@ def _prune(m) -> None:
 
 def _probe(m, names: list[str], batches=(1, 3)) -> dict[int, dict[str, np.ndarray]]:
     """Run the graph on zeros at each batch size with `names` exposed as extra outputs."""
-    import onnx
-    import onnxruntime as ort
+    from harness.flops import exposing_session
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(m)
-    present = {o.name for o in probe.graph.output} | {i.name for i in probe.graph.input}
-    for n in dict.fromkeys(names):
-        if n not in present:
-            probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    outs = [o.name for o in sess.get_outputs()]
+    sess, outs = exposing_session(m, names)
     return {b: dict(zip(outs, sess.run(outs, {INPUT_NAME: np.zeros((b, 28, 28, 1), np.uint8)})))
             for b in batches}
 

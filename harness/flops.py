@@ -146,31 +146,37 @@ def _needed(node) -> list[str]:
     return [node.input[_X_INPUT.get(node.op_type, 0)], node.input[b]]
 
 
-def _probe_shapes(proto, names: list[str]) -> dict[str, list[int]]:
-    """Run the graph once (zeros at the fixed batch) with `names` exposed as outputs."""
-    import numpy as np
+def exposing_session(proto, names: Any):
+    """An unoptimised 1-thread ONNX Runtime session whose outputs also include the tensors `names`
+    (graph inputs excluded), so intermediate shapes and values can be read. Returns (session, outputs)."""
     import onnx
     import onnxruntime as ort
 
     m = onnx.ModelProto()
     m.CopyFrom(proto)
-    graph_inputs = {i.name for i in m.graph.input}
-    present = {o.name for o in m.graph.output}
-    for n in names:
-        if n not in present and n not in graph_inputs:
+    present = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for n in dict.fromkeys(names):
+        if n not in present:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess, [o.name for o in sess.get_outputs()]
+
+
+def _probe_shapes(proto, names: list[str]) -> dict[str, list[int]]:
+    """Run the graph once (zeros at the fixed batch) with `names` exposed as outputs."""
+    import numpy as np
+
+    sess, outs = exposing_session(proto, names)
     feeds = {}
     for i in sess.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
         feeds[i.name] = np.zeros(shape, dtype=_NP_TYPES.get(i.type, "float32"))
-    outs = [o.name for o in sess.get_outputs()]
     values = dict(zip(outs, sess.run(outs, feeds)))
-    values.update({k: v for k, v in feeds.items()})
+    values.update(feeds)
     return {n: list(values[n].shape) for n in names if n in values}
 
 
