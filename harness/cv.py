@@ -2,10 +2,12 @@
 test probabilities, and assemble the model's CV accuracy and fold-ensemble test prediction.
 
     folds = make_folds(y, k=5, seed=42)                      # same folds for every model
-    result = run_cv(run_dir, spec, params, x, y, x_test, folds, seed=42)
+    train_fold(spec, params, x_tr, y_tr, x_val, y_val, x_test, seed=..., out=..., epochs=10, fold=0)
+    result = assemble_cv(run_dir, spec, params, y, folds, epochs=10)   # once every fold is done
 
-Every artefact is written atomically and `fold.json` last, so a fold is either complete or
-retrained: an interrupted run resumes from the last finished fold.
+Folds are trained as jobs (harness.jobs) by an executor (harness.executor); each fold folder is
+published whole, so a fold is either complete or retrained: an interrupted run resumes from the
+folds it finished.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class FoldResult:
     images_per_s: float
     n_params: int = 0
     resumed: bool = False
+    # where and how it ran (harness.jobs.Where); None in folds trained before they were recorded
+    executor: str | None = None
+    host: str | None = None
+    node: str | None = None
+    pid: int | None = None
+    threads: int | None = None
 
 
 @dataclass
@@ -131,6 +139,12 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if params.get("label_smoothing", 0) > 0:
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, 10)))
+    from harness.tfquiet import threads
+
+    if threads() is not None:  # a job given k CPUs: tf.data's pool too, not one thread per core
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads()
+        ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -169,15 +183,13 @@ def predict(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def _fold_complete(d: Path) -> bool:
-    return all((d / f).is_file() for f in ("fold.json", "model.keras", "oof.npy", "test.npy", "history.json"))
-
-
 def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: np.ndarray,
                x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, *, seed: int, out: Path,
-               epochs: int, on_epoch: Callable[[int, dict], None] | None = None,
+               epochs: int, fold: int, record: dict[str, Any] | None = None,
+               on_epoch: Callable[[int, dict], None] | None = None,
                on_batch: Callable[[], None] | None = None) -> FoldResult:
-    """Train one fold model and write its artefacts (fold.json last)."""
+    """Train one fold model and write its artefacts to `out` (fold.json last, with `record`:
+    where it ran). Callers that share a run folder train into a staging folder (harness.jobs)."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -211,41 +223,28 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     io.write_json(out / "history.json", {k: [float(v) for v in vs] for k, vs in history.history.items()})
     io.write_npy(out / "oof.npy", oof)
     io.write_npy(out / "test.npy", test)
-    result = FoldResult(fold=int(out.name.split("_")[-1]), accuracy=accuracy, n_train=len(x_tr),
+    result = FoldResult(fold=fold, accuracy=accuracy, n_train=len(x_tr),
                         n_val=len(x_val), epochs=epochs, seconds=round(seconds, 2),
                         images_per_s=round(len(x_tr) * epochs / seconds, 1),
-                        n_params=int(model.count_params()))
+                        n_params=int(model.count_params()), **(record or {}))
     io.write_json(out / "fold.json", result.__dict__)  # last: marks the fold complete
     return result
 
 
-def run_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
-           x_test: np.ndarray, folds: np.ndarray, *, seed: int, epochs: int,
-           progress: Any = None) -> CVResult:
-    """Train (or resume) every fold of `spec`, then write oof.npy, test.npy and cv.json."""
-    k = int(folds.max()) + 1
-    results: list[FoldResult] = []
-    for f in range(k):
-        d = fold_dir(run_dir, spec.name, f)
-        if _fold_complete(d):
-            results.append(FoldResult(**{**io.read_json(d / "fold.json"), "resumed": True}))
-            if progress:
-                progress.skip_fold(spec.name, f, k)
-            continue
-        tr, va = folds != f, folds == f
-        hooks = progress.fold_hooks(spec.name, f, k, epochs, math.ceil(tr.sum() / int(params["batch_size"]))) \
-            if progress else {}
-        results.append(train_fold(spec, params, x[tr], y[tr], x[va], y[va], x_test, seed=seed * 100 + f,
-                                  out=d, epochs=epochs, **hooks))
-        if progress:
-            progress.end_fold(spec.name, f, results[-1])
+def assemble_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], y: np.ndarray, folds: np.ndarray,
+                *, epochs: int) -> CVResult:
+    """From every finished fold of `spec`: write the model's oof.npy, test.npy and cv.json.
 
+    Only the driver calls this (workers write fold folders, never model-level files)."""
+    k = int(folds.max()) + 1
+    results = [FoldResult(**io.read_json(fold_dir(run_dir, spec.name, f) / "fold.json")) for f in range(k)]
     oof = np.zeros((len(y), 10), dtype=np.float32)
-    test = np.zeros((len(x_test), 10), dtype=np.float64)
+    test: np.ndarray | None = None
     for f in range(k):
         d = fold_dir(run_dir, spec.name, f)
         oof[folds == f] = np.load(d / "oof.npy")
-        test += np.load(d / "test.npy")
+        t = np.load(d / "test.npy").astype(np.float64)
+        test = t if test is None else test + t
     test = (test / k).astype(np.float32)  # the fold ensemble: mean of the fold models' softmax
     accs = np.array([r.accuracy for r in results])
     train_seconds = float(sum(r.seconds for r in results))

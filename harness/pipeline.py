@@ -25,7 +25,7 @@ import numpy as np
 
 from harness import __version__, io
 from harness.config import Settings
-from harness.cv import configure_threads, enable_determinism, make_folds, run_cv, stratified_subset
+from harness.cv import assemble_cv, configure_threads, enable_determinism, make_folds, stratified_subset
 from harness.errors import HarnessError, ModelError, RunError
 from harness.progress import TrainingProgress
 from harness.registry import ModelSpec, select_models
@@ -52,6 +52,11 @@ class RunOptions:
     message: str | None = None
     wait: float = 0.0
     command: list[str] = field(default_factory=list)
+    executor: str = "local"         # local | ray (harness.executor); never part of the fingerprint
+    jobs: int | None = None         # jobs at once (local default 1; ray default: as the CPUs allow)
+    cpus_per_job: int | None = None
+    ray_address: str | None = None
+    ray_timeout: float = 30.0
 
 
 def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
@@ -218,6 +223,71 @@ def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, sol
     return submission
 
 
+def _cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]],
+                    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, folds: np.ndarray, seed: int,
+                    opts: RunOptions, progress: TrainingProgress, manifest: dict, checkpoint: Any) -> None:
+    """Train every unfinished fold as a job and assemble each model's CV once its folds are in."""
+    from harness.executor import make_executor, run_jobs
+    from harness.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
+    from harness.runs import fold_dir
+
+    k = int(folds.max()) + 1
+    jobs: list[FoldJob] = []
+    left: dict[str, int] = {}
+
+    def finish(spec: ModelSpec) -> None:
+        params = model_params[spec.name]
+        cv = assemble_cv(run_dir, spec, params, y, folds, epochs=int(params["epochs"]))
+        progress.stage(f"{spec.name}: CV accuracy {100 * cv.oof_accuracy:.3f} % "
+                       f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})")
+
+    for spec in specs:
+        _check_params(run_dir, spec.name, model_params[spec.name], progress)
+        if (run_dir / spec.name / "cv.json").is_file():
+            progress.stage(f"{spec.name}: cross-validation already complete")
+            continue
+        for stale in clean_stale_stages(run_dir / spec.name):
+            progress.stage(f"{spec.name}: removed {stale.name}, left by a killed worker")
+        params = model_params[spec.name]
+        progress.stage(f"{spec.name}: {k}-fold CV, {params['epochs']} epochs ({spec.description})")
+        left[spec.name] = 0
+        for f in range(k):
+            if fold_complete(fold_dir(run_dir, spec.name, f)):
+                progress.skip_fold(spec.name, f, k)
+                continue
+            left[spec.name] += 1
+            jobs.append(FoldJob(run_dir=str(run_dir.resolve()), model=spec.name, fold=f, k=k, params=params,
+                                seed=seed * 100 + f, epochs=int(params["epochs"]),
+                                deterministic=opts.deterministic))
+        if not left[spec.name]:
+            finish(spec)
+    if not jobs:
+        return
+
+    by_name = {s.name: s for s in specs}
+
+    def hooks(job: FoldJob) -> dict:  # the per-step bar, for jobs run in this process
+        steps = -(-int((folds != job.fold).sum()) // int(job.params["batch_size"]))
+        return progress.fold_hooks(job.model, job.fold, k, job.epochs, steps)
+
+    def on_done(job: FoldJob, result: dict) -> None:
+        left[job.model] -= 1
+        if not left[job.model]:
+            finish(by_name[job.model])
+
+    executor = make_executor(opts.executor, jobs=opts.jobs, cpus_per_job=opts.cpus_per_job,
+                             address=opts.ray_address, timeout=opts.ray_timeout, hooks=hooks)
+    with executor.session(JobData(x=x, y=y, x_test=x_test, folds=folds), run_dir):
+        info = executor.describe()
+        manifest["executor"] = info
+        manifest["sessions"][-1]["executor"] = {key: info[key] for key in ("name", "jobs", "cpus_per_job")}
+        checkpoint()
+        progress.stage(f"training {len(jobs)} fold job(s) on the {info['name']} executor, {info['jobs']} at once"
+                       + (f", {info['cpus_per_job']} CPU(s) each" if info.get("cpus_per_job") else "")
+                       + (f" ({len(info['nodes'])} node(s))" if info["name"] == "ray" else ""))
+        run_jobs(executor, jobs, on_done, progress)
+
+
 def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None = None) -> dict[str, Any]:
     from harness import data as data_mod
 
@@ -283,18 +353,10 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     checkpoint()
     progress.on_fold = lambda: checkpoint()
 
-    # Stage: cross-validation
-    for spec in specs:
-        _check_params(run_dir, spec.name, model_params[spec.name], progress)
-        if (run_dir / spec.name / "cv.json").is_file():
-            progress.stage(f"{spec.name}: cross-validation already complete")
-            continue
-        params = model_params[spec.name]
-        progress.stage(f"{spec.name}: {folds_k}-fold CV, {params['epochs']} epochs ({spec.description})")
-        cv = run_cv(run_dir, spec, params, x, y, ds.x_test, folds, seed=seed, epochs=int(params["epochs"]),
-                    progress=progress)
-        progress.stage(f"{spec.name}: CV accuracy {100 * cv.oof_accuracy:.3f} % "
-                       f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})")
+    # Stage: cross-validation, as (model, fold) jobs on the executor; the driver (this process)
+    # alone writes model-level files, as soon as a model's last fold is in.
+    _cross_validate(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts, progress, manifest,
+                    checkpoint)
 
     # Stages: export (+ parity) and benchmark. Any real digits will do for the parity gate; draw
     # them from all of train.csv so --limit runs have 1,000.

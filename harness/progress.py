@@ -1,5 +1,6 @@
-"""Progress on stderr: a tqdm bar per model fold (steps, ETA, validation accuracy) on a terminal;
-one line per finished fold otherwise (CI logs stay readable). Never Keras's own log spam."""
+"""Progress on stderr, whichever executor runs the jobs: on a terminal a tqdm bar over jobs (done,
+in flight, ETA) and, for jobs run in this process, a bar per fold (steps, validation accuracy); one
+line per finished job otherwise (CI logs stay readable). Never Keras's own log spam."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ class TrainingProgress:
         self._bar: Any = None
         self._t0 = time.perf_counter()
         self.on_fold: Callable[[], None] | None = None  # called after each finished fold (checkpoints)
+        self._jobs_bar: Any = None
+        self._total = self._done = self._slots = 0
+        self._running: dict[str, float] = {}   # job name -> start time
+        self._job_seconds: list[float] = []
 
     def _say(self, msg: str) -> None:
         if self.enabled:
@@ -44,11 +49,72 @@ class TrainingProgress:
 
         return {"on_batch": on_batch, "on_epoch": on_epoch}
 
-    def end_fold(self, model: str, fold: int, result: Any) -> None:
-        if self.on_fold:
-            self.on_fold()
+    # -------------------------------------------------------------- jobs (any executor)
+
+    def jobs_begin(self, total: int, slots: int) -> None:
+        self._total, self._done, self._slots, self._t_jobs = total, 0, slots, time.perf_counter()
+        self._running.clear()
+        self._job_seconds.clear()
+        if self.enabled and self.tty and slots > 1:
+            from tqdm import tqdm
+
+            self._jobs_bar = tqdm(total=total, desc="jobs", unit="job", file=sys.stderr, dynamic_ncols=True)
+
+    def job_started(self, job: Any) -> None:
+        self._running[job.name] = time.perf_counter()
+        self._refresh()
+
+    def eta(self) -> float | None:
+        """Seconds left: jobs not finished x mean job time / jobs at once (None before the first)."""
+        if not self._job_seconds:
+            return None
+        mean = sum(self._job_seconds) / len(self._job_seconds)
+        now = time.perf_counter()
+        left_running = sum(max(mean - (now - t), 0.0) for t in self._running.values())
+        queued = self._total - self._done - len(self._running)
+        return (left_running + queued * mean) / max(1, min(self._slots, self._total - self._done))
+
+    def _status(self) -> str:
+        from harness.executor import wall
+
+        eta = self.eta()
+        return (f"{self._done}/{self._total} done, {len(self._running)} running"
+                + (f", ETA {wall(eta)}" if eta is not None else ""))
+
+    def _refresh(self) -> None:
+        if self._jobs_bar is not None:
+            self._jobs_bar.n = self._done
+            self._jobs_bar.set_postfix_str(", ".join(self._running) or "-")
+            self._jobs_bar.refresh()
+
+    def job_done(self, job: Any, result: dict) -> None:
+        started = self._running.pop(job.name, None)
+        self._done += 1
+        if result.get("status") in ("trained", "duplicate") or job.kind == "trial":
+            self._job_seconds.append(result.get("seconds") or (time.perf_counter() - (started or 0)))
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self._say(f"  {model} fold {fold + 1}: val acc {100 * result.accuracy:.2f} %, "
-                  f"{result.seconds:.0f} s, {result.images_per_s:,.0f} img/s")
+        if self.on_fold:
+            self.on_fold()
+        self._refresh()
+        if job.kind != "fold":
+            return
+        where = result.get("host") or "?"
+        if result.get("node"):
+            where += f" node {result['node']}"
+        threads = result.get("threads")
+        how = f"{where}, pid {result.get('pid')}" + (f", {threads} thread{'s' * (threads != 1)}" if threads else "")
+        what = {"skipped": "already finished by another worker", "duplicate": "a duplicate, discarded"}.get(
+            result.get("status"), f"val acc {100 * result['accuracy']:.2f} %, {result['seconds']:.0f} s, "
+                                  f"{result['images_per_s']:,.0f} img/s")
+        line = f"  {job.name}: {what} [{how}] ({self._status()})"
+        if self._jobs_bar is not None:
+            self._jobs_bar.write(line, file=sys.stderr)
+        else:
+            self._say(line)
+
+    def jobs_end(self) -> None:
+        if self._jobs_bar is not None:
+            self._jobs_bar.close()
+            self._jobs_bar = None

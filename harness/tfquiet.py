@@ -17,6 +17,7 @@ from typing import Iterator
 
 _NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|I0000 |W0000 |.*oneDNN custom operations)")
 _done = False
+_threads: int | None = None
 
 
 @contextlib.contextmanager
@@ -37,18 +38,33 @@ def quiet_stderr() -> Iterator[None]:
                     print(line, file=sys.stderr)
 
 
-def import_tensorflow() -> None:
-    """Import tensorflow + keras once, quietly, and run one op (which logs once more)."""
-    global _done
+def threads() -> int | None:
+    """The intra-op threads this process gave TensorFlow (None: TF's default, one per core)."""
+    return _threads
+
+
+def import_tensorflow(n_threads: int | None = None) -> None:
+    """Import tensorflow + keras once, quietly, and run one op (which logs once more).
+
+    `n_threads` (a job given k CPUs) sets TF's intra-op pool to k and its inter-op pool to 1; it
+    must come before TF's first op, so only the first call's value counts."""
+    global _done, _threads
     if _done:
         return
     _done = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if "tensorflow" in sys.modules:
-        return
+    already = "tensorflow" in sys.modules
     with quiet_stderr():
         import keras  # noqa: F401
         import tensorflow as tf
 
-        tf.constant(1.0) + 1.0  # the first op logs the oneDNN notice
+        if n_threads is not None:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+                _threads = n_threads
+            except RuntimeError:  # TF already ran an op in this process: its pools are fixed
+                pass
+        if not already:
+            tf.constant(1.0) + 1.0  # the first op logs the oneDNN notice

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
-from harness.cv import make_folds, run_cv, stratified_subset
+from harness.cv import assemble_cv, make_folds, stratified_subset
+from harness.executor import InProcess, run_jobs
+from harness.jobs import FoldJob, JobData
 from harness.errors import RunError
 from harness.registry import get_model
 
@@ -58,12 +61,26 @@ def _toy(n=600, seed=0):
     return x, y
 
 
+def run_cv(run_dir, spec, params, x, y, x_test, folds, *, seed, epochs, executor=None):
+    """Every fold as a job on `executor` (in this process by default), then the model's CV;
+    returns (CVResult, the jobs' results)."""
+    k = int(folds.max()) + 1
+    jobs = [FoldJob(run_dir=str(run_dir), model=spec.name, fold=f, k=k, params=params, seed=seed * 100 + f,
+                    epochs=epochs) for f in range(k)]
+    results = {}
+    with (executor or InProcess()).session(JobData(x, y, x_test, folds), run_dir) as ex:
+        run_jobs(ex, jobs, lambda job, r: results.__setitem__(job.fold, r))
+    return assemble_cv(run_dir, spec, params, y, folds, epochs=epochs), [results[f] for f in range(k)]
+
+
 def test_oof_bookkeeping_and_fold_ensemble(tmp_path):
     x, y = _toy()
     x_test = x[:50]
     folds = make_folds(y, 3, 0)
     spec = get_model("ann_tiny")
-    cv = run_cv(tmp_path, spec, spec.params(), x, y, x_test, folds, seed=0, epochs=2)
+    cv, results = run_cv(tmp_path, spec, spec.params(), x, y, x_test, folds, seed=0, epochs=2)
+    assert [r["status"] for r in results] == ["trained"] * 3
+    assert results[0]["executor"] == "local" and results[0]["pid"] == os.getpid()
     oof = np.load(tmp_path / "ann_tiny" / "oof.npy")
     test = np.load(tmp_path / "ann_tiny" / "test.npy")
     assert oof.shape == (600, 10) and test.shape == (50, 10)
@@ -80,8 +97,8 @@ def test_oof_bookkeeping_and_fold_ensemble(tmp_path):
 
     # A second call resumes every fold: nothing is retrained, the figures are the same.
     before = (tmp_path / "ann_tiny" / "fold_1" / "model.keras").stat().st_mtime_ns
-    again = run_cv(tmp_path, spec, spec.params(), x, y, x_test, folds, seed=0, epochs=2)
-    assert all(r.resumed for r in again.folds) and again.oof_accuracy == cv.oof_accuracy
+    again, results = run_cv(tmp_path, spec, spec.params(), x, y, x_test, folds, seed=0, epochs=2)
+    assert [r["status"] for r in results] == ["skipped"] * 3 and again.oof_accuracy == cv.oof_accuracy
     assert (tmp_path / "ann_tiny" / "fold_1" / "model.keras").stat().st_mtime_ns == before
 
 
@@ -92,5 +109,6 @@ def test_half_written_fold_is_retrained(tmp_path):
     run_cv(tmp_path, spec, spec.params(), x, y, x[:10], folds, seed=0, epochs=1)
     (tmp_path / "ann_tiny" / "fold_1" / "fold.json").unlink()  # as if killed before the marker
     (tmp_path / "ann_tiny" / "cv.json").unlink()
-    again = run_cv(tmp_path, spec, spec.params(), x, y, x[:10], folds, seed=0, epochs=1)
-    assert [r.resumed for r in again.folds] == [True, False]
+    _, results = run_cv(tmp_path, spec, spec.params(), x, y, x[:10], folds, seed=0, epochs=1)
+    assert [r["status"] for r in results] == ["skipped", "trained"]
+    assert not list((tmp_path / "ann_tiny").glob(".fold_*")), "a staging folder was left behind"

@@ -20,6 +20,35 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
                         help="competition data folder (default data/digit-recognizer, env HARNESS_DATA_DIR)")
 
 
+def add_executor(parser: argparse.ArgumentParser, what: str) -> None:
+    """--executor/--jobs/--cpus-per-job/--ray-address/--ray-timeout (harness.executor)."""
+    g = parser.add_argument_group("executor", f"where {what} run (see README, 'Scaling out with Ray')")
+    g.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: this machine (default); ray: a Ray cluster (pip install 'harness[ray]')")
+    g.add_argument("--jobs", type=int, metavar="N",
+                   help=f"{what} at once (local default 1, in this process; ray default: as many as the "
+                   "cluster's CPUs allow)")
+    g.add_argument("--cpus-per-job", type=int, metavar="K",
+                   help="TensorFlow threads (and Ray CPUs) per job (local: cores // N; ray: 1)")
+    g.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="a running Ray cluster's address (default: start a local Ray for this command)")
+    g.add_argument("--ray-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="limit on connecting to Ray and on each node's start-up probe (default 30)")
+
+
+def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The executor flags, checked (bad values are usage errors before any work starts)."""
+    from harness.errors import UsageError
+    from harness.executor import make_executor
+
+    if args.ray_address and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    make_executor(args.executor, jobs=args.jobs, cpus_per_job=args.cpus_per_job, address=args.ray_address,
+                  timeout=args.ray_timeout)
+    return {"executor": args.executor, "jobs": args.jobs, "cpus_per_job": args.cpus_per_job,
+            "ray_address": args.ray_address, "ray_timeout": args.ray_timeout}
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import add_data_dir, add_json, print_json
+from harness.cli._common import add_data_dir, add_executor, add_json, executor_kwargs, print_json
 from harness.config import Settings
 from harness.errors import UsageError
 
@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--message", help="submission message (with --submit)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="with --submit: poll Kaggle up to SECONDS for the score")
+    add_executor(p, "fold jobs (one model x fold each)")
     add_data_dir(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -52,8 +53,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         value = getattr(args, flag)
         if value is not None and value < (2 if flag == "folds" else 1):
             raise UsageError(f"harness run: --{flag} must be at least {2 if flag == 'folds' else 1}")
+    executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
-    opts = RunOptions(models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
+    opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
                       seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
                       bench=not args.no_bench, report=not args.no_report, submit=args.submit,

@@ -1,0 +1,293 @@
+"""Executors: who runs the jobs of a run or a study (harness.jobs), and how many at once.
+
+    executor = make_executor("local", jobs=2)            # or ("ray", address="10.0.0.5:6379")
+    with executor.session(data, run_dir):                 # connects, checks the workers, puts the data
+        run_jobs(executor, jobs, on_done, progress)       # blocks; a failed job stops the run
+
+- `InProcess` (local, `--jobs 1`, the default): one job at a time in this process, exactly as
+  before executors existed (TensorFlow's default threads, a per-step progress bar).
+- `Processes` (local, `--jobs N`): N spawned processes, one fresh process per job (no TF state
+  leaks across folds), each with `cpus_per_job` TF threads.
+- `RayExecutor` (`--executor ray`): one Ray task per job (`max_calls=1`, `num_cpus=cpus_per_job`)
+  on a cluster at `--ray-address`, or on a Ray started for the run and stopped after it.
+
+Only the driver writes model-level files; workers write fold folders (published whole, see
+harness.jobs). A worker that dies is retried once; a second death, or a job that raises, stops the
+run with one line naming the job, and everything finished is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import threading
+import traceback
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from harness.errors import RunError, UsageError
+from harness.jobs import FoldJob, JobData, TrialJob, Where, execute
+
+Job = FoldJob | TrialJob
+RAY_PIN = "ray==2.60.0"
+RAY_INSTALL = "pip install 'harness[ray]'"
+CONNECT_TIMEOUT_S = 30.0     # --ray-timeout default: connecting, and each node's probe
+EXECUTORS = ("local", "ray")
+
+
+class JobFailed(RunError):
+    """A job raised, or its worker died twice; names the job."""
+
+
+class Failure:
+    """What a job that did not finish left behind: why, and whether its worker died."""
+
+    def __init__(self, message: str, died: bool = False, trace: str | None = None) -> None:
+        self.message, self.died, self.trace = message, died, trace
+
+
+class Executor:
+    """Runs jobs; `submit` hands one out, `wait` returns those that finished (result or Failure)."""
+
+    name = "local"
+    slots = 1
+    cpus_per_job: int | None = None
+
+    def __init__(self) -> None:
+        self.in_flight: dict[str, Job] = {}
+
+    @contextlib.contextmanager
+    def session(self, data: JobData, run_dir: Path | None = None) -> Iterator["Executor"]:
+        self.start(data, run_dir)
+        try:
+            yield self
+        finally:
+            self.close()
+
+    def start(self, data: JobData, run_dir: Path | None) -> None:
+        self.data = data
+
+    def free(self) -> int:
+        return self.slots - len(self.in_flight)
+
+    def submit(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> list[tuple[Job, dict | Failure]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "jobs": self.slots, "cpus_per_job": self.cpus_per_job,
+                "nodes": [{"host": socket.gethostname(), "cpus": os.cpu_count()}],
+                "resources": {"CPU": os.cpu_count()}}
+
+
+# ----------------------------------------------------------------------------- local
+
+
+class InProcess(Executor):
+    """One job at a time, in this process (today's behaviour)."""
+
+    def __init__(self, hooks: Callable[[Job], dict] | None = None) -> None:
+        super().__init__()
+        self.hooks = hooks or (lambda job: {})
+
+    def submit(self, job: Job) -> None:
+        self.in_flight[job.key] = job
+
+    def wait(self, timeout: float) -> list[tuple[Job, dict | Failure]]:
+        from harness.errors import HarnessError
+
+        job = self.in_flight.pop(next(iter(self.in_flight)))
+        where = Where("local", threads=None)
+        try:
+            return [(job, execute(job, self.data, where, self.hooks(job)))]
+        except HarnessError:
+            raise
+        except Exception as e:
+            return [(job, Failure(f"{type(e).__name__}: {e}", trace=traceback.format_exc()))]
+
+
+def _child(conn: Any, job: Job, data: JobData, threads: int) -> None:
+    """Entry point of a spawned worker process: run one job, send back its result or error."""
+    try:
+        result = execute(job, data, Where("local", threads=threads))
+        conn.send(("ok", result))
+    except BaseException as e:  # noqa: BLE001 (the parent reports it; a child must not hang)
+        conn.send(("error", f"{type(e).__name__}: {e}", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class Processes(Executor):
+    """`jobs` spawned processes at once; a fresh process per job, `cpus_per_job` threads each."""
+
+    def __init__(self, jobs: int, cpus_per_job: int | None = None, retries: int = 1) -> None:
+        super().__init__()
+        import multiprocessing
+
+        self.slots = jobs
+        self.cpus_per_job = cpus_per_job or max(1, (os.cpu_count() or 1) // jobs)
+        self.retries = retries
+        self._ctx = multiprocessing.get_context("spawn")  # never fork a process that holds TF
+        self._procs: dict[str, tuple[Any, Any]] = {}
+        self._attempts: dict[str, int] = {}
+
+    def submit(self, job: Job) -> None:
+        parent, child = self._ctx.Pipe(duplex=False)
+        proc = self._ctx.Process(target=_child, args=(child, job, self.data, self.cpus_per_job),
+                                 name=f"harness {job.name}", daemon=True)
+        proc.start()
+        child.close()
+        self._procs[job.key] = (proc, parent)
+        self.in_flight[job.key] = job
+        self._attempts[job.key] = self._attempts.get(job.key, 0) + 1
+
+    def wait(self, timeout: float) -> list[tuple[Job, dict | Failure]]:
+        from multiprocessing.connection import wait
+
+        handles = [h for proc, conn in self._procs.values() for h in (proc.sentinel, conn)]
+        if handles:
+            wait(handles, timeout)
+        done: list[tuple[Job, dict | Failure]] = []
+        for key, (proc, conn) in list(self._procs.items()):
+            message = None
+            try:
+                if conn.poll():
+                    message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+            if message is None and proc.is_alive():
+                continue
+            proc.join(timeout=30)
+            conn.close()
+            del self._procs[key]
+            job = self.in_flight.pop(key)
+            if message is None:  # died without a word: killed, out of memory, a crash
+                if self._attempts[key] <= self.retries:
+                    self.submit(job)
+                    continue
+                done.append((job, Failure(f"its worker process died twice (exit code {proc.exitcode})",
+                                          died=True)))
+            elif message[0] == "ok":
+                done.append((job, message[1]))
+            else:
+                done.append((job, Failure(message[1], trace=message[2])))
+        return done
+
+    def close(self) -> None:
+        for proc, conn in self._procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        for proc, conn in self._procs.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+            conn.close()
+        self._procs.clear()
+        self.in_flight.clear()
+
+
+def make_executor(name: str = "local", *, jobs: int | None = None, cpus_per_job: int | None = None,
+                  address: str | None = None, timeout: float = CONNECT_TIMEOUT_S,
+                  hooks: Callable[[Job], dict] | None = None) -> Executor:
+    """The executor the flags ask for; bad combinations are usage errors."""
+    if name not in EXECUTORS:
+        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if cpus_per_job is not None and cpus_per_job < 1:
+        raise UsageError(f"--cpus-per-job must be at least 1, got {cpus_per_job}")
+    if timeout <= 0:
+        raise UsageError(f"--ray-timeout must be positive, got {timeout:g}")
+    if name == "local":
+        if address:
+            raise UsageError("--ray-address needs --executor ray")
+        if (jobs or 1) == 1 and cpus_per_job is None:
+            return InProcess(hooks)
+        return Processes(jobs or 1, cpus_per_job)
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL} (installs {RAY_PIN})")
+    from harness.executor_ray import RayExecutor
+
+    return RayExecutor(address=address, jobs=jobs, cpus_per_job=cpus_per_job or 1, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- the driver loop
+
+
+def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict], None],
+             progress: Any = None) -> None:
+    """Hand out `jobs` (in order, as slots free up) and call `on_done` in this process for each
+    result. A Failure stops the run: in-flight jobs are cancelled, finished ones stay."""
+    pending = deque(jobs)
+    if progress:
+        progress.jobs_begin(len(jobs), executor.slots)
+    try:
+        while pending or executor.in_flight:
+            while pending and executor.free() > 0:
+                job = pending.popleft()
+                executor.submit(job)
+                if progress:
+                    progress.job_started(job)
+            for job, outcome in executor.wait(timeout=1.0):
+                if isinstance(outcome, Failure):
+                    if outcome.trace and os.environ.get("HARNESS_DEBUG"):
+                        print(outcome.trace, file=sys.stderr)
+                    raise JobFailed(f"job {job.name} failed on the {executor.name} executor: {outcome.message}; "
+                                    f"finished jobs are kept (run the same command again to resume)")
+                if progress:
+                    progress.job_done(job, outcome)
+                on_done(job, outcome)
+    finally:
+        if progress:
+            progress.jobs_end()
+
+
+def tcp_reachable(address: str, timeout: float) -> str | None:
+    """None if host:port accepts a TCP connection within `timeout`, else why not."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except ValueError:
+        return f"{address!r} is not HOST:PORT"
+    except OSError as e:
+        return e.strerror or type(e).__name__
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any]:
+    """Run `fn` in a daemon thread; (True, result) or (False, None) if it did not return in time.
+    Exceptions are re-raised here. For library calls that retry forever (Ray's connect)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box.get("result")
+
+
+def wall(seconds: float) -> str:
+    seconds = int(round(max(seconds, 0)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+

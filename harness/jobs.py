@@ -1,0 +1,239 @@
+"""Jobs: the units of work an executor hands to a worker, and what a worker does with them.
+
+A job is one (model, fold) of a run (`FoldJob`) or one trial of a study (`TrialJob`). The same
+`execute(job, data, where)` runs in the driver's process, in a spawned local process or in a Ray
+worker, so every executor trains a fold the same way.
+
+A fold is trained into a staging folder of its own (`.fold_<k>.<host>.<pid>.<token>` beside the
+fold folder) and published by renaming that folder to `fold_<k>`: a directory rename onto an
+existing non-empty folder fails, so the first attempt to finish wins and any other attempt (a Ray
+retry, a second driver) discards its copy. A fold folder is therefore never a mix of two
+attempts, and a fold that is already complete is never trained again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from harness import io
+
+
+@dataclass(frozen=True)
+class JobData:
+    """The arrays every job of one run or study reads (put once in Ray's object store)."""
+
+    x: np.ndarray          # uint8 [N,28,28,1]: the run's training rows
+    y: np.ndarray          # int [N]
+    x_test: np.ndarray     # uint8 [M,28,28,1]: test.csv (a study passes one row)
+    folds: np.ndarray      # int8 [N]: the fold of each row
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Train fold `fold` of `model` in `run_dir` (absolute: workers may run elsewhere)."""
+
+    run_dir: str
+    model: str
+    fold: int
+    k: int
+    params: dict[str, Any]
+    seed: int              # the fold's own training seed
+    epochs: int
+    deterministic: bool = False
+    kind: str = "fold"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} fold {self.fold + 1}/{self.k}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/fold_{self.fold}"
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Score one trial's parameters on the first `folds_used` folds (nothing is kept on disk).
+
+    `thresholds[e]` (or None) is the pruner's bar at epoch e, fixed by the driver when it handed
+    the trial out: fold 0 stops once its best validation accuracy so far is below it."""
+
+    model: str
+    number: int
+    params: dict[str, Any]
+    epochs: int
+    folds_used: int
+    seed: int              # the study's seed; fold f trains with seed * 100 + f, as `harness run`
+    thresholds: tuple[float | None, ...] = ()
+    kind: str = "trial"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} trial #{self.number}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/trial_{self.number}"
+
+
+@dataclass
+class Where:
+    """Where and how a job runs; recorded in each fold.json."""
+
+    executor: str
+    threads: int | None = None       # TF intra-op threads (None: TensorFlow's default, all cores)
+    node: str | None = None          # Ray node id, or None locally
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+
+def fold_complete(d: Path) -> bool:
+    return all((d / f).is_file() for f in ("fold.json", "model.keras", "oof.npy", "test.npy", "history.json"))
+
+
+def stage_dirs(model_dir: Path) -> list[Path]:
+    """Staging folders of attempts at this model's folds (finished or abandoned)."""
+    return sorted(model_dir.glob(".fold_*.*")) if model_dir.is_dir() else []
+
+
+def clean_stale_stages(model_dir: Path) -> list[Path]:
+    """Delete staging folders whose attempt is dead on this host (a killed worker or driver).
+
+    Folders of other hosts are left alone: their owners may still be alive."""
+    removed = []
+    host = socket.gethostname()
+    for d in stage_dirs(model_dir):
+        parts = d.name.split(".")  # ['', 'fold_k', host..., pid, token]
+        if len(parts) < 5 or ".".join(parts[2:-2]) != host:
+            continue
+        try:
+            os.kill(int(parts[-2]), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, ValueError):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _publish(stage: Path, final: Path) -> bool:
+    """Rename the staged fold onto its final name; False if another attempt got there first."""
+    if final.exists() and not fold_complete(final):
+        # A folder from before staging existed (or a hand-made one): move it aside atomically.
+        aside = final.with_name(f".{final.name}.stale.{secrets.token_hex(4)}")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(final, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(stage, final)
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        shutil.rmtree(stage, ignore_errors=True)
+        return False
+    return True
+
+
+def configure_worker(threads: int | None, deterministic: bool = False) -> None:
+    """TensorFlow for this process: `threads` intra-op threads, one inter-op thread, so that jobs
+    running side by side use exactly the CPUs they were given. Must run before TF's first op."""
+    from harness.tfquiet import import_tensorflow
+
+    import_tensorflow(threads)
+    if deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def run_fold(job: FoldJob, data: JobData, where: Where,
+             hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
+    """Train one fold unless it is complete; returns its fold.json record plus `status`
+    (trained | skipped: already complete | duplicate: another attempt published first)."""
+    from harness.cv import train_fold
+    from harness.registry import get_model
+    from harness.runs import fold_dir
+
+    final = fold_dir(Path(job.run_dir), job.model, job.fold)
+    if fold_complete(final):
+        return {**io.read_json(final / "fold.json"), "status": "skipped"}
+    configure_worker(where.threads, job.deterministic)
+    spec = get_model(job.model)
+    tr, va = data.folds != job.fold, data.folds == job.fold
+    stage = final.with_name(f".{final.name}.{where.host}.{where.pid}.{secrets.token_hex(4)}")
+    record = {"executor": where.executor, "host": where.host, "node": where.node, "pid": where.pid,
+              "threads": where.threads}
+    try:
+        result = train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x_test,
+                            seed=job.seed, out=stage, epochs=job.epochs, fold=job.fold, record=record,
+                            **(hooks or {}))
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    published = _publish(stage, final)
+    return {**result.__dict__, "status": "trained" if published else "duplicate"}
+
+
+def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
+    """Train the trial's folds in a temp folder; returns accuracies, fold 0's curve and where it
+    stopped if the pruning bar was crossed."""
+    import tempfile
+
+    from harness.cv import train_fold
+    from harness.registry import get_model
+
+    configure_worker(where.threads)
+    spec = get_model(job.model)
+    curve: list[float] = []
+    accs: list[float] = []
+    correct = total = 0
+
+    class Pruned(Exception):
+        pass
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        curve.append(float(logs.get("val_accuracy", 0.0)))
+        bar = job.thresholds[epoch] if epoch < len(job.thresholds) else None
+        if bar is not None and max(curve) < bar:
+            raise Pruned()
+
+    tmp = Path(tempfile.mkdtemp(prefix="harness-trial-"))
+    start = time.perf_counter()
+    try:
+        for f in range(job.folds_used):
+            tr, va = data.folds != f, data.folds == f
+            try:
+                r = train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x_test,
+                               seed=job.seed * 100 + f, out=tmp / f"fold_{f}", epochs=job.epochs, fold=f,
+                               on_epoch=on_epoch if f == 0 else None)
+            except Pruned:
+                return {"state": "pruned", "curve": curve, "pruned_at_epoch": len(curve), "fold_accuracies": accs,
+                        "seconds": round(time.perf_counter() - start, 2), **where.__dict__}
+            accs.append(r.accuracy)
+            correct += round(r.accuracy * r.n_val)
+            total += r.n_val
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"state": "complete", "value": correct / total, "curve": curve, "fold_accuracies": accs,
+            "seconds": round(time.perf_counter() - start, 2), **where.__dict__}
+
+
+def execute(job: FoldJob | TrialJob, data: JobData, where: Where,
+            hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
+    """Run any job; the one entry point every executor calls in its worker."""
+    if job.kind == "fold":
+        return run_fold(job, data, where, hooks)  # type: ignore[arg-type]
+    return run_trial(job, data, where)  # type: ignore[arg-type]
