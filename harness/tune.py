@@ -240,6 +240,15 @@ class TuneOptions:
     study: str | None = None         # study name (default: the model name)
     fresh: bool = False              # delete an existing study of that name first
     source: str = "auto"
+    executor: str = "local"          # local | ray: parallel trials (harness.tune_parallel)
+    jobs: int | None = None          # trials at once (local default 1: in this process)
+    cpus_per_job: int | None = None
+    ray_address: str | None = None
+    ray_timeout: float = 30.0
+
+    @property
+    def parallel(self) -> bool:
+        return self.executor != "local" or (self.jobs or 1) > 1 or self.cpus_per_job is not None
 
 
 class _PerTrialTPE:
@@ -254,7 +263,9 @@ class _PerTrialTPE:
         import optuna
 
         self._seed, self._startup = seed, n_startup_trials
-        self._make = lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=n_startup_trials)
+        # constant_liar: trials running in parallel count as bad, so trials handed out together differ
+        self._make = lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=n_startup_trials,
+                                                          constant_liar=True)
         self._inner = self._make(seed)
 
     def __getattr__(self, name: str) -> Any:  # everything else: the current TPESampler
@@ -514,9 +525,17 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
         raise UsageError(f"--limit must be at least {2 * k} rows for {k} folds")
     if opts.timeout is not None and opts.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    executor = None
+    if opts.parallel:
+        from harness.executor import make_executor
+
+        if pruner is not None or opts.pruner == "hyperband":
+            raise UsageError(f"--pruner {opts.pruner if pruner is None else type(pruner).__name__} needs trials "
+                             "run one at a time; use --pruner median or none with --jobs > 1 or --executor ray")
+        executor = make_executor(opts.executor, jobs=opts.jobs, cpus_per_job=opts.cpus_per_job,
+                                 address=opts.ray_address, timeout=opts.ray_timeout)
     import optuna  # after the cheap checks: bad flags fail fast
     from optuna.trial import TrialState
-
 
     info = data_mod.ensure_data(settings, source=opts.source, progress=say)
     ds = data_mod.load(settings.data_dir)
@@ -609,6 +628,29 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
 
     current: dict[str, int] = {}
     remaining = opts.trials - done
+    if executor is not None and remaining > 0:
+        from harness import tune_parallel
+        from harness.jobs import JobData, TrialJob
+
+        def make_job(trial: Any) -> TrialJob:
+            sampled = {n: _suggest(trial, n, e) for n, e in space.items()}
+            params = spec.params({**fixed, **sampled})
+            epochs = int(params["epochs"]) if "epochs" in space else base_epochs
+            bars = tune_parallel.thresholds(study, opts.pruner, epochs, PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_FRACTION)
+            return TrialJob(model=spec.name, number=trial.number, params=params, epochs=epochs,
+                            folds_used=opts.folds_used, seed=seed, thresholds=bars)
+
+        try:
+            tune_parallel.optimize(study, make_job=make_job, executor=executor,
+                                   data=JobData(x=x, y=y, x_test=x_test, folds=folds), target=opts.trials,
+                                   timeout=opts.timeout, after_trial=after_trial,
+                                   finished=lambda: len(_finished(study)), say=say)
+        finally:
+            progress.close()
+            if _finished(study):
+                io.write_json(out_path, summarize(study, spec, opts, budget, space, db_path, seed))
+        doc = summarize(study, spec, opts, budget, space, db_path, seed)
+        return {**doc, "path": str(out_path)}
     try:
         if remaining > 0:
             configure_threads()  # imports TensorFlow (quietly)

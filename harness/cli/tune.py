@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import add_data_dir, add_json, print_json, say
+from harness.cli._common import add_data_dir, add_executor, add_json, executor_kwargs, print_json, say
 from harness.config import Settings
 from harness.errors import UsageError
 
@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="delete the stored study of that name and start over")
     p.add_argument("--source", default="auto", choices=["auto", "kaggle", "replica"],
                    help="where to get the data if it is missing (default auto)")
+    add_executor(p, "trials")
     add_data_dir(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -62,9 +63,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError(f"harness tune: --{flag.replace('_', '-')} must be at least {low}")
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("harness tune: --timeout must be positive")
+    executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     spec = get_model(args.model)
-    opts = TuneOptions(model=spec.name, trials=args.trials, timeout=args.timeout, folds=args.folds,
+    opts = TuneOptions(**executor, model=spec.name, trials=args.trials, timeout=args.timeout, folds=args.folds,
                        folds_used=args.folds_used, limit=args.limit, epochs=args.epochs, seed=args.seed,
                        fix=parse_assignments(spec, args.fix), only=args.only, pruner=args.pruner,
                        study=args.study, fresh=args.fresh, source=args.source)
