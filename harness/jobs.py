@@ -176,6 +176,7 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
     stage = final.with_name(f".{final.name}.{where.host}.{where.pid}.{secrets.token_hex(4)}")
     record = {"executor": where.executor, "host": where.host, "node": where.node, "pid": where.pid,
               "threads": where.threads}
+    stage.mkdir(parents=True)  # now, not when training ends: its name tells whose attempt it is
     try:
         result = train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x_test,
                             seed=job.seed, out=stage, epochs=job.epochs, fold=job.fold, record=record,
