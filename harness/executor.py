@@ -23,6 +23,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from pathlib import Path
@@ -229,6 +230,7 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
     """Hand out `jobs` (in order, as slots free up) and call `on_done` in this process for each
     result. A Failure stops the run: in-flight jobs are cancelled, finished ones stay."""
     pending = deque(jobs)
+    started: dict[str, float] = {}
     if progress:
         progress.jobs_begin(len(jobs), executor.slots)
     try:
@@ -236,6 +238,7 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
             while pending and executor.free() > 0:
                 job = pending.popleft()
                 executor.submit(job)
+                started[job.key] = time.perf_counter()
                 if progress:
                     progress.job_started(job)
             for job, outcome in executor.wait(timeout=1.0):
@@ -244,6 +247,8 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
                         print(outcome.trace, file=sys.stderr)
                     raise JobFailed(f"job {job.name} failed on the {executor.name} executor: {outcome.message}; "
                                     f"finished jobs are kept (run the same command again to resume)")
+                # wall_s: submit to result as the driver saw it (queueing, start-up, transfer, work)
+                outcome = {**outcome, "wall_s": round(time.perf_counter() - started.pop(job.key), 3)}
                 if progress:
                     progress.job_done(job, outcome)
                 on_done(job, outcome)

@@ -234,7 +234,12 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
 
 def execute(job: FoldJob | TrialJob, data: JobData, where: Where,
             hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
-    """Run any job; the one entry point every executor calls in its worker."""
+    """Run any job; the one entry point every executor calls in its worker. `worker_s` is its
+    time in the worker (TF start-up, training, predictions, writes), so that the driver can tell
+    an executor's own overhead apart."""
+    start = time.perf_counter()
     if job.kind == "fold":
-        return run_fold(job, data, where, hooks)  # type: ignore[arg-type]
-    return run_trial(job, data, where)  # type: ignore[arg-type]
+        result = run_fold(job, data, where, hooks)  # type: ignore[arg-type]
+    else:
+        result = run_trial(job, data, where)  # type: ignore[arg-type]
+    return {**result, "worker_s": round(time.perf_counter() - start, 3)}

@@ -271,6 +271,10 @@ def _cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[st
         return progress.fold_hooks(job.model, job.fold, k, job.epochs, steps)
 
     def on_done(job: FoldJob, result: dict) -> None:
+        manifest["sessions"][-1].setdefault("jobs", []).append({
+            "job": job.name, "status": result["status"], "node": result.get("node"), "host": result.get("host"),
+            "wall_s": result["wall_s"], "worker_s": result.get("worker_s"), "train_s": result.get("seconds")})
+        checkpoint()
         left[job.model] -= 1
         if not left[job.model]:
             finish(by_name[job.model])

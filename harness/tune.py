@@ -608,7 +608,7 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
                                                  f"after epoch {epoch + 1}")
 
                 result = train_fold(spec, params, x[tr], y[tr], x[va], y[va], x_test, seed=seed * 100 + f,
-                                    out=tmp / f"fold_{f}", epochs=epochs, on_epoch=on_epoch)
+                                    out=tmp / f"fold_{f}", epochs=epochs, fold=f, on_epoch=on_epoch)
                 accs.append(result.accuracy)
                 correct += round(result.accuracy * result.n_val)
                 total += result.n_val

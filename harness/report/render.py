@@ -278,6 +278,32 @@ def _mistakes(oof: np.ndarray, y: np.ndarray, x: np.ndarray | None) -> list[dict
              "img": figures.digit_png(x[i]) if x is not None else None} for i in order]
 
 
+def _where(fold: dict[str, Any]) -> str | None:
+    """Where a fold ran, in a few words: 'ray: host node 0a1b2c, pid 12, 1 thread'."""
+    if not fold.get("executor"):
+        return None  # trained before folds recorded it
+    text = f"{fold['executor']}: {fold.get('host') or '?'}"
+    if fold.get("node"):
+        text += f" node {str(fold['node'])[:6]}"
+    text += f", pid {fold.get('pid')}"
+    threads = fold.get("threads")
+    return text + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ", default threads")
+
+
+def _executor(man: dict[str, Any]) -> dict[str, Any] | None:
+    """The executor section of the manifest, flattened for a key/value table."""
+    ex = man.get("executor")
+    if not isinstance(ex, dict):
+        return None
+    out = {k: ex.get(k) for k in ("name", "address", "ray", "jobs", "cpus_per_job") if ex.get(k) is not None}
+    res = ex.get("resources") if isinstance(ex.get("resources"), dict) else {}
+    out.update({f"cluster {k}": v for k, v in res.items()})
+    for i, node in enumerate(ex.get("nodes") or []):
+        if isinstance(node, dict):
+            out[f"node {i + 1}"] = ", ".join(f"{k} {v}" for k, v in node.items() if v is not None)
+    return out
+
+
 def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[str, Any]:
     from harness.report import figures
 
@@ -287,8 +313,9 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
         "status": lb_row["status"], "error": m.row.get("error") or cv.get("error"),
         "description": cv.get("description") or m.row.get("description"),
         "params": cv.get("params") if isinstance(cv.get("params"), dict) else {},
-        "folds": [_pick(f, "fold", "accuracy", "n_train", "n_val", "epochs", "seconds",
-                        "images_per_s") for f in cv.get("folds") or [] if isinstance(f, dict)],
+        "folds": [{**_pick(f, "fold", "accuracy", "n_train", "n_val", "epochs", "seconds", "images_per_s",
+                           "executor", "host", "node", "pid", "threads"), "where": _where(f)}
+                  for f in cv.get("folds") or [] if isinstance(f, dict)],
         "curves": figures.learning_curves(m.histories) if m.histories else None,
         "export": _pick(m.export, "ok", "error", "max_abs_diff", "tolerance", "n_parity",
                         "argmax_mismatches", "size_bytes", "opset", "folds")
@@ -499,6 +526,7 @@ def _reproduction(run: RunData) -> dict[str, Any]:
         + base64.b64encode(config_json.encode("utf-8")).decode("ascii"),
         "versions": man.get("versions") if isinstance(man.get("versions"), dict) else {},
         "hardware": man.get("hardware") if isinstance(man.get("hardware"), dict) else {},
+        "executor": _executor(man),
         "data": man.get("data") if isinstance(man.get("data"), dict) else {},
         "git_commit": man.get("git_commit"),
         "started": man.get("started"), "finished": man.get("finished"),
