@@ -92,6 +92,23 @@ def _git_commit() -> str | None:
         return None
 
 
+def _git_tree() -> dict[str, Any] | None:
+    """Whether the code that ran differs from its commit: `dirty` and the sha256 of `git diff HEAD`
+    (untracked files are listed by name), so a figure can be traced to exact code."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        diff = subprocess.run(["git", "-C", str(here), "diff", "HEAD"], capture_output=True, timeout=10)
+        untracked = subprocess.run(["git", "-C", str(here), "ls-files", "--others", "--exclude-standard"],
+                                   capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if diff.returncode != 0:
+        return None
+    files = [f for f in untracked.stdout.splitlines() if f.strip()]
+    return {"dirty": bool(diff.stdout or files), "diff_sha256": hashlib.sha256(diff.stdout).hexdigest()
+            if diff.stdout else None, "untracked": files[:50]}
+
+
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -337,6 +354,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
                    "n_train_rows": int(len(index))},
         "params": model_params, "param_sources": param_sources,
         "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
+        "git_tree": _git_tree(),
         "started": manifest.get("started") or _now(), "finished": None,
     })
     # The folds go in before the manifest: a folder only counts as a run once both are there.

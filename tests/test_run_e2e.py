@@ -37,6 +37,10 @@ def test_run_writes_every_artefact(project: Path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["finished"] and manifest["config"]["n_train_rows"] == len(np.load(run / "train_index.npy"))
     assert manifest["data"]["train"] and "keras" in manifest["versions"]
+    assert isinstance(manifest["git_tree"]["dirty"], bool)  # provenance: the code is a git checkout
+    assert manifest["executor"]["name"] == "local" and manifest["executor"]["jobs"] == 1
+    folds = [json.loads(p.read_text()) for p in run.glob("*/fold_*/fold.json")]
+    assert {f["executor"] for f in folds} == {"local"} and all(f["pid"] for f in folds)
 
     sub = project / "submissions" / f"{run.name}.csv"
     lines = sub.read_text().splitlines()
