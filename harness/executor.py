@@ -46,8 +46,9 @@ class JobFailed(RunError):
 class Failure:
     """What a job that did not finish left behind: why, and whether its worker died."""
 
-    def __init__(self, message: str, died: bool = False, trace: str | None = None) -> None:
-        self.message, self.died, self.trace = message, died, trace
+    def __init__(self, message: str, died: bool = False, trace: str | None = None,
+                 exit_code: int | None = None) -> None:
+        self.message, self.died, self.trace, self.exit_code = message, died, trace, exit_code
 
 
 class Executor:
@@ -103,16 +104,13 @@ class InProcess(Executor):
         self.in_flight[job.key] = job
 
     def wait(self, timeout: float) -> list[tuple[Job, dict | Failure]]:
-        from harness.errors import HarnessError
-
         job = self.in_flight.pop(next(iter(self.in_flight)))
         where = Where("local", threads=None)
         try:
             return [(job, execute(job, self.data, where, self.hooks(job)))]
-        except HarnessError:
-            raise
-        except Exception as e:
-            return [(job, Failure(f"{type(e).__name__}: {e}", trace=traceback.format_exc()))]
+        except Exception as e:  # named after its job, as on every executor; a user error keeps its code
+            return [(job, Failure(f"{type(e).__name__}: {e}", trace=traceback.format_exc(),
+                                  exit_code=getattr(e, "exit_code", None)))]
 
 
 def _child(conn: Any, job: Job, data: JobData, threads: int) -> None:
@@ -246,7 +244,8 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
                     if outcome.trace and os.environ.get("HARNESS_DEBUG"):
                         print(outcome.trace, file=sys.stderr)
                     raise JobFailed(f"job {job.name} failed on the {executor.name} executor: {outcome.message}; "
-                                    f"finished jobs are kept (run the same command again to resume)")
+                                    f"finished jobs are kept (run the same command again to resume)",
+                                    exit_code=outcome.exit_code)
                 # wall_s: submit to result as the driver saw it (queueing, start-up, transfer, work)
                 outcome = {**outcome, "wall_s": round(time.perf_counter() - started.pop(job.key), 3)}
                 if progress:

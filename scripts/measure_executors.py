@@ -39,7 +39,7 @@ def _run(label: str, extra: list[str], base: Path, env: dict[str, str]) -> dict:
     cwd.mkdir(parents=True)
     print(f"... {label}: harness run --all --quick {' '.join(extra)}", file=sys.stderr, flush=True)
     wall, results = _harness(["run", "--all", "--quick", "--new", *extra], cwd, env)
-    manifest = json.loads((Path(results["run_dir"]) / "manifest.json").read_text())
+    manifest = json.loads((cwd / results["run_dir"] / "manifest.json").read_text())
     jobs = [j for s in manifest["sessions"] for j in s.get("jobs", [])]
     over = [j["wall_s"] - j["worker_s"] for j in jobs]
     rows = {r["model"]: r for r in results["rows"]}
@@ -57,8 +57,7 @@ def _run(label: str, extra: list[str], base: Path, env: dict[str, str]) -> dict:
 def _tune(label: str, extra: list[str], base: Path, env: dict[str, str], trials: int) -> dict:
     cwd = base / label.replace(" ", "_")
     cwd.mkdir(parents=True)
-    args = ["tune", "cnn_small", "--trials", str(trials), "--limit", "4000", "--epochs", "2", "--pruner", "none",
-            *extra]
+    args = ["tune", "cnn_small", "--trials", str(trials), "--pruner", "none", *extra]
     print(f"... {label}: harness {' '.join(args)}", file=sys.stderr, flush=True)
     wall, doc = _harness(args, cwd, env)
     return {"label": label, "args": extra, "wall_s": round(wall, 1), "trials": trials,
@@ -69,7 +68,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None, help="folder for the runs (default: a temp folder)")
     ap.add_argument("--skip-tune", action="store_true")
-    ap.add_argument("--tune-trials", type=int, default=4)
+    ap.add_argument("--tune-trials", type=int, default=6)
+    ap.add_argument("--tune-args", default="--limit 8000 --epochs 3",
+                    help="the study's budget flags (default: --limit 8000 --epochs 3)")
+    ap.add_argument("--runs", default="jobs 1,jobs 2,ray 2 nodes", help="which runs (comma-separated labels)")
     args = ap.parse_args()
     base = args.out or Path(tempfile.mkdtemp(prefix="harness-executors-"))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -78,17 +80,20 @@ def main() -> None:
     os.environ.update({k: env[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")})
     from ray.cluster_utils import Cluster
 
-    runs = [_run("jobs 1", ["--jobs", "1"], base, env), _run("jobs 2", ["--jobs", "2"], base, env)]
+    wanted = args.runs.split(",")
+    runs = [_run(label, extra, base, env) for label, extra in (("jobs 1", ["--jobs", "1"]), ("jobs 2", ["--jobs", "2"]))
+            if label in wanted]
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 200 * 2**20,
                                                             "include_dashboard": False})
     try:
         for _ in range(2):
             cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
         cluster.wait_for_nodes(timeout=60)
-        runs.append(_run("ray 2 nodes", ["--executor", "ray", "--ray-address", cluster.address], base, env))
+        if "ray 2 nodes" in wanted:
+            runs.append(_run("ray 2 nodes", ["--executor", "ray", "--ray-address", cluster.address], base, env))
         tunes = [] if args.skip_tune else [
-            _tune("tune jobs 1", [], base, env, args.tune_trials),
-            _tune("tune jobs 2", ["--jobs", "2"], base, env, args.tune_trials),
+            _tune("tune jobs 1", args.tune_args.split(), base, env, args.tune_trials),
+            _tune("tune jobs 2", [*args.tune_args.split(), "--jobs", "2"], base, env, args.tune_trials),
         ]
     finally:
         cluster.shutdown()
@@ -99,6 +104,8 @@ def main() -> None:
         print(f"{r['label']:<14} {r['wall_s']:>7.1f} {runs[0]['wall_s'] / r['wall_s']:>8.2f}x {r['jobs']:>4} "
               f"{r['job_wall_s']:>10.2f} {r['job_worker_s']:>8.2f} {r['job_train_s']:>7.2f} {r['overhead_s']:>10.3f} "
               f"{r['overhead_pct']:>9.2f}%  {r['best']} ({100 * (r['private'] or 0):.3f})")
+    if runs and runs[0]["label"] != "jobs 1":
+        print("(the 'vs' column compares with the first run shown)")
     for t in tunes:
         print(f"{t['label']:<14} {t['wall_s']:>7.1f} {tunes[0]['wall_s'] / t['wall_s']:>8.2f}x  "
               f"{t['trials']} trials, median trial {t['trial_s']} s")

@@ -1,0 +1,153 @@
+"""The local executors (in-process, spawned processes) and the progress of jobs: real training of
+a tiny CNN on real replica digits; faults injected by killing worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import UsageError
+from harness.executor import InProcess, JobFailed, Processes, make_executor, run_jobs
+from harness.jobs import FoldJob, JobData, clean_stale_stages
+
+
+@pytest.fixture(scope="module")
+def data(replica_dir: Path) -> JobData:
+    from harness.cv import make_folds, stratified_subset
+    from harness.data import load
+
+    ds = load(replica_dir)
+    rows = stratified_subset(ds.y_train, 3000, 0)
+    return JobData(ds.x_train[rows], ds.y_train[rows], ds.x_test[:100], make_folds(ds.y_train[rows], 2, 0))
+
+
+def _job(run_dir: Path, fold: int = 0, **params) -> FoldJob:
+    from harness.registry import get_model
+
+    return FoldJob(run_dir=str(run_dir), model="cnn_tiny", fold=fold, k=2,
+                   params={**get_model("cnn_tiny").params(), **params}, seed=fold, epochs=3)
+
+
+def _kill_worker_of(model_dir: Path, killed: set[int], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for stage in model_dir.glob(".fold_*"):
+            pid = int(stage.name.split(".")[-2])
+            if pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+                return
+        time.sleep(0.05)
+    raise AssertionError("no worker started training")
+
+
+def test_flags_are_checked():
+    assert isinstance(make_executor("local"), InProcess)
+    ex = make_executor("local", jobs=2)
+    assert isinstance(ex, Processes) and ex.slots == 2 and ex.cpus_per_job == max(1, os.cpu_count() // 2)
+    for kwargs, text in (({"jobs": 0}, "--jobs must be at least 1"), ({"cpus_per_job": 0}, "--cpus-per-job"),
+                         ({"address": "h:1"}, "--ray-address needs --executor ray")):
+        with pytest.raises(UsageError, match=text):
+            make_executor("local", **kwargs)
+    with pytest.raises(UsageError, match="--executor must be one of local, ray"):
+        make_executor("dask")
+
+
+def test_two_processes_train_two_folds_at_once(data, tmp_path):
+    done: dict[int, dict] = {}
+    with Processes(2).session(data, tmp_path) as ex:
+        run_jobs(ex, [_job(tmp_path, 0), _job(tmp_path, 1)], lambda job, r: done.__setitem__(job.fold, r))
+    assert {r["status"] for r in done.values()} == {"trained"}
+    assert len({r["pid"] for r in done.values()}) == 2 and os.getpid() not in {r["pid"] for r in done.values()}
+    assert {r["threads"] for r in done.values()} == {max(1, os.cpu_count() // 2)}
+    assert all(r["wall_s"] >= r["worker_s"] > 0 for r in done.values())
+    for f in (0, 1):
+        record = json.loads((tmp_path / "cnn_tiny" / f"fold_{f}" / "fold.json").read_text())
+        assert record["pid"] == done[f]["pid"] and record["executor"] == "local"
+    assert not list((tmp_path / "cnn_tiny").glob(".fold_*"))
+
+
+def test_a_killed_worker_is_retried_once_then_the_run_stops(data, tmp_path):
+    killed: set[int] = set()
+    killer = threading.Thread(target=_kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)
+    killer.start()
+    done = []
+    with Processes(1, cpus_per_job=1).session(data, tmp_path) as ex:
+        run_jobs(ex, [_job(tmp_path, 0)], lambda job, r: done.append(r))
+    killer.join(5)
+    assert len(killed) == 1 and done[0]["status"] == "trained" and done[0]["pid"] not in killed
+    # The killed attempt's staging folder is left (SIGKILL): the next driver removes it.
+    left = list((tmp_path / "cnn_tiny").glob(".fold_*"))
+    assert [int(p.name.split(".")[-2]) for p in left] == list(killed)
+    assert clean_stale_stages(tmp_path / "cnn_tiny") == left
+    assert not list((tmp_path / "cnn_tiny").glob(".fold_*"))
+
+    def kill_twice() -> None:
+        _kill_worker_of(tmp_path / "cnn_tiny", killed)
+        _kill_worker_of(tmp_path / "cnn_tiny", killed)
+
+    killer = threading.Thread(target=kill_twice, daemon=True)
+    killer.start()
+    with pytest.raises(JobFailed, match=r"job cnn_tiny fold 2/2 failed on the local executor: its worker "
+                                        r"process died twice \(exit code -9\)"):
+        with Processes(1, cpus_per_job=1).session(data, tmp_path) as ex:
+            run_jobs(ex, [_job(tmp_path, 1)], lambda job, r: None)
+    killer.join(5)
+    assert len(killed) == 3 and not (tmp_path / "cnn_tiny" / "fold_1").exists()
+    assert (tmp_path / "cnn_tiny" / "fold_0" / "fold.json").is_file()  # what finished is kept
+
+
+def test_a_failing_job_names_itself(data, tmp_path):
+    for executor in (InProcess(), Processes(2, cpus_per_job=1)):
+        with pytest.raises(JobFailed, match=r"job cnn_tiny fold 1/2 failed on the local executor: RunError: "
+                                            r"unknown optimizer 'nope'"):
+            with executor.session(data, tmp_path) as ex:
+                run_jobs(ex, [_job(tmp_path, 0, optimizer="nope")], lambda job, r: None)
+        assert not list((tmp_path / "cnn_tiny").glob(".fold_*")) and not (tmp_path / "cnn_tiny" / "fold_0").exists()
+
+
+def test_stale_stage_of_a_dead_process_is_cleaned(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    stale = tmp_path / "m" / f".fold_0.{host}.{dead}.abcd"
+    live = tmp_path / "m" / f".fold_1.{host}.{os.getpid()}.abcd"
+    other = tmp_path / "m" / f".fold_2.elsewhere.{dead}.abcd"
+    for d in (stale, live, other):
+        d.mkdir(parents=True)
+    assert clean_stale_stages(tmp_path / "m") == [stale]
+    assert live.exists() and other.exists() and not stale.exists()
+
+
+def test_progress_eta_counts_jobs_in_flight():
+    from harness.progress import TrainingProgress
+
+    class J:
+        kind = "fold"
+
+        def __init__(self, n: int) -> None:
+            self.name, self.key = f"m fold {n}/4", f"m/{n}"
+
+    p = TrainingProgress(enabled=False)
+    p.jobs_begin(4, 2)
+    assert p.eta() is None
+    jobs = [J(i) for i in range(4)]
+    p.job_started(jobs[0])
+    p.job_started(jobs[1])
+    p._running[jobs[1].name] -= 5.0  # started 5 s before
+    p.job_done(jobs[0], {"status": "trained", "seconds": 10.0, "accuracy": 0.9, "images_per_s": 1.0})
+    # one running (5 of ~10 s left) + two queued (10 s each) over 2 slots: about 12.5 s
+    assert p.eta() == pytest.approx(12.5, abs=0.5)
+    assert "1/4 done, 1 running, ETA 1" in p._status()
+    assert np.isfinite(p.eta())
