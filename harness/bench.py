@@ -389,16 +389,21 @@ def _keras_baselines_worker(job: dict[str, Any]) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from harness.export import ensemble_function, load_fold_models
+    from harness.export import ensemble_function, load_members, model_tta
 
     run_dir, model = Path(job["run_dir"]), job["model"]
-    models = load_fold_models(run_dir, model)
+    models, weights = load_members(run_dir, model)
+    tta = model_tta(run_dir, model)
     if len(models) == 1:
         ensemble = models[0]
-    else:
+    elif weights is None:
         inp = keras.Input((28, 28, 1))
         ensemble = keras.Model(inp, keras.layers.Average()([m(inp) for m in models]))
-    fn = ensemble_function(models)
+    else:  # the run's weighted ensemble (harness.ensemble)
+        inp = keras.Input((28, 28, 1))
+        ensemble = keras.Model(inp, keras.layers.Add()([keras.layers.Rescaling(w)(m(inp))
+                                                         for m, w in zip(models, weights)]))
+    fn = ensemble_function(models, weights, tta)
     sess = make_session(model_dir(run_dir, model) / "model.onnx", threads)
     images = np.load(job["x"])
     predict_min, function_min = job.get("min_b1", (10, 100))

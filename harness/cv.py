@@ -148,7 +148,7 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: Any, params: dict[str, Any], steps: int) -> None:
+def compile_model(model: Any, params: dict[str, Any], steps: int, steps_per_execution: int = 1) -> None:
     """Compile with the recipe's optimizer, schedule and loss."""
     import keras
 
@@ -159,12 +159,14 @@ def compile_model(model: Any, params: dict[str, Any], steps: int) -> None:
             lr / 10, decay_steps=max(1, steps - warmup), alpha=0.01,
             warmup_target=lr, warmup_steps=warmup)
     name = params.get("optimizer", "adam")
+    # EMA of weights: fit() ends by copying the averaged weights into the model (Keras 3).
+    ema = {"use_ema": True, "ema_momentum": float(params["ema"])} if params.get("ema") else {}
     if name == "adam":
-        opt = keras.optimizers.Adam(lr)
+        opt = keras.optimizers.Adam(lr, **ema)
     elif name == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=float(params.get("weight_decay", 0.0)))
+        opt = keras.optimizers.AdamW(lr, weight_decay=float(params.get("weight_decay", 0.0)), **ema)
     elif name == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
     else:
         raise RunError(f"unknown optimizer {name!r} (adam, adamw, sgd)")
     if params.get("label_smoothing", 0) > 0:
@@ -173,7 +175,8 @@ def compile_model(model: Any, params: dict[str, Any], steps: int) -> None:
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=False)
+    model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=False,
+                  steps_per_execution=steps_per_execution)
 
 
 def predict(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -232,20 +235,29 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
 
 
 def assemble_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], y: np.ndarray, folds: np.ndarray,
-                *, epochs: int) -> CVResult:
+                *, epochs: int, tta: int = 1) -> CVResult:
     """From every finished fold of `spec`: write the model's oof.npy, test.npy and cv.json.
 
-    Only the driver calls this (workers write fold folders, never model-level files)."""
+    With `tta` > 1 the folds' TTA predictions (harness.tta.fold_predictions) are used, and the
+    plain OOF accuracy is kept beside the TTA one. Only the driver calls this (workers write fold
+    folders, never model-level files)."""
+    from harness.tta import suffix
+
     k = int(folds.max()) + 1
     results = [FoldResult(**io.read_json(fold_dir(run_dir, spec.name, f) / "fold.json")) for f in range(k)]
     oof = np.zeros((len(y), 10), dtype=np.float32)
+    plain = np.zeros((len(y), 10), dtype=np.float32)
     test: np.ndarray | None = None
     for f in range(k):
         d = fold_dir(run_dir, spec.name, f)
-        oof[folds == f] = np.load(d / "oof.npy")
-        t = np.load(d / "test.npy").astype(np.float64)
+        oof[folds == f] = np.load(d / f"oof{suffix(tta)}.npy")
+        plain[folds == f] = np.load(d / "oof.npy")
+        t = np.load(d / f"test{suffix(tta)}.npy").astype(np.float64)
         test = t if test is None else test + t
     test = (test / k).astype(np.float32)  # the fold ensemble: mean of the fold models' softmax
+    if tta > 1:
+        for r in results:
+            r.accuracy = float((oof[folds == r.fold].argmax(1) == y[folds == r.fold]).mean())
     accs = np.array([r.accuracy for r in results])
     train_seconds = float(sum(r.seconds for r in results))
     cv = CVResult(model=spec.name, oof_accuracy=float((oof.argmax(1) == y).mean()),
@@ -257,7 +269,8 @@ def assemble_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], y: np.nd
     io.write_npy(md / "test.npy", test)
     io.write_json(md / "cv.json", {
         "model": spec.name, "family": spec.family, "description": spec.description, "source": spec.source,
-        "params": params, "epochs": epochs, "oof_accuracy": cv.oof_accuracy, "fold_mean": cv.fold_mean,
+        "params": params, "epochs": epochs, "tta": tta, "oof_accuracy": cv.oof_accuracy,
+        "oof_accuracy_plain": float((plain.argmax(1) == y).mean()), "fold_mean": cv.fold_mean,
         "fold_std": cv.fold_std, "train_seconds": cv.train_seconds, "train_ips": cv.train_ips,
         "n_params": results[0].n_params, "folds": [r.__dict__ for r in results]})
     return cv

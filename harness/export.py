@@ -87,10 +87,11 @@ def export_model(run_dir: Path, model: str, parity_x: np.ndarray, metadata: dict
     run_dir = Path(run_dir)
     out_dir = model_dir(run_dir, model)
     x = _check_images(parity_x, min_parity)
-    models = load_fold_models(run_dir, model)
-    reference = keras_ensemble_probs(models, x)
+    models, weights = load_members(run_dir, model)
+    tta = model_tta(run_dir, model)
+    reference = keras_ensemble_probs(models, x, weights=weights, tta=tta)
 
-    plain = convert(models, opset=opset)
+    plain = convert(models, opset=opset, weights=weights, tta=tta)
     candidates = []
     simplify_error = None
     if simplify_graph:
@@ -100,7 +101,7 @@ def export_model(run_dir: Path, model: str, parity_x: np.ndarray, metadata: dict
             simplify_error = f"{type(e).__name__}: {e}"
     candidates.append((plain, None))
 
-    meta = _metadata(run_dir, model, len(models), metadata or {})
+    meta = _metadata(run_dir, model, len(models), {**(metadata or {}), "tta": tta})
     chosen = figures = None
     for proto, applied in candidates:
         add_metadata(proto, meta)
@@ -200,25 +201,54 @@ def load_fold_models(run_dir: Path, model: str) -> list[Any]:
     return [keras.saving.load_model(p, compile=False) for p in paths]
 
 
-def ensemble_function(models: list[Any]):
-    """A `tf.function`: uint8 [N,28,28,1] pixels -> {"probs": mean of the fold softmaxes}."""
+def load_members(run_dir: Path, model: str) -> tuple[list[Any], list[float] | None]:
+    """The Keras models behind `model`'s graph and their weights: a model's folds (equal weights,
+    None), or for the run's ensemble (harness.ensemble) every member's folds, each fold weighted
+    by its member's weight over its member's number of folds."""
+    from harness.ensemble import members
+
+    chosen = members(Path(run_dir), model)
+    if chosen is None:
+        return load_fold_models(run_dir, model), None
+    models: list[Any] = []
+    weights: list[float] = []
+    for member, w in chosen.items():
+        fold_models = load_fold_models(run_dir, member)
+        models += fold_models
+        weights += [w / len(fold_models)] * len(fold_models)
+    return models, weights
+
+
+def model_tta(run_dir: Path, model: str) -> int:
+    """The TTA views a model's predictions use (its cv.json; 1 = none)."""
+    path = model_dir(Path(run_dir), model) / "cv.json"
+    return int(io.read_json(path).get("tta") or 1) if path.is_file() else 1
+
+
+def ensemble_function(models: list[Any], weights: list[float] | None = None, tta: int = 1):
+    """A `tf.function`: uint8 [N,28,28,1] pixels -> {"probs": the (weighted) mean of the softmaxes},
+    each model's softmax averaged over `tta` shifted views (harness.tta)."""
     import tensorflow as tf
+
+    from harness.tta import probs as tta_probs
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.uint8, name=INPUT_NAME)])
     def ensemble(pixels):
         x = tf.cast(pixels, tf.float32)
-        probs = [m(x, training=False) for m in models]
+        probs = [tta_probs(m, x, tta) for m in models]
+        if weights is not None:
+            return {OUTPUT_NAME: tf.add_n([p * float(w) for p, w in zip(probs, weights)])}
         mean = probs[0] if len(probs) == 1 else tf.add_n(probs) / float(len(probs))
         return {OUTPUT_NAME: mean}
 
     return ensemble
 
 
-def convert(models: list[Any], opset: int = OPSET):
+def convert(models: list[Any], opset: int = OPSET, weights: list[float] | None = None, tta: int = 1):
     """The fold ensemble as an `onnx.ModelProto` (tf2onnx from a tf.function)."""
     import tf2onnx
 
-    fn = ensemble_function(models)
+    fn = ensemble_function(models, weights, tta)
     with quiet_stderr():  # grappler logs "I0000 ... Starting new session" straight to fd 2
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     if [i.name for i in proto.graph.input] != [INPUT_NAME] or [o.name for o in proto.graph.output] != [OUTPUT_NAME]:
@@ -227,15 +257,18 @@ def convert(models: list[Any], opset: int = OPSET):
     return proto
 
 
-def keras_ensemble_probs(models: list[Any], x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """The reference: mean over folds of each Keras model's softmax on float32 pixels."""
+def keras_ensemble_probs(models: list[Any], x: np.ndarray, batch_size: int = 1000,
+                         weights: list[float] | None = None, tta: int = 1) -> np.ndarray:
+    """The reference: the (weighted) mean over models of each Keras model's (TTA) softmax."""
+    from harness.tta import predict as tta_predict
+
     xf = x.astype(np.float32)
+    w = weights or [1.0 / len(models)] * len(models)
     total = None
-    for m in models:  # a direct call: no predict() loop to build and trace for each model
-        p = np.concatenate([np.asarray(m(xf[i:i + batch_size], training=False), dtype=np.float64)
-                            for i in range(0, len(xf), batch_size)])
+    for m, wi in zip(models, w):  # a direct call: no predict() loop to build and trace for each model
+        p = tta_predict(m, xf, tta, batch_size).astype(np.float64) * wi
         total = p if total is None else total + p
-    return (total / len(models)).astype(np.float32)
+    return total.astype(np.float32)
 
 
 def parity(onnx_bytes: bytes, x: np.ndarray, reference: np.ndarray, tol: float = PARITY_TOL) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from harness.runs import run_models
 
 ROW_KEYS = ["rank", "model", "family", "status", "cv_accuracy", "fold_mean", "fold_std", "params",
             "train_seconds", "train_ips", "public_score", "private_score", "p50_ms_b1", "p99_ms_b1",
-            "throughput_ips", "size_bytes", "efficiency_b1", "best", "pareto"]
+            "throughput_ips", "size_bytes", "efficiency_b1", "best", "pareto", "members"]
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -51,6 +51,9 @@ def model_row(run_dir: Path, model: str) -> dict[str, Any]:
                p50_ms_b1=bench.get("p50_ms_b1"), p99_ms_b1=bench.get("p99_ms_b1"),
                throughput_ips=bench.get("throughput_ips"), size_bytes=bench.get("size_bytes"),
                efficiency_b1=bench.get("efficiency_b1"), best=False, pareto=False)
+    mix = (_read(run_dir / model / "ensemble.json") or {}).get("members")
+    if mix:  # the run's ensemble (harness.ensemble): its members and weights
+        row["members"] = " + ".join(f"{w:.2f} {m}" for m, w in mix.items())
     return row
 
 
@@ -161,6 +164,8 @@ def render(results: dict[str, Any], fmt: str = "text") -> str:
         lines = ["| " + " | ".join(headers) + " |",
                  "|" + "|".join(":---" if k in ("model", "status") else "---:" for k, _, _ in COLUMNS) + "|"]
         lines += ["| " + " | ".join(c.strip() for c in cells) + " |" for cells in table]
+        lines += ["", *(f"`{r['model']}` = {r['members']} (weights chosen on out-of-fold predictions)"
+                        for r in rows if r.get("members"))] if any(r.get("members") for r in rows) else []
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(headers)]
     left = {"model", "status"}
@@ -168,6 +173,8 @@ def render(results: dict[str, Any], fmt: str = "text") -> str:
         return "  ".join(c.ljust(w) if k in left else c.rjust(w)
                          for (k, _, _), c, w in zip(COLUMNS, cells, widths)).rstrip()
     out = [line(headers), line(["-" * w for w in widths])] + [line(c) for c in table]
+    out += [f"{r['model']} = {r['members']} (weights chosen on out-of-fold predictions)"
+            for r in rows if r.get("members")]
     base = results.get("baseline") or {}
     foot = f"run {results['run_id']}  * best (by CV accuracy)  ^ accuracy/latency Pareto front"
     if base.get("cv_accuracy") is not None:

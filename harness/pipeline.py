@@ -57,6 +57,8 @@ class RunOptions:
     cpus_per_job: int | None = None
     ray_address: str | None = None
     ray_timeout: float = 30.0
+    ensemble: bool = True           # greedy OOF ensemble of the models (harness.ensemble)
+    tta: int = 1                    # test-time views (harness.tta); 1 = off
 
 
 def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
@@ -190,39 +192,57 @@ def _resolve_params(specs: list[ModelSpec], opts: RunOptions, settings: Settings
     return model_params, param_sources
 
 
-def _export_and_bench(run_dir: Path, specs: list[ModelSpec], parity_x: np.ndarray, folds_k: int,
+def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, folds_k: int,
                       opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> None:
     """Export each model's fold ensemble (parity-gated) and benchmark it; a failure marks that model
     (export.json ok=false, shown on the leaderboard) and the others go on."""
     from harness import bench as bench_mod
     from harness import export as export_mod
 
-    for spec in specs:
-        cv_info = io.read_json(run_dir / spec.name / "cv.json")
-        if not (run_dir / spec.name / "export.json").is_file():
+    for name in names:
+        cv_info = io.read_json(run_dir / name / "cv.json")
+        if not (run_dir / name / "export.json").is_file():
             try:
-                export_mod.export_model(run_dir, spec.name, parity_x, {
-                    "model": spec.name, "folds": folds_k, "cv_accuracy": cv_info["oof_accuracy"],
+                export_mod.export_model(run_dir, name, parity_x, {
+                    "model": name, "folds": folds_k, "cv_accuracy": cv_info["oof_accuracy"],
                     "run_id": run_dir.name, "harness_version": __version__})
-                progress.stage(f"{spec.name}: exported to ONNX, parity gate passed")
+                progress.stage(f"{name}: exported to ONNX, parity gate passed")
             except HarnessError as e:
-                progress.stage(f"{spec.name}: export failed: {e}")
+                progress.stage(f"{name}: export failed: {e}")
                 continue
-        if opts.bench and (run_dir / spec.name / "model.onnx").is_file() \
-                and not (run_dir / spec.name / "bench.json").is_file():
-            progress.stage(f"{spec.name}: benchmarking with ONNX Runtime")
-            bench_mod.bench_model(run_dir, spec.name, quick=opts.quick, progress=progress.stage)
+        if opts.bench and (run_dir / name / "model.onnx").is_file() \
+                and not (run_dir / name / "bench.json").is_file():
+            progress.stage(f"{name}: benchmarking with ONNX Runtime")
+            bench_mod.bench_model(run_dir, name, quick=opts.quick, progress=progress.stage)
             checkpoint()
 
 
-def _score_models(run_dir: Path, specs: list[ModelSpec], image_ids: np.ndarray, solution: Path) -> None:
+def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray, opts: RunOptions,
+              progress: TrainingProgress) -> list[str]:
+    """Greedy OOF ensemble of the exported models (harness.ensemble); [its name] or []."""
+    from harness import ensemble
+
+    if not opts.ensemble:
+        if ensemble.remove(run_dir):
+            progress.stage("ensemble: removed (--no-ensemble)")
+        return []
+    doc = ensemble.build(run_dir, y, folds, names)
+    if "skipped" in doc:
+        progress.stage(f"ensemble: none ({doc['skipped']})")
+        return []
+    mix = " + ".join(f"{w:.2f} {m}" for m, w in doc["members"].items())
+    progress.stage(f"ensemble: {mix}, CV accuracy {100 * doc['oof_accuracy']:.3f} % (chosen on OOF log-loss)")
+    return [ensemble.NAME]
+
+
+def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, solution: Path) -> None:
     """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json)."""
     from harness.submission import read_solution, score_labels
 
     answers = read_solution(solution)
-    for spec in specs:
-        test = np.load(run_dir / spec.name / "test.npy")
-        io.write_json(run_dir / spec.name / "score.json", score_labels(image_ids, test.argmax(1), answers).to_dict())
+    for name in names:
+        test = np.load(run_dir / name / "test.npy")
+        io.write_json(run_dir / name / "score.json", score_labels(image_ids, test.argmax(1), answers).to_dict())
 
 
 def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, solution: Path | None) -> dict:
@@ -254,13 +274,26 @@ def _cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[st
 
     def finish(spec: ModelSpec) -> None:
         params = model_params[spec.name]
-        cv = assemble_cv(run_dir, spec, params, y, folds, epochs=int(params["epochs"]))
+        if opts.tta > 1:
+            seconds = tta_mod.fold_predictions(run_dir, spec.name, opts.tta, x, folds, x_test)
+            progress.stage(f"{spec.name}: {opts.tta}-view TTA predictions ({seconds:.0f} s)")
+        cv = assemble_cv(run_dir, spec, params, y, folds, epochs=int(params["epochs"]), tta=opts.tta)
         progress.stage(f"{spec.name}: CV accuracy {100 * cv.oof_accuracy:.3f} % "
-                       f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})")
+                       f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})"
+                       + (f", {opts.tta}-view TTA" if opts.tta > 1 else ""))
+
+    from harness import tta as tta_mod
 
     for spec in specs:
         _check_params(run_dir, spec.name, model_params[spec.name], progress)
-        if (run_dir / spec.name / "cv.json").is_file():
+        cv_path = run_dir / spec.name / "cv.json"
+        if cv_path.is_file() and io.read_json(cv_path).get("tta", 1) != opts.tta:
+            # TTA changed: the model's predictions and all that was built on them are redone; its
+            # fold models stay.
+            for stale in ("cv.json", "export.json", "model.onnx", "bench.json", "score.json"):
+                (run_dir / spec.name / stale).unlink(missing_ok=True)
+            progress.stage(f"{spec.name}: --tta changed; recomputing its predictions, export and benchmark")
+        if cv_path.is_file():
             progress.stage(f"{spec.name}: cross-validation already complete")
             continue
         for stale in clean_stale_stages(run_dir / spec.name):
@@ -351,6 +384,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": folds_k, "seed": seed,
                    "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
                    "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
+                   "ensemble": opts.ensemble, "tta": opts.tta,
                    "n_train_rows": int(len(index))},
         "params": model_params, "param_sources": param_sources,
         "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
@@ -384,11 +418,14 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     # them from all of train.csv so --limit runs have 1,000.
     rng = np.random.default_rng(seed)
     parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
-    _export_and_bench(run_dir, specs, parity_x, folds_k, opts, progress, checkpoint)
+    _export_and_bench(run_dir, names, parity_x, folds_k, opts, progress, checkpoint)
+    # Stage: the ensemble of the exported models, chosen on OOF, then exported and benchmarked alike.
+    extra = _ensemble(run_dir, names, y, folds, opts, progress)
+    _export_and_bench(run_dir, extra, parity_x, folds_k, opts, progress, checkpoint)
 
     solution = info.solution  # None unless the data is the replica (its hidden answers)
     if solution is not None:
-        _score_models(run_dir, specs, ds.image_ids, solution)
+        _score_models(run_dir, names + extra, ds.image_ids, solution)
 
     from harness import leaderboard
 

@@ -211,8 +211,8 @@ def _perturbed(convert):
     """A converter that corrupts one weight tensor of the graph, as a broken export would."""
     from onnx import numpy_helper
 
-    def broken(models, opset=17):
-        proto = convert(models, opset=opset)
+    def broken(models, opset=17, **kwargs):
+        proto = convert(models, opset=opset, **kwargs)
         biggest = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
         w = numpy_helper.to_array(biggest)
         biggest.CopyFrom(numpy_helper.from_array((w * 1.05 + 0.01).astype(w.dtype), biggest.name))

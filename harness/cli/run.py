@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where to get the data if it is missing (default auto)")
     p.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--tta", type=int, default=1, metavar="N",
+                   help="test-time augmentation: average each model over N shifted views (1-9; default 1 = off); "
+                   "the exported graph computes the same views")
+    p.add_argument("--no-ensemble", action="store_true",
+                   help="no ensemble row (default: a greedy OOF-chosen weighted ensemble of the models)")
     p.add_argument("--submit", action="store_true", help="upload the best model's submission to Kaggle")
     p.add_argument("--message", help="submission message (with --submit)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -53,12 +58,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         value = getattr(args, flag)
         if value is not None and value < (2 if flag == "folds" else 1):
             raise UsageError(f"harness run: --{flag} must be at least {2 if flag == 'folds' else 1}")
+    from harness.tta import check as check_tta
+
+    check_tta(args.tta)
     executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
                       seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
-                      bench=not args.no_bench, report=not args.no_report, submit=args.submit,
+                      bench=not args.no_bench, report=not args.no_report, ensemble=not args.no_ensemble, tta=args.tta, submit=args.submit,
                       message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
     results = run_pipeline(opts, settings)
     if args.json:

@@ -1,0 +1,142 @@
+"""An ensemble of the run's models, chosen on out-of-fold (OOF) predictions only.
+
+    info = build(run_dir, y, folds)          # writes runs/<run>/ensemble/ (or returns why not)
+
+Greedy ensemble selection with replacement (Caruana et al. 2004, as AutoGluon's
+WeightedEnsemble does it): start from nothing; at each of `ITERATIONS` steps add the model (again,
+if it helps) whose addition gives the lowest OOF log-loss of the running average of the members'
+softmax; keep the best step's multiset. A model's weight is how often it was picked over the size
+of that multiset. Log-loss, not accuracy, because at 99.5 % accuracy most additions tie on
+accuracy; the ensemble's OOF accuracy is reported beside it (slightly optimistic: the weights were
+fitted on the same OOF rows, which is why they are few and coarse). Hidden labels are never read.
+
+The ensemble then is a model like the others: `ensemble/cv.json` (a leaderboard row, family
+`ensemble`), `oof.npy`, `test.npy` (the weighted mean of the members' fold-ensemble test
+probabilities) and `ensemble.json` (members, weights, the selection's steps). `harness.export`
+turns it into one ONNX graph (each member's fold models, weighted) behind the same parity gate.
+It is rebuilt only when its members' OOF predictions or the selection change; a rebuild drops
+its export and benchmark, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import io
+
+NAME = "ensemble"
+ITERATIONS = 25
+EPS = 1e-7
+
+
+def logloss(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], EPS, 1.0))))
+
+
+def select(oofs: dict[str, np.ndarray], y: np.ndarray, iterations: int = ITERATIONS) -> dict[str, Any]:
+    """Caruana's greedy selection with replacement on OOF log-loss; returns weights and steps."""
+    names = sorted(oofs)
+    total = np.zeros_like(oofs[names[0]], dtype=np.float64)
+    counts: Counter[str] = Counter()
+    steps, best = [], (float("inf"), Counter())
+    for n in range(1, iterations + 1):
+        scores = {m: logloss((total + oofs[m]) / n, y) for m in names}
+        pick = min(names, key=lambda m: (scores[m], m))  # ties: the name, so the result is reproducible
+        total += oofs[pick]
+        counts[pick] += 1
+        accuracy = float(((total / n).argmax(1) == y).mean())
+        steps.append({"step": n, "added": pick, "logloss": round(scores[pick], 6), "accuracy": accuracy})
+        if scores[pick] < best[0] - 1e-12:
+            best = (scores[pick], Counter(counts))
+    size = sum(best[1].values())
+    weights = {m: best[1][m] / size for m in sorted(best[1], key=lambda m: (-best[1][m], m))}
+    return {"weights": weights, "counts": dict(best[1]), "logloss": best[0], "steps": steps}
+
+
+def candidates(run_dir: Path, models: list[str]) -> list[str]:
+    """Members may be models whose CV is complete and whose ONNX export passed the parity gate."""
+    out = []
+    for m in models:
+        export = run_dir / m / "export.json"
+        if m != NAME and (run_dir / m / "cv.json").is_file() and (run_dir / m / "model.onnx").is_file() \
+                and export.is_file() and io.read_json(export).get("ok"):
+            out.append(m)
+    return out
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def remove(run_dir: Path) -> bool:
+    d = run_dir / NAME
+    if d.exists():
+        shutil.rmtree(d)
+        return True
+    return False
+
+
+def build(run_dir: Path, y: np.ndarray, folds: np.ndarray, models: list[str],
+          iterations: int = ITERATIONS) -> dict[str, Any]:
+    """Select and write the ensemble; returns ensemble.json's content, or {"skipped": why}."""
+    names = candidates(run_dir, models)
+    if len(names) < 2:
+        remove(run_dir)
+        return {"skipped": f"needs two exported models, has {len(names)}"}
+    oofs = {m: np.load(run_dir / m / "oof.npy").astype(np.float64) for m in names}
+    chosen = select(oofs, y, iterations)
+    weights = chosen["weights"]
+    if len(weights) < 2:
+        remove(run_dir)
+        return {"skipped": f"the selection kept {next(iter(weights))} alone: no mix beats it on OOF log-loss"}
+    single = {m: float((oofs[m].argmax(1) == y).mean()) for m in names}
+    return write(run_dir, weights, y, folds, {
+        "counts": chosen["counts"], "iterations": iterations, "oof_logloss": chosen["logloss"],
+        "selection": "greedy with replacement on OOF log-loss (Caruana et al. 2004)", "candidates": single,
+        "steps": chosen["steps"]})
+
+
+def write(run_dir: Path, weights: dict[str, float], y: np.ndarray, folds: np.ndarray,
+          info: dict[str, Any]) -> dict[str, Any]:
+    """Write the ensemble of `weights` (member -> weight, summing to 1), unless the same one with
+    the same members' predictions is already there; returns ensemble.json's content."""
+    key = {"weights": weights, "oof": {m: _digest(run_dir / m / "oof.npy") for m in weights},
+           "test": {m: _digest(run_dir / m / "test.npy") for m in weights}}
+    out = run_dir / NAME
+    if (out / "cv.json").is_file() and (out / "ensemble.json").is_file() \
+            and io.read_json(out / "ensemble.json").get("key") == key:
+        return io.read_json(out / "ensemble.json")
+    remove(run_dir)  # a changed ensemble: its export and benchmark go with it
+    oofs = {m: np.load(run_dir / m / "oof.npy").astype(np.float64) for m in weights}
+    oof = sum(w * oofs[m] for m, w in weights.items()).astype(np.float32)
+    test = sum(w * np.load(run_dir / m / "test.npy").astype(np.float64) for m, w in weights.items()).astype(np.float32)
+    member_cv = {m: io.read_json(run_dir / m / "cv.json") for m in weights}
+    k = int(folds.max()) + 1
+    fold_acc = [float((oof[folds == f].argmax(1) == y[folds == f]).mean()) for f in range(k)]
+    accuracy = float((oof.argmax(1) == y).mean())
+    doc = {"members": weights, **info, "oof_accuracy": accuracy, "key": key}
+    io.write_npy(out / "oof.npy", oof)
+    io.write_npy(out / "test.npy", test)
+    io.write_json(out / "ensemble.json", doc)
+    description = "weighted mean of " + " + ".join(f"{w:.2f} {m}" for m, w in weights.items())
+    io.write_json(out / "cv.json", {  # last: makes it a leaderboard row
+        "model": NAME, "family": NAME, "description": description, "source": "harness.ensemble",
+        "params": {"members": weights}, "epochs": None, "oof_accuracy": accuracy,
+        "tta": max(int(c.get("tta") or 1) for c in member_cv.values()),
+        "fold_mean": float(np.mean(fold_acc)), "fold_std": float(np.std(fold_acc, ddof=1)) if k > 1 else 0.0,
+        "train_seconds": round(sum(c["train_seconds"] for c in member_cv.values()), 2), "train_ips": None,
+        "n_params": sum(int(c.get("n_params") or 0) for c in member_cv.values()),
+        "folds": [{"fold": f, "accuracy": a, "n_val": int((folds == f).sum())} for f, a in enumerate(fold_acc)]})
+    return doc
+
+
+def members(run_dir: Path, model: str) -> dict[str, float] | None:
+    """The member weights when `model` is an ensemble folder, else None."""
+    path = run_dir / model / "ensemble.json"
+    return io.read_json(path)["members"] if path.is_file() else None
