@@ -151,3 +151,13 @@ def test_progress_eta_counts_jobs_in_flight():
     assert p.eta() == pytest.approx(12.5, abs=0.5)
     assert "1/4 done, 1 running, ETA 1" in p._status()
     assert np.isfinite(p.eta())
+
+
+def test_ray_executor_without_ray_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(UsageError, match=r"--executor ray needs Ray, which is not installed: "
+                                         r"pip install 'harness\[ray\]' \(installs ray==2\.60\.0\)"):
+        make_executor("ray")
