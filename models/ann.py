@@ -27,8 +27,9 @@ def _dense_net(units: tuple[int, ...], dropout: float):
 @register_model(
     "ann", family="ann",
     description="MLP 784-1024-512-10 with batch norm, dropout and light augmentation",
+    # bfloat16: 1.18-1.22x images/s, accuracy within seed noise (issue 11 speed audit)
     recipe=dict(epochs=20, quick_epochs=3, batch_size=256, learning_rate=3e-3, augment=0.3,
-                label_smoothing=0.05),
+                label_smoothing=0.05, precision="bfloat16"),
     search_space={
         "width": ("int", 256, 1536, 128),
         "dropout": ("float", 0.0, 0.5),

@@ -112,3 +112,29 @@ def test_half_written_fold_is_retrained(tmp_path):
     _, results = run_cv(tmp_path, spec, spec.params(), x, y, x[:10], folds, seed=0, epochs=1)
     assert [r["status"] for r in results] == ["skipped", "trained"]
     assert not list((tmp_path / "ann_tiny").glob(".fold_*")), "a staging folder was left behind"
+
+
+def test_bfloat16_recipe_trains_mixed_and_keeps_a_float32_model(tmp_path):
+    import keras
+
+    from harness.cv import bf16_fast
+
+    x, y = _toy(400)
+    folds = make_folds(y, 2, 0)
+    spec = get_model("ann_tiny")
+    params = {**spec.params(), "precision": "bfloat16"}
+    cv, results = run_cv(tmp_path, spec, params, x, y, x[:10], folds, seed=0, epochs=2)
+    assert results[0]["precision"] == ("mixed_bfloat16" if bf16_fast() else "float32")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for the process
+    saved = keras.saving.load_model(tmp_path / "ann_tiny" / "fold_0" / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    assert saved(x[:4].astype(np.float32)).dtype == "float32"
+    assert cv.oof_accuracy > 0.5
+
+
+def test_unknown_precision_is_an_error(tmp_path):
+    x, y = _toy(100)
+    spec = get_model("ann_tiny")
+    with pytest.raises(Exception, match="unknown precision 'fp8'"):
+        run_cv(tmp_path, spec, {**spec.params(), "precision": "fp8"}, x, y, x[:5], make_folds(y, 2, 0),
+               seed=0, epochs=1)
