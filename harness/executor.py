@@ -230,7 +230,7 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
     pending = deque(jobs)
     started: dict[str, float] = {}
     if progress:
-        progress.jobs_begin(len(jobs), executor.slots)
+        progress.jobs_begin(jobs, executor.slots)
     try:
         while pending or executor.in_flight:
             while pending and executor.free() > 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from typing import Any, Callable
 
 
@@ -18,7 +19,7 @@ class TrainingProgress:
         self.on_fold: Callable[[], None] | None = None  # called after each finished fold (checkpoints)
         self._jobs_bar: Any = None
         self._total = self._done = self._slots = 0
-        self._running: dict[str, float] = {}   # job name -> start time
+        self._running: dict[str, tuple[float, str]] = {}   # job name -> (start time, model)
         self._job_seconds: list[float] = []
 
     def _say(self, msg: str) -> None:
@@ -51,28 +52,39 @@ class TrainingProgress:
 
     # -------------------------------------------------------------- jobs (any executor)
 
-    def jobs_begin(self, total: int, slots: int) -> None:
+    def jobs_begin(self, jobs: list[Any], slots: int) -> None:
+        total = len(jobs)
         self._total, self._done, self._slots, self._t_jobs = total, 0, slots, time.perf_counter()
         self._running.clear()
         self._job_seconds.clear()
+        self._left = Counter(job.model for job in jobs)   # jobs not finished, per model
+        self._model_seconds: dict[str, list[float]] = {}
         if self.enabled and self.tty and slots > 1:
             from tqdm import tqdm
 
             self._jobs_bar = tqdm(total=total, desc="jobs", unit="job", file=sys.stderr, dynamic_ncols=True)
 
     def job_started(self, job: Any) -> None:
-        self._running[job.name] = time.perf_counter()
+        self._running[job.name] = (time.perf_counter(), job.model)
         self._refresh()
 
     def eta(self) -> float | None:
-        """Seconds left: jobs not finished x mean job time / jobs at once (None before the first)."""
+        """Seconds left: each unfinished job costs the mean time of its model's finished jobs (of
+        all finished jobs for a model with none yet), spread over the jobs at once; None before
+        the first job finishes."""
         if not self._job_seconds:
             return None
-        mean = sum(self._job_seconds) / len(self._job_seconds)
+        overall = sum(self._job_seconds) / len(self._job_seconds)
+
+        def cost(model: str) -> float:
+            times = self._model_seconds.get(model)
+            return sum(times) / len(times) if times else overall
+
         now = time.perf_counter()
-        left_running = sum(max(mean - (now - t), 0.0) for t in self._running.values())
-        queued = self._total - self._done - len(self._running)
-        return (left_running + queued * mean) / max(1, min(self._slots, self._total - self._done))
+        running = Counter(model for _, model in self._running.values())
+        work = sum(max(cost(model) - (now - t), 0.0) for t, model in self._running.values())
+        work += sum((n - running[model]) * cost(model) for model, n in self._left.items())
+        return work / max(1, min(self._slots, self._total - self._done))
 
     def _status(self) -> str:
         from harness.executor import wall
@@ -88,10 +100,13 @@ class TrainingProgress:
             self._jobs_bar.refresh()
 
     def job_done(self, job: Any, result: dict) -> None:
-        started = self._running.pop(job.name, None)
+        started, _ = self._running.pop(job.name, (None, None))
         self._done += 1
+        self._left[job.model] -= 1
         if result.get("status") in ("trained", "duplicate") or job.kind == "trial":
-            self._job_seconds.append(result.get("seconds") or (time.perf_counter() - (started or 0)))
+            seconds = result.get("wall_s") or (time.perf_counter() - (started or time.perf_counter()))
+            self._job_seconds.append(seconds)
+            self._model_seconds.setdefault(job.model, []).append(seconds)
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -130,26 +130,32 @@ def test_stale_stage_of_a_dead_process_is_cleaned(tmp_path):
     assert live.exists() and other.exists() and not stale.exists()
 
 
-def test_progress_eta_counts_jobs_in_flight():
+def test_progress_eta_counts_jobs_in_flight_per_model():
     from harness.progress import TrainingProgress
 
     class J:
         kind = "fold"
 
-        def __init__(self, n: int) -> None:
-            self.name, self.key = f"m fold {n}/4", f"m/{n}"
+        def __init__(self, model: str, n: int) -> None:
+            self.model, self.name, self.key = model, f"{model} fold {n}/2", f"{model}/{n}"
 
     p = TrainingProgress(enabled=False)
-    p.jobs_begin(4, 2)
+    jobs = [J("fast", 1), J("fast", 2), J("slow", 1), J("slow", 2)]
+    p.jobs_begin(jobs, 2)
     assert p.eta() is None
-    jobs = [J(i) for i in range(4)]
     p.job_started(jobs[0])
-    p.job_started(jobs[1])
-    p._running[jobs[1].name] -= 5.0  # started 5 s before
-    p.job_done(jobs[0], {"status": "trained", "seconds": 10.0, "accuracy": 0.9, "images_per_s": 1.0})
-    # one running (5 of ~10 s left) + two queued (10 s each) over 2 slots: about 12.5 s
+    p.job_started(jobs[2])
+    started_slow, _ = p._running[jobs[2].name]
+    p._running[jobs[2].name] = (started_slow - 5.0, "slow")  # started 5 s before
+    p.job_done(jobs[0], {"status": "trained", "wall_s": 10.0, "seconds": 9.0, "accuracy": 0.9, "images_per_s": 1.0})
+    # slow has no finished job yet: it costs the overall mean, 10 s. Left: slow running (5 s) +
+    # fast queued (10 s) + slow queued (10 s) = 25 s of work over 2 slots.
     assert p.eta() == pytest.approx(12.5, abs=0.5)
-    assert "1/4 done, 1 running, ETA 1" in p._status()
+    p.job_started(jobs[1])
+    p.job_done(jobs[2], {"status": "trained", "wall_s": 40.0, "seconds": 39.0, "accuracy": 0.9, "images_per_s": 1.0})
+    # now slow costs 40 s: fast running (~10 s) + slow queued (40 s) = 50 s over 2 slots
+    assert p.eta() == pytest.approx(25.0, abs=0.5)
+    assert "2/4 done, 1 running, ETA 2" in p._status()
     assert np.isfinite(p.eta())
 
 
