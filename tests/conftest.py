@@ -51,3 +51,21 @@ def harness_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeou
     if check and proc.returncode != 0:
         raise AssertionError(f"harness {' '.join(args)} exited {proc.returncode}\n{proc.stderr}")
     return proc
+
+
+def kill_worker_of(model_dir: Path, killed: set[int], timeout: float = 120) -> int:
+    """SIGKILL the worker training a fold of `model_dir` that is not in `killed` yet: its pid is in
+    its staging folder's name (.fold_<k>.<host>.<pid>.<token>, harness.jobs). Returns the pid."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for stage in model_dir.glob(".fold_*"):
+            pid = int(stage.name.split(".")[-2])
+            if pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("no worker started training")

@@ -16,6 +16,7 @@ import pytest
 from harness.errors import UsageError
 from harness.executor import InProcess, JobFailed, Processes, make_executor, run_jobs
 from harness.jobs import FoldJob, JobData, clean_stale_stages
+from tests.conftest import kill_worker_of
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +34,6 @@ def _job(run_dir: Path, fold: int = 0, **params) -> FoldJob:
 
     return FoldJob(run_dir=str(run_dir), model="cnn_tiny", fold=fold, k=2,
                    params={**get_model("cnn_tiny").params(), **params}, seed=fold, epochs=3)
-
-
-def _kill_worker_of(model_dir: Path, killed: set[int], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for stage in model_dir.glob(".fold_*"):
-            pid = int(stage.name.split(".")[-2])
-            if pid not in killed:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-                return
-        time.sleep(0.05)
-    raise AssertionError("no worker started training")
 
 
 def test_flags_are_checked():
@@ -76,7 +64,7 @@ def test_two_processes_train_two_folds_at_once(data, tmp_path):
 
 def test_a_killed_worker_is_retried_once_then_the_run_stops(data, tmp_path):
     killed: set[int] = set()
-    killer = threading.Thread(target=_kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)
+    killer = threading.Thread(target=kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)
     killer.start()
     done = []
     with Processes(1, cpus_per_job=1).session(data, tmp_path) as ex:
@@ -90,8 +78,8 @@ def test_a_killed_worker_is_retried_once_then_the_run_stops(data, tmp_path):
     assert not list((tmp_path / "cnn_tiny").glob(".fold_*"))
 
     def kill_twice() -> None:
-        _kill_worker_of(tmp_path / "cnn_tiny", killed)
-        _kill_worker_of(tmp_path / "cnn_tiny", killed)
+        kill_worker_of(tmp_path / "cnn_tiny", killed)
+        kill_worker_of(tmp_path / "cnn_tiny", killed)
 
     killer = threading.Thread(target=kill_twice, daemon=True)
     killer.start()

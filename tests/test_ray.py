@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import harness_cli
+from tests.conftest import harness_cli, kill_worker_of
 
 # Every Ray process this module starts (cluster and drivers) binds to 127.0.0.1 only, and no
 # token file is needed (the auth test starts its own cluster with a token).
@@ -175,27 +175,13 @@ def test_failing_job_stops_naming_it(executor, tmp_path: Path):
     assert not (tmp_path / "cnn_tiny" / "fold_1").exists()
 
 
-def _kill_worker_of(model_dir: Path, killed: set[int], timeout: float = 120) -> int:
-    """SIGKILL the worker training a fold (its pid is in its staging folder's name)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for stage in model_dir.glob(".fold_*"):
-            pid = int(stage.name.split(".")[-2])
-            if pid not in killed:
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-                return pid
-        time.sleep(0.05)
-    raise AssertionError("no worker started training")
-
-
 def test_dead_worker_is_retried_once(executor, tmp_path: Path):
     from harness.executor import run_jobs
 
     import threading
 
     killed: set[int] = set()
-    killer = threading.Thread(target=_kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)
+    killer = threading.Thread(target=kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)
     killer.start()
     done = []
     run_jobs(executor, [_job(tmp_path, 0, )], lambda job, r: done.append(r))
@@ -212,8 +198,8 @@ def test_worker_that_dies_twice_stops_the_run(executor, tmp_path: Path):
     killed: set[int] = set()
 
     def kill_twice() -> None:
-        _kill_worker_of(tmp_path / "cnn_tiny", killed)
-        _kill_worker_of(tmp_path / "cnn_tiny", killed)
+        kill_worker_of(tmp_path / "cnn_tiny", killed)
+        kill_worker_of(tmp_path / "cnn_tiny", killed)
 
     killer = threading.Thread(target=kill_twice, daemon=True)
     killer.start()
