@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
