@@ -1,0 +1,83 @@
+"""Time a whole `harness run` from a fresh folder and print one table: wall time beside the machine's
+reference probe, and per model (ensemble included) the OOF/public/private accuracy with error
+counts, training time and, for the ensemble, its members and weights.
+
+    python scripts/measure_run.py [-- RUN FLAGS...]        # e.g. -- --all --jobs 2
+    python scripts/measure_run.py --table runs/RUN         # the table of a finished run only
+
+The reference probe (scripts/speed_audit.py --probe: the cnn_deep recipe in float32, one epoch on
+8,192 fixed rows) runs right before the run, so wall times compare across machines of this kind.
+Needs the replica's hidden solution for public/private (HARNESS_DATA_DIR, default
+data/digit-recognizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def table(run_dir: Path, wall_s: float | None = None, probe: float | None = None) -> str:
+    results = json.loads((run_dir / "results.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    n = manifest["config"]["n_train_rows"]
+    lines = [f"run {run_dir.name}: {' '.join(manifest['command'])}",
+             f"wall {wall_s:.0f} s ({wall_s / 60:.1f} min)" if wall_s else f"duration_s {manifest.get('duration_s')}",
+             f"reference probe: {probe:,.0f} images/s" if probe else "reference probe: not measured",
+             "",
+             f"{'model':<10} {'CV (OOF) %':>11} {'errors':>7} {'public %':>9} {'errors':>7} {'private %':>10} "
+             f"{'errors':>7} {'train s':>8}  members"]
+    for r in results["rows"]:
+        score = {}
+        path = run_dir / r["model"] / "score.json"
+        if path.is_file():
+            score = json.loads(path.read_text())
+        cv = r["cv_accuracy"] or 0.0
+        pub, priv = score.get("public"), score.get("private")
+        n_pub, n_priv = score.get("n_public") or 7000, score.get("n_private") or 21000
+        lines.append(f"{('*' if r['best'] else ' ') + r['model']:<10} {100 * cv:>11.3f} {round((1 - cv) * n):>7} "
+                     f"{100 * (pub or 0):>9.3f} {round((1 - (pub or 0)) * n_pub):>7} "
+                     f"{100 * (priv or 0):>10.3f} {round((1 - (priv or 0)) * n_priv):>7} "
+                     f"{(r['train_seconds'] or 0):>8.0f}  {r.get('members') or ''}")
+    sub = results.get("submission") or {}
+    if sub.get("private") is not None:
+        lines.append(f"submission ({sub['model']}): private {100 * sub['private']:.3f} % "
+                     f"({round((1 - sub['private']) * sub['n_private'])} errors of {sub['n_private']})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--table", type=Path, metavar="RUN_DIR", help="print the table of a finished run and exit")
+    ap.add_argument("--out", type=Path, help="working folder (default: a new temp folder)")
+    ap.add_argument("flags", nargs="*", help="harness run flags (default: --all)")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "HARNESS_DATA_DIR": str(Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer")).resolve())}
+    probe = subprocess.run([sys.executable, str(HERE / "speed_audit.py"), "--probe"], env=env, capture_output=True,
+                           text=True, timeout=900)
+    ips = json.loads(probe.stdout.strip().splitlines()[-1])["images_per_s"] if probe.returncode == 0 else None
+    cwd = args.out or Path(tempfile.mkdtemp(prefix="harness-run-"))
+    cwd.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", *(args.flags or ["--all"]), "--new", "--json"],
+                          cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"harness run failed ({proc.returncode})")
+    print(table(cwd / json.loads(proc.stdout)["run_dir"], wall, ips))
+
+
+if __name__ == "__main__":
+    main()
