@@ -231,7 +231,7 @@ def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray,
         progress.stage(f"ensemble: none ({doc['skipped']})")
         return []
     mix = " + ".join(f"{w:.2f} {m}" for m, w in doc["members"].items())
-    progress.stage(f"ensemble: {mix}, CV accuracy {100 * doc['oof_accuracy']:.3f} % (chosen on OOF log-loss)")
+    progress.stage(f"ensemble: {mix}, CV accuracy {100 * doc['oof_accuracy']:.3f} % (chosen on OOF errors)")
     return [ensemble.NAME]
 
 

@@ -38,7 +38,7 @@ def test_selection_finds_the_known_mix():
     assert abs(chosen["weights"]["a"] - 0.5) <= 0.1 and sum(chosen["weights"].values()) == pytest.approx(1.0)
     mix = sum(w * oofs[m] for m, w in chosen["weights"].items())
     assert (mix.argmax(1) == y).mean() == 1.0  # each single model: 0.6
-    assert chosen["logloss"] == pytest.approx(ensemble.logloss(mix, y), rel=1e-9)
+    assert chosen["logloss"] == pytest.approx(ensemble.logloss(mix, y), rel=1e-9) and chosen["errors"] == 0
     assert chosen["steps"][0]["added"] in ("a", "b") and len(chosen["steps"]) == ensemble.ITERATIONS
     assert chosen == ensemble.select(oofs, y)  # deterministic
 
