@@ -28,8 +28,12 @@ def test_run_writes_every_artefact(project: Path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     run = Path(results["run_dir"])
-    assert results["best"] in ("ann_tiny", "cnn_tiny")
-    assert {r["model"] for r in results["rows"]} == {"ann_tiny", "cnn_tiny"}
+    rows = {r["model"]: r for r in results["rows"]}
+    assert set(rows) - {"ensemble"} == {"ann_tiny", "cnn_tiny"} and results["best"] in rows
+    if "ensemble" in rows:  # chosen on OOF: a mix of the two with fewer OOF errors than either
+        assert rows["ensemble"]["members"] and rows["ensemble"]["status"] == "ok"
+        assert rows["ensemble"]["cv_accuracy"] >= max(rows[m]["cv_accuracy"] for m in ("ann_tiny", "cnn_tiny"))
+        assert (run / "ensemble" / "model.onnx").is_file() and (run / "ensemble" / "bench.json").is_file()
     for model in ("ann_tiny", "cnn_tiny"):
         for name in ("cv.json", "oof.npy", "test.npy", "model.onnx", "export.json", "bench.json",
                      "fold_0/model.keras", "fold_1/history.json"):
