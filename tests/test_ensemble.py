@@ -82,6 +82,8 @@ def test_ensemble_graph_passes_parity_and_resume_rebuilds_only_it(project: Path,
     mixed = 0.75 * predict_onnx(run / "ann_tiny" / "model.onnx", x) + 0.25 * predict_onnx(
         run / "cnn_tiny" / "model.onnx", x)
     np.testing.assert_allclose(predict_onnx(run / "ensemble" / "model.onnx", x), mixed, atol=2e-5)
+    cli = harness_cli("export", "--run", run.name, "--model", "ensemble", "--json", cwd=project, timeout=300)
+    assert cli.returncode == 0 and "ensemble" in cli.stdout, cli.stderr  # `harness export` knows it too
     cv = json.loads((run / "ensemble" / "cv.json").read_text())
     oof = 0.75 * np.load(run / "ann_tiny" / "oof.npy") + 0.25 * np.load(run / "cnn_tiny" / "oof.npy")
     assert cv["oof_accuracy"] == pytest.approx(float((oof.argmax(1) == y).mean()))

@@ -70,9 +70,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _select(run_dir, names: list[str] | None) -> list[str]:
     from harness.export import fold_model_paths
 
-    # models whose cross-validation finished (cv.json is written after the last fold)
+    # models whose cross-validation finished (cv.json is written after the last fold), and the
+    # run's ensemble (its graph is built from its members' fold models)
     trained = sorted(p.name for p in run_dir.iterdir()
-                     if p.is_dir() and (p / "cv.json").is_file() and fold_model_paths(run_dir, p.name))
+                     if p.is_dir() and (p / "cv.json").is_file()
+                     and (fold_model_paths(run_dir, p.name) or (p / "ensemble.json").is_file()))
     if not names:
         if not trained:
             raise RunError(f"run {run_dir.name} has no finished model (cv.json and fold models) to export")
