@@ -18,6 +18,7 @@ run with one line naming the job, and everything finished is kept.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import socket
@@ -51,7 +52,7 @@ class Failure:
         self.message, self.died, self.trace, self.exit_code = message, died, trace, exit_code
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs jobs; `submit` hands one out, `wait` returns those that finished (result or Failure)."""
 
     name = "local"
@@ -75,11 +76,13 @@ class Executor:
     def free(self) -> int:
         return self.slots - len(self.in_flight)
 
+    @abc.abstractmethod
     def submit(self, job: Job) -> None:
-        raise NotImplementedError
+        """Start `job` (a slot must be free)."""
 
+    @abc.abstractmethod
     def wait(self, timeout: float) -> list[tuple[Job, dict | Failure]]:
-        raise NotImplementedError
+        """Jobs finished within `timeout` seconds, each with its result or Failure."""
 
     def close(self) -> None:
         pass
@@ -287,11 +290,4 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any]
     if "error" in box:
         raise box["error"]
     return True, box.get("result")
-
-
-def wall(seconds: float) -> str:
-    seconds = int(round(max(seconds, 0)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 

@@ -107,25 +107,29 @@ def stage_dirs(model_dir: Path) -> list[Path]:
     return sorted(model_dir.glob(".fold_*.*")) if model_dir.is_dir() else []
 
 
+def dead_here(host: str | None, pid: Any) -> bool:
+    """Whether `pid` on `host` is known dead: only a process of this host can be checked."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError):
+        pass
+    return False
+
+
 def clean_stale_stages(model_dir: Path) -> list[Path]:
     """Delete staging folders whose attempt is dead on this host (a killed worker or driver).
 
     Folders of other hosts are left alone: their owners may still be alive."""
     removed = []
-    host = socket.gethostname()
     for d in stage_dirs(model_dir):
         parts = d.name.split(".")  # ['', 'fold_k', host..., pid, token]
-        if len(parts) < 5 or ".".join(parts[2:-2]) != host:
-            continue
-        try:
-            os.kill(int(parts[-2]), 0)
-            continue  # alive
-        except ProcessLookupError:
-            pass
-        except (PermissionError, ValueError):
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
+        if len(parts) >= 5 and dead_here(".".join(parts[2:-2]), parts[-2]):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
     return removed
 
 

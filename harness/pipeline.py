@@ -407,7 +407,6 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         io.write_json(manifest_path, manifest)
 
     checkpoint()
-    progress.on_fold = lambda: checkpoint()
 
     # Stage: cross-validation, as (model, fold) jobs on the executor; the driver (this process)
     # alone writes model-level files, as soon as a model's last fold is in.

@@ -16,7 +16,6 @@ class TrainingProgress:
         self.tty = sys.stderr.isatty()
         self._bar: Any = None
         self._t0 = time.perf_counter()
-        self.on_fold: Callable[[], None] | None = None  # called after each finished fold (checkpoints)
         self._jobs_bar: Any = None
         self._total = self._done = self._slots = 0
         self._running: dict[str, tuple[float, str]] = {}   # job name -> (start time, model)
@@ -87,7 +86,7 @@ class TrainingProgress:
         return work / max(1, min(self._slots, self._total - self._done))
 
     def _status(self) -> str:
-        from harness.executor import wall
+        from harness.tune import _fmt_s as wall
 
         eta = self.eta()
         return (f"{self._done}/{self._total} done, {len(self._running)} running"
@@ -110,8 +109,6 @@ class TrainingProgress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if self.on_fold:
-            self.on_fold()
         self._refresh()
         if job.kind != "fold":
             return

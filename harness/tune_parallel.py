@@ -46,17 +46,11 @@ def requeue_orphans(study: Any, say: Callable[[str], None]) -> None:
     """Fail and queue again the trials a dead driver on this host left running."""
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
+    from harness.jobs import dead_here
+
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("driver") or {}
-        if owner.get("host") != host:
-            continue
-        try:
-            os.kill(int(owner.get("pid", 0)), 0)
-            continue
-        except ProcessLookupError:
-            pass
-        except (PermissionError, ValueError):
+        if not dead_here(owner.get("host"), owner.get("pid")):
             continue
         study.tell(t.number, state=TrialState.FAIL)
         attrs = {"retry_of": t.number, **({"baseline": True} if t.user_attrs.get("baseline") else {})}
