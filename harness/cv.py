@@ -213,9 +213,10 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, *, seed: int, out: Path,
                epochs: int, fold: int, record: dict[str, Any] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None,
-               on_batch: Callable[[], None] | None = None) -> FoldResult:
+               on_batch: Callable[[], None] | None = None, init_from: Path | None = None) -> FoldResult:
     """Train one fold model and write its artefacts to `out` (fold.json last, with `record`:
-    where it ran). Callers that share a run folder train into a staging folder (harness.jobs)."""
+    where it ran). Callers that share a run folder train into a staging folder (harness.jobs).
+    `init_from`: a saved model of the same architecture to start from (a fine-tune)."""
     import keras
 
     policy = training_policy(params)
@@ -225,6 +226,8 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
         model = spec.build(params)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    if init_from is not None:
+        model.set_weights(keras.saving.load_model(init_from, compile=False).get_weights())
     steps_per_epoch = math.ceil(len(x_tr) / int(params["batch_size"]))
     compile_model(model, params, steps_per_epoch * epochs)
     val_y = y_val if not params.get("label_smoothing", 0) else keras.utils.to_categorical(y_val, 10)

@@ -77,6 +77,21 @@ def flops_per_image(model: Any) -> int:
     return count_flops(model, batch=1).total
 
 
+def keras_flops(model: Any) -> int:
+    """Forward FLOPs per image of a built Keras model, from its Conv2D and Dense layers (the same
+    convention, without an export): cheap enough to rank training jobs by cost before any runs."""
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        size = math.prod(kernel.shape)
+        if type(layer).__name__.startswith("Conv"):
+            size *= math.prod(layer.output.shape[1:-1])  # one kernel application per output pixel
+        total += 2 * size
+    return total
+
+
 # ----------------------------------------------------------------------------- internals
 
 def _load(model: Any):

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import io
+from harness import io, pseudo
 
 
 @dataclass(frozen=True)
@@ -175,16 +175,21 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
     if fold_complete(final):
         return {**io.read_json(final / "fold.json"), "status": "skipped"}
     configure_worker(where.threads, job.deterministic)
-    spec = get_model(job.model)
+    spec = get_model(pseudo.base(job.model))
     tr, va = data.folds != job.fold, data.folds == job.fold
+    x_tr, y_tr, init = data.x[tr], data.y[tr], None
+    if job.model != spec.name:  # a pseudo-label fine-tune: the fold's rows plus its test labels
+        index, labels = pseudo.load_labels(Path(job.run_dir), job.fold)
+        x_tr, y_tr = np.concatenate([x_tr, data.x_test[index]]), np.concatenate([y_tr, labels])
+        init = fold_dir(Path(job.run_dir), spec.name, job.fold) / "model.keras"
     stage = final.with_name(f".{final.name}.{where.host}.{where.pid}.{secrets.token_hex(4)}")
     record = {"executor": where.executor, "host": where.host, "node": where.node, "pid": where.pid,
               "threads": where.threads}
     stage.mkdir(parents=True)  # now, not when training ends: its name tells whose attempt it is
     try:
-        result = train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x_test,
+        result = train_fold(spec, job.params, x_tr, y_tr, data.x[va], data.y[va], data.x_test,
                             seed=job.seed, out=stage, epochs=job.epochs, fold=job.fold, record=record,
-                            **(hooks or {}))
+                            init_from=init, **(hooks or {}))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

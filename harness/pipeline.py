@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -23,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import __version__, io
+from harness import __version__, io, training
 from harness.config import Settings
-from harness.cv import assemble_cv, configure_threads, enable_determinism, make_folds, stratified_subset
+from harness.cv import configure_threads, enable_determinism, make_folds, stratified_subset
 from harness.errors import HarnessError, ModelError, RunError
 from harness.progress import TrainingProgress
 from harness.registry import ModelSpec, select_models
@@ -59,29 +58,15 @@ class RunOptions:
     ray_timeout: float = 30.0
     ensemble: bool = True           # greedy OOF ensemble of the models (harness.ensemble)
     tta: int = 1                    # test-time views (harness.tta); 1 = off
+    pseudo_label: float | None = None  # confidence threshold of pseudo-labels (harness.pseudo); None = off
 
 
 def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
     """What makes two invocations 'the same run' for automatic resume: the same command-line choices
-    on the same data. Each model's resolved parameters are checked apart (see `_check_params`)."""
+    on the same data. Each model's resolved parameters are checked apart (see harness.training.check_params)."""
     key = {"models": names, "folds": folds, "seed": seed, "epochs": opts.epochs, "limit": opts.limit,
            "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _check_params(run_dir: Path, model: str, params: dict[str, Any], progress: TrainingProgress) -> None:
-    """Record a model's parameters; if a resumed run trained it with others (a changed plugin default
-    or a re-tuned study), discard those artefacts so one model never mixes two parameter sets."""
-    path, cv = run_dir / model / "params.json", run_dir / model / "cv.json"
-    recorded = io.read_json(path) if path.is_file() else io.read_json(cv).get("params") if cv.is_file() else None
-    if recorded is not None:
-        if recorded == json.loads(json.dumps(params, default=io._json_default)):
-            if not path.is_file():
-                io.write_json(path, params)
-            return
-        progress.stage(f"{model}: parameters changed since this run trained it; retraining it")
-        shutil.rmtree(run_dir / model)
-    io.write_json(path, params)
 
 
 def _git_commit() -> str | None:
@@ -260,88 +245,6 @@ def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, sol
     return submission
 
 
-def _cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]],
-                    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, folds: np.ndarray, seed: int,
-                    opts: RunOptions, progress: TrainingProgress, manifest: dict, checkpoint: Any) -> None:
-    """Train every unfinished fold as a job and assemble each model's CV once its folds are in."""
-    from harness.executor import make_executor, run_jobs
-    from harness.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
-    from harness.runs import fold_dir
-
-    k = int(folds.max()) + 1
-    jobs: list[FoldJob] = []
-    left: dict[str, int] = {}
-
-    def finish(spec: ModelSpec) -> None:
-        params = model_params[spec.name]
-        if opts.tta > 1:
-            seconds = tta_mod.fold_predictions(run_dir, spec.name, opts.tta, x, folds, x_test)
-            progress.stage(f"{spec.name}: {opts.tta}-view TTA predictions ({seconds:.0f} s)")
-        cv = assemble_cv(run_dir, spec, params, y, folds, epochs=int(params["epochs"]), tta=opts.tta)
-        progress.stage(f"{spec.name}: CV accuracy {100 * cv.oof_accuracy:.3f} % "
-                       f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})"
-                       + (f", {opts.tta}-view TTA" if opts.tta > 1 else ""))
-
-    from harness import tta as tta_mod
-
-    for spec in specs:
-        _check_params(run_dir, spec.name, model_params[spec.name], progress)
-        cv_path = run_dir / spec.name / "cv.json"
-        if cv_path.is_file() and io.read_json(cv_path).get("tta", 1) != opts.tta:
-            # TTA changed: the model's predictions and all that was built on them are redone; its
-            # fold models stay.
-            for stale in ("cv.json", "export.json", "model.onnx", "bench.json", "score.json"):
-                (run_dir / spec.name / stale).unlink(missing_ok=True)
-            progress.stage(f"{spec.name}: --tta changed; recomputing its predictions, export and benchmark")
-        if cv_path.is_file():
-            progress.stage(f"{spec.name}: cross-validation already complete")
-            continue
-        for stale in clean_stale_stages(run_dir / spec.name):
-            progress.stage(f"{spec.name}: removed {stale.name}, left by a killed worker")
-        params = model_params[spec.name]
-        progress.stage(f"{spec.name}: {k}-fold CV, {params['epochs']} epochs ({spec.description})")
-        left[spec.name] = 0
-        for f in range(k):
-            if fold_complete(fold_dir(run_dir, spec.name, f)):
-                progress.skip_fold(spec.name, f, k)
-                continue
-            left[spec.name] += 1
-            jobs.append(FoldJob(run_dir=str(run_dir.resolve()), model=spec.name, fold=f, k=k, params=params,
-                                seed=seed * 100 + f, epochs=int(params["epochs"]),
-                                deterministic=opts.deterministic))
-        if not left[spec.name]:
-            finish(spec)
-    if not jobs:
-        return
-
-    by_name = {s.name: s for s in specs}
-
-    def hooks(job: FoldJob) -> dict:  # the per-step bar, for jobs run in this process
-        steps = -(-int((folds != job.fold).sum()) // int(job.params["batch_size"]))
-        return progress.fold_hooks(job.model, job.fold, k, job.epochs, steps)
-
-    def on_done(job: FoldJob, result: dict) -> None:
-        manifest["sessions"][-1].setdefault("jobs", []).append({
-            "job": job.name, "status": result["status"], "node": result.get("node"), "host": result.get("host"),
-            "wall_s": result["wall_s"], "worker_s": result.get("worker_s"), "train_s": result.get("seconds")})
-        checkpoint()
-        left[job.model] -= 1
-        if not left[job.model]:
-            finish(by_name[job.model])
-
-    executor = make_executor(opts.executor, jobs=opts.jobs, cpus_per_job=opts.cpus_per_job,
-                             address=opts.ray_address, timeout=opts.ray_timeout, hooks=hooks)
-    with executor.session(JobData(x=x, y=y, x_test=x_test, folds=folds), run_dir):
-        info = executor.describe()
-        manifest["executor"] = info
-        manifest["sessions"][-1]["executor"] = {key: info[key] for key in ("name", "jobs", "cpus_per_job")}
-        checkpoint()
-        progress.stage(f"training {len(jobs)} fold job(s) on the {info['name']} executor, {info['jobs']} at once"
-                       + (f", {info['cpus_per_job']} CPU(s) each" if info.get("cpus_per_job") else "")
-                       + (f" ({len(info['nodes'])} node(s))" if info["name"] == "ray" else ""))
-        run_jobs(executor, jobs, on_done, progress)
-
-
 def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None = None) -> dict[str, Any]:
     from harness import data as data_mod
 
@@ -384,7 +287,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": folds_k, "seed": seed,
                    "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
                    "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
-                   "ensemble": opts.ensemble, "tta": opts.tta,
+                   "ensemble": opts.ensemble, "tta": opts.tta, "pseudo_label": opts.pseudo_label,
                    "n_train_rows": int(len(index))},
         "params": model_params, "param_sources": param_sources,
         "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
@@ -410,8 +313,11 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
 
     # Stage: cross-validation, as (model, fold) jobs on the executor; the driver (this process)
     # alone writes model-level files, as soon as a model's last fold is in.
-    _cross_validate(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts, progress, manifest,
-                    checkpoint)
+    training.cross_validate(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts, progress, manifest,
+                            checkpoint)
+    # Stage (opt-in): pseudo-labelled fine-tunes, new `+pl` models beside the plain ones.
+    names = names + training.pseudo_round(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts,
+                                          progress, manifest, checkpoint)
 
     # Stages: export (+ parity) and benchmark. Any real digits will do for the parity gate; draw
     # them from all of train.csv so --limit runs have 1,000.

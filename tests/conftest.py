@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `harness run` defaults to --jobs auto (a spawned process per fold); tests of tiny models train in
+# the test's own process unless they ask for more (test_executor covers auto).
+os.environ["HARNESS_JOBS"] = "1"
 # Tests must never reach Kaggle with a developer's real credentials.
 for _var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
     os.environ.pop(_var, None)

@@ -46,6 +46,54 @@ def test_flags_are_checked():
         make_executor("dask")
 
 
+def test_jobs_auto_follows_cores_and_memory(monkeypatch):
+    from harness import executor
+
+    for cores, jobs in ((1, 1), (2, 2), (3, 1), (8, 4), (16, 8)):
+        monkeypatch.setattr(executor.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        monkeypatch.setattr(executor.os, "sysconf", lambda key: {"SC_PAGE_SIZE": 4096}.get(key, 64 << 20))
+        assert executor.auto_jobs() == jobs, cores  # 256 GiB: memory is no limit
+    monkeypatch.setattr(executor.os, "sysconf", lambda key: {"SC_PAGE_SIZE": 4096}.get(key, 2 << 20))
+    assert executor.auto_jobs() == 2  # 16 cores but 8 GiB: memory holds two
+    assert executor.parse_jobs("auto", "ray") is None and executor.parse_jobs("3") == 3
+    with pytest.raises(UsageError, match="--jobs must be a whole number or 'auto', got 'two'"):
+        executor.parse_jobs("two")
+
+
+def test_run_defaults_to_jobs_auto_and_env_overrides(monkeypatch):
+    import argparse
+
+    from harness.cli import _common
+
+    parser = argparse.ArgumentParser()
+    _common.add_executor(parser, "jobs", auto=True)
+    monkeypatch.delenv("HARNESS_JOBS", raising=False)
+    from harness.executor import auto_jobs
+
+    assert _common.executor_kwargs(parser.parse_args([]))["jobs"] == auto_jobs()
+    assert _common.executor_kwargs(parser.parse_args(["--executor", "ray"]))["jobs"] is None  # Ray: as CPUs allow
+    monkeypatch.setenv("HARNESS_JOBS", "1")
+    assert _common.executor_kwargs(parser.parse_args([]))["jobs"] == 1
+    assert _common.executor_kwargs(parser.parse_args(["--jobs", "3"]))["jobs"] == 3
+    tune = argparse.ArgumentParser()
+    _common.add_executor(tune, "trials")  # tune keeps one trial at a time unless asked
+    assert _common.executor_kwargs(tune.parse_args([]))["jobs"] is None
+
+
+def test_longest_jobs_go_first(tmp_path):
+    from harness.registry import get_model
+    from harness.training import longest_first
+
+    specs = {m: get_model(m) for m in ("ann_tiny", "cnn_tiny", "cnn_deep_tiny")}
+    jobs = [FoldJob(run_dir=str(tmp_path), model=m, fold=f, k=2, params=specs[m].params(), seed=f, epochs=e)
+            for m, e in (("ann_tiny", 2), ("cnn_tiny", 2), ("cnn_deep_tiny", 2), ("cnn_tiny", 40)) for f in (0, 1)]
+    order = [(j.model, j.epochs, j.fold) for j in longest_first(jobs, specs)]
+    # cnn_tiny at 40 epochs costs most, then cnn_deep_tiny's convs, then cnn_tiny, then the MLP;
+    # folds keep their order within a model.
+    assert order == [("cnn_tiny", 40, 0), ("cnn_tiny", 40, 1), ("cnn_deep_tiny", 2, 0), ("cnn_deep_tiny", 2, 1),
+                     ("cnn_tiny", 2, 0), ("cnn_tiny", 2, 1), ("ann_tiny", 2, 0), ("ann_tiny", 2, 1)]
+
+
 def test_two_processes_train_two_folds_at_once(data, tmp_path):
     done: dict[int, dict] = {}
     with Processes(2).session(data, tmp_path) as ex:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from harness import io
-from harness.pipeline import RunOptions, _check_params, _fingerprint
+from harness.pipeline import RunOptions, _fingerprint
+from harness.training import check_params as _check_params
 from harness.progress import TrainingProgress
 
 

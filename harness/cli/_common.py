@@ -20,13 +20,18 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
                         help="competition data folder (default data/digit-recognizer, env HARNESS_DATA_DIR)")
 
 
-def add_executor(parser: argparse.ArgumentParser, what: str) -> None:
-    """--executor/--jobs/--cpus-per-job/--ray-address/--ray-timeout (harness.executor)."""
+def add_executor(parser: argparse.ArgumentParser, what: str, auto: bool = False) -> None:
+    """--executor/--jobs/--cpus-per-job/--ray-address/--ray-timeout (harness.executor). With `auto`,
+    the local default is `--jobs auto` (HARNESS_JOBS overrides it), else 1."""
     g = parser.add_argument_group("executor", f"where {what} run (see README, 'Scaling out with Ray')")
     g.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: this machine (default); ray: a Ray cluster (pip install 'harness[ray]')")
-    g.add_argument("--jobs", type=int, metavar="N",
-                   help=f"{what} at once (local default 1, in this process; ray default: as many as the "
+    local = ("auto, or HARNESS_JOBS: one job per core up to 2 cores, else one per 2 cores; 1 trains in "
+             "this process"
+             if auto else "1, in this process")
+    parser.set_defaults(jobs_auto=auto)
+    g.add_argument("--jobs", metavar="N|auto",
+                   help=f"{what} at once (local default {local}; ray default: as many as the "
                    "cluster's CPUs allow)")
     g.add_argument("--cpus-per-job", type=int, metavar="K",
                    help="TensorFlow threads (and Ray CPUs) per job (local: cores // N; ray: 1)")
@@ -39,10 +44,13 @@ def add_executor(parser: argparse.ArgumentParser, what: str) -> None:
 def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The executor flags, checked (bad values are usage errors before any work starts)."""
     from harness.errors import UsageError
-    from harness.executor import make_executor
+    from harness.executor import make_executor, parse_jobs
 
     if args.ray_address and args.executor != "ray":
         raise UsageError("--ray-address needs --executor ray")
+    if args.jobs is None and getattr(args, "jobs_auto", False) and args.executor == "local":
+        args.jobs = os.environ.get("HARNESS_JOBS") or "auto"
+    args.jobs = parse_jobs(args.jobs, args.executor)
     make_executor(args.executor, jobs=args.jobs, cpus_per_job=args.cpus_per_job, address=args.ray_address,
                   timeout=args.ray_timeout)
     return {"executor": args.executor, "jobs": args.jobs, "cpus_per_job": args.cpus_per_job,

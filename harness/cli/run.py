@@ -36,13 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, default=1, metavar="N",
                    help="test-time augmentation: average each model over N shifted views (1-9; default 1 = off); "
                    "the exported graph computes the same views")
+    p.add_argument("--pseudo-label", nargs="?", type=float, const=0.9, metavar="CONFIDENCE",  # pseudo.DEFAULT_THRESHOLD
+                   help="opt-in: also fine-tune each model on the test rows its fold's round-one models label "
+                   "with at least CONFIDENCE (default 0.9), as new `<model>+pl` rows (off by default)")
     p.add_argument("--no-ensemble", action="store_true",
                    help="no ensemble row (default: a greedy OOF-chosen weighted ensemble of the models)")
     p.add_argument("--submit", action="store_true", help="upload the best model's submission to Kaggle")
     p.add_argument("--message", help="submission message (with --submit)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="with --submit: poll Kaggle up to SECONDS for the score")
-    add_executor(p, "fold jobs (one model x fold each)")
+    add_executor(p, "fold jobs (one model x fold each)", auto=True)
     add_data_dir(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -61,12 +64,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.tta import check as check_tta
 
     check_tta(args.tta)
+    if args.pseudo_label is not None:
+        from harness.pseudo import check as check_pseudo
+
+        check_pseudo(args.pseudo_label)
     executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
                       seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
-                      bench=not args.no_bench, report=not args.no_report, ensemble=not args.no_ensemble, tta=args.tta, submit=args.submit,
+                      bench=not args.no_bench, report=not args.no_report, ensemble=not args.no_ensemble, tta=args.tta,
+                      pseudo_label=args.pseudo_label, submit=args.submit,
                       message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
     results = run_pipeline(opts, settings)
     if args.json:

@@ -1,0 +1,158 @@
+"""The training stage of `harness run`: every unfinished (model, fold) as a job on an executor,
+longest first, and each model's CV assembled by the driver as soon as its last fold is in; then,
+with --pseudo-label, the second round of fine-tunes (harness.pseudo).
+
+    cross_validate(run_dir, specs, params, x, y, x_test, folds, seed, opts, progress, manifest, checkpoint)
+    names += pseudo_round(...)        # the `+pl` models, when opts.pseudo_label is set
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness import io, pseudo
+from harness.cv import assemble_cv
+from harness.progress import TrainingProgress
+from harness.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from harness.pipeline import RunOptions
+
+
+def check_params(run_dir: Path, model: str, params: dict[str, Any], progress: TrainingProgress) -> None:
+    """Record a model's parameters; if a resumed run trained it with others (a changed plugin default
+    or a re-tuned study), discard those artefacts so one model never mixes two parameter sets."""
+    path, cv = run_dir / model / "params.json", run_dir / model / "cv.json"
+    recorded = io.read_json(path) if path.is_file() else io.read_json(cv).get("params") if cv.is_file() else None
+    if recorded is not None:
+        if recorded == json.loads(json.dumps(params, default=io._json_default)):
+            if not path.is_file():
+                io.write_json(path, params)
+            return
+        progress.stage(f"{model}: parameters changed since this run trained it; retraining it")
+        shutil.rmtree(run_dir / model)
+    io.write_json(path, params)
+
+
+def longest_first(jobs: list[Any], specs: dict[str, ModelSpec]) -> list[Any]:
+    """Jobs by estimated cost (epochs x forward FLOPs per image), longest first: with several at
+    once, the long folds start early and short ones fill the gaps, so the last job to finish is a
+    short one (LPT scheduling). Ties keep model then fold order."""
+    from harness.flops import keras_flops
+
+    flops: dict[str, int] = {}
+    for job in jobs:
+        if job.model not in flops:
+            flops[job.model] = keras_flops(specs[job.model].build(job.params))
+    return sorted(jobs, key=lambda j: -j.epochs * flops[j.model])
+
+
+def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]],
+                    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, folds: np.ndarray, seed: int,
+                    opts: "RunOptions", progress: TrainingProgress, manifest: dict, checkpoint: Any) -> None:
+    """Train every unfinished fold as a job and assemble each model's CV once its folds are in."""
+    from harness.executor import make_executor, run_jobs
+    from harness.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
+    from harness.runs import fold_dir
+
+    k = int(folds.max()) + 1
+    jobs: list[FoldJob] = []
+    left: dict[str, int] = {}
+
+    def finish(spec: ModelSpec) -> None:
+        params = model_params[spec.name]
+        if opts.tta > 1:
+            seconds = tta_mod.fold_predictions(run_dir, spec.name, opts.tta, x, folds, x_test)
+            progress.stage(f"{spec.name}: {opts.tta}-view TTA predictions ({seconds:.0f} s)")
+        cv = assemble_cv(run_dir, spec, params, y, folds, epochs=int(params["epochs"]), tta=opts.tta)
+        progress.stage(f"{spec.name}: CV accuracy {100 * cv.oof_accuracy:.3f} % "
+                       f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})"
+                       + (f", {opts.tta}-view TTA" if opts.tta > 1 else ""))
+
+    from harness import tta as tta_mod
+
+    for spec in specs:
+        check_params(run_dir, spec.name, model_params[spec.name], progress)
+        cv_path = run_dir / spec.name / "cv.json"
+        if cv_path.is_file() and io.read_json(cv_path).get("tta", 1) != opts.tta:
+            # TTA changed: the model's predictions and all that was built on them are redone; its
+            # fold models stay.
+            for stale in ("cv.json", "export.json", "model.onnx", "bench.json", "score.json"):
+                (run_dir / spec.name / stale).unlink(missing_ok=True)
+            progress.stage(f"{spec.name}: --tta changed; recomputing its predictions, export and benchmark")
+        if cv_path.is_file():
+            progress.stage(f"{spec.name}: cross-validation already complete")
+            continue
+        for stale in clean_stale_stages(run_dir / spec.name):
+            progress.stage(f"{spec.name}: removed {stale.name}, left by a killed worker")
+        params = model_params[spec.name]
+        progress.stage(f"{spec.name}: {k}-fold CV, {params['epochs']} epochs ({spec.description})")
+        left[spec.name] = 0
+        for f in range(k):
+            if fold_complete(fold_dir(run_dir, spec.name, f)):
+                progress.skip_fold(spec.name, f, k)
+                continue
+            left[spec.name] += 1
+            jobs.append(FoldJob(run_dir=str(run_dir.resolve()), model=spec.name, fold=f, k=k, params=params,
+                                seed=seed * 100 + f, epochs=int(params["epochs"]),
+                                deterministic=opts.deterministic))
+        if not left[spec.name]:
+            finish(spec)
+    if not jobs:
+        return
+    by_name = {s.name: s for s in specs}
+    jobs = longest_first(jobs, by_name)
+
+    def hooks(job: FoldJob) -> dict:  # the per-step bar, for jobs run in this process
+        rows = int((folds != job.fold).sum())
+        if job.model != pseudo.base(job.model):
+            rows += len(pseudo.load_labels(run_dir, job.fold)[0])
+        steps = -(-rows // int(job.params["batch_size"]))
+        return progress.fold_hooks(job.model, job.fold, k, job.epochs, steps)
+
+    def on_done(job: FoldJob, result: dict) -> None:
+        manifest["sessions"][-1].setdefault("jobs", []).append({
+            "job": job.name, "status": result["status"], "node": result.get("node"), "host": result.get("host"),
+            "wall_s": result["wall_s"], "worker_s": result.get("worker_s"), "train_s": result.get("seconds")})
+        checkpoint()
+        left[job.model] -= 1
+        if not left[job.model]:
+            finish(by_name[job.model])
+
+    executor = make_executor(opts.executor, jobs=opts.jobs, cpus_per_job=opts.cpus_per_job,
+                             address=opts.ray_address, timeout=opts.ray_timeout, hooks=hooks)
+    with executor.session(JobData(x=x, y=y, x_test=x_test, folds=folds), run_dir):
+        info = executor.describe()
+        manifest["executor"] = info
+        manifest["sessions"][-1]["executor"] = {key: info[key] for key in ("name", "jobs", "cpus_per_job")}
+        checkpoint()
+        progress.stage(f"training {len(jobs)} fold job(s) on the {info['name']} executor, {info['jobs']} at once"
+                       + (f", {info['cpus_per_job']} CPU(s) each" if info.get("cpus_per_job") else "")
+                       + (f" ({len(info['nodes'])} node(s))" if info["name"] == "ray" else ""))
+        run_jobs(executor, jobs, on_done, progress)
+
+
+def pseudo_round(run_dir: Path, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]],
+                 x: np.ndarray, y: np.ndarray, x_test: np.ndarray, folds: np.ndarray, seed: int,
+                 opts: "RunOptions", progress: TrainingProgress, manifest: dict, checkpoint: Any) -> list[str]:
+    """With --pseudo-label: label the test rows per fold from round one and fine-tune every model
+    on them (`<model>+pl` rows); without it, remove what an earlier invocation made. Returns the
+    `+pl` model names."""
+    if opts.pseudo_label is None:
+        for gone in pseudo.remove(run_dir):
+            progress.stage(f"{gone}: removed (no --pseudo-label)")
+        return []
+    teachers = [s.name for s in specs if (run_dir / s.name / "cv.json").is_file()]
+    doc = pseudo.make_labels(run_dir, teachers, y, int(folds.max()) + 1, opts.pseudo_label)
+    progress.stage("pseudo-labels: " + pseudo.summary(doc))
+    pl_specs = [pseudo.spec_for(s) for s in specs if s.name in teachers]
+    pl_params = {pseudo.name(s.name): pseudo.params_for(model_params[s.name], opts.pseudo_label)
+                 for s in specs if s.name in teachers}
+    manifest["params"].update(pl_params)
+    cross_validate(run_dir, pl_specs, pl_params, x, y, x_test, folds, seed, opts, progress, manifest, checkpoint)
+    return [s.name for s in pl_specs]
