@@ -49,6 +49,12 @@ class SubmissionError(HarnessError):
     exit_code = 6
 
 
+class BusyError(HarnessError):
+    """Another live harness process is working on the same run folder or tuning study."""
+
+    exit_code = 7
+
+
 class KaggleError(HarnessError):
     """Base of errors talking to Kaggle; subclasses carry distinct exit codes."""
 

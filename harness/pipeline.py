@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import __version__, io, training
+from harness import __version__, io, lock, training
 from harness.config import Settings
 from harness.cv import configure_threads, enable_determinism, make_folds, stratified_subset
 from harness.errors import HarnessError, ModelError, RunError
@@ -266,103 +266,106 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
 
     fingerprint = _fingerprint(opts, names, folds_k, seed, info.sha256)
     run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
-    progress.stage(("resuming run " if resumed else "new run ") + run_dir.name)
+    # One writer per run folder: a second command on a run a live process holds stops here.
+    with lock.hold(run_dir / lock.LOCK_NAME, what=f"run {run_dir.name}",
+                   hint="pass --new to start another run"):
+        progress.stage(("resuming run " if resumed else "new run ") + run_dir.name)
 
-    configure_threads()
-    if opts.deterministic:
-        enable_determinism()
+        configure_threads()
+        if opts.deterministic:
+            enable_determinism()
 
-    # Rows and folds are fixed once per run, identical for every model.
-    if resumed and (run_dir / "folds.npy").is_file():
-        index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
-    else:
-        index = stratified_subset(ds.y_train, opts.limit, seed) if opts.limit else np.arange(len(ds.y_train))
-        folds = make_folds(ds.y_train[index], folds_k, seed)
-    x, y = ds.x_train[index], ds.y_train[index]
+        # Rows and folds are fixed once per run, identical for every model.
+        if resumed and (run_dir / "folds.npy").is_file():
+            index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
+        else:
+            index = stratified_subset(ds.y_train, opts.limit, seed) if opts.limit else np.arange(len(ds.y_train))
+            folds = make_folds(ds.y_train[index], folds_k, seed)
+        x, y = ds.x_train[index], ds.y_train[index]
 
-    manifest_path = run_dir / "manifest.json"
-    manifest = io.read_json(manifest_path) if resumed else {}
-    manifest.update({
-        "run_id": run_dir.name, "fingerprint": fingerprint, "command": opts.command or sys.argv,
-        "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": folds_k, "seed": seed,
-                   "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
-                   "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
-                   "ensemble": opts.ensemble, "tta": opts.tta, "pseudo_label": opts.pseudo_label,
-                   "n_train_rows": int(len(index))},
-        "params": model_params, "param_sources": param_sources,
-        "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
-        "git_tree": _git_tree(),
-        "started": manifest.get("started") or _now(), "finished": None,
-    })
-    # The folds go in before the manifest: a folder only counts as a run once both are there.
-    io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
-    io.write_npy(run_dir / "folds.npy", folds)
-    # Each invocation is a session; its seconds are saved after every fold, so the time of a killed
-    # session still counts in duration_s (up to its last finished fold).
-    manifest.setdefault("sessions", []).append({"started": _now(), "seconds": 0.0})
-    manifest.pop("sessions_s", None)
+        manifest_path = run_dir / "manifest.json"
+        manifest = io.read_json(manifest_path) if resumed else {}
+        manifest.update({
+            "run_id": run_dir.name, "fingerprint": fingerprint, "command": opts.command or sys.argv,
+            "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": folds_k, "seed": seed,
+                       "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
+                       "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
+                       "ensemble": opts.ensemble, "tta": opts.tta, "pseudo_label": opts.pseudo_label,
+                       "n_train_rows": int(len(index))},
+            "params": model_params, "param_sources": param_sources,
+            "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
+            "git_tree": _git_tree(),
+            "started": manifest.get("started") or _now(), "finished": None,
+        })
+        # The folds go in before the manifest: a folder only counts as a run once both are there.
+        io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
+        io.write_npy(run_dir / "folds.npy", folds)
+        # Each invocation is a session; its seconds are saved after every fold, so the time of a killed
+        # session still counts in duration_s (up to its last finished fold).
+        manifest.setdefault("sessions", []).append({"started": _now(), "seconds": 0.0})
+        manifest.pop("sessions_s", None)
 
-    def checkpoint(finished: bool = False) -> None:
-        manifest["sessions"][-1]["seconds"] = round(time.perf_counter() - t_start, 1)
-        manifest["duration_s"] = round(sum(x["seconds"] for x in manifest["sessions"]), 1)
-        if finished:
-            manifest["finished"] = _now()
-        io.write_json(manifest_path, manifest)
+        def checkpoint(finished: bool = False) -> None:
+            manifest["sessions"][-1]["seconds"] = round(time.perf_counter() - t_start, 1)
+            manifest["duration_s"] = round(sum(x["seconds"] for x in manifest["sessions"]), 1)
+            if finished:
+                manifest["finished"] = _now()
+            io.write_json(manifest_path, manifest)
 
-    checkpoint()
+        checkpoint()
 
-    # Stage: cross-validation, as (model, fold) jobs on the executor; the driver (this process)
-    # alone writes model-level files, as soon as a model's last fold is in.
-    training.cross_validate(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts, progress, manifest,
-                            checkpoint)
-    # Stage (opt-in): pseudo-labelled fine-tunes, new `+pl` models beside the plain ones.
-    names = names + training.pseudo_round(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts,
-                                          progress, manifest, checkpoint)
+        # Stage: cross-validation, as (model, fold) jobs on the executor; the driver (this process)
+        # alone writes model-level files, as soon as a model's last fold is in.
+        training.cross_validate(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts, progress, manifest,
+                                checkpoint)
+        # Stage (opt-in): pseudo-labelled fine-tunes, new `+pl` models beside the plain ones.
+        names = names + training.pseudo_round(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts,
+                                              progress, manifest, checkpoint)
 
-    # Stages: export (+ parity) and benchmark. Any real digits will do for the parity gate; draw
-    # them from all of train.csv so --limit runs have 1,000.
-    rng = np.random.default_rng(seed)
-    parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
-    _export_and_bench(run_dir, names, parity_x, folds_k, opts, progress, checkpoint)
-    # Stage: the ensemble of the exported models, chosen on OOF, then exported and benchmarked alike.
-    extra = _ensemble(run_dir, names, y, folds, opts, progress)
-    _export_and_bench(run_dir, extra, parity_x, folds_k, opts, progress, checkpoint)
+        # Stages: export (+ parity) and benchmark. Any real digits will do for the parity gate; draw
+        # them from all of train.csv so --limit runs have 1,000.
+        rng = np.random.default_rng(seed)
+        parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
+        _export_and_bench(run_dir, names, parity_x, folds_k, opts, progress, checkpoint)
+        # Stage: the ensemble of the exported models, chosen on OOF, then exported and benchmarked alike.
+        extra = _ensemble(run_dir, names, y, folds, opts, progress)
+        _export_and_bench(run_dir, extra, parity_x, folds_k, opts, progress, checkpoint)
 
-    solution = info.solution  # None unless the data is the replica (its hidden answers)
-    if solution is not None:
-        _score_models(run_dir, names + extra, ds.image_ids, solution)
+        solution = info.solution  # None unless the data is the replica (its hidden answers)
+        if solution is not None:
+            _score_models(run_dir, names + extra, ds.image_ids, solution)
 
-    from harness import leaderboard
+        from harness import leaderboard
 
-    results = leaderboard.build_results(run_dir, y)
-    best = results["best"]
-    if best is None:
-        raise RunError("no model passed export; nothing to submit (see the leaderboard's status column)")
+        results = leaderboard.build_results(run_dir, y)
+        best = results["best"]
+        if best is None:
+            raise RunError("no model passed export; nothing to submit (see the leaderboard's status column)")
 
-    submission = _write_submission(run_dir, best, ds, settings, solution)
-    progress.stage(f"submission: {submission['path']} from {best}")
-    results = leaderboard.build_results(run_dir, y, {"submission": submission})
+        submission = _write_submission(run_dir, best, ds, settings, solution)
+        progress.stage(f"submission: {submission['path']} from {best}")
+        results = leaderboard.build_results(run_dir, y, {"submission": submission})
 
-    # A resumed run's duration adds up the wall time of every invocation that worked on it.
-    checkpoint(finished=True)
+        # A resumed run's duration adds up the wall time of every invocation that worked on it.
+        checkpoint(finished=True)
 
-    if opts.submit:
-        from harness import kaggle
+        if opts.submit:
+            from harness import kaggle
 
-        upload = kaggle.submit_file(
-            Path(submission["path"]), message=opts.message or f"harness {run_dir.name} {best}",
-            run_id=run_dir.name, model=best, wait=opts.wait,
-            history_path=kaggle.history_file(settings.submissions_dir), progress=progress.stage)
-        results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()})
+            upload = kaggle.submit_file(
+                Path(submission["path"]), message=opts.message or f"harness {run_dir.name} {best}",
+                run_id=run_dir.name, model=best, wait=opts.wait,
+                history_path=kaggle.history_file(settings.submissions_dir), progress=progress.stage)
+            results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()})
 
-    if opts.report:
-        from harness.report import render_report
+        if opts.report:
+            from harness.report import render_report
 
-        try:
-            out = render_report(run_dir, settings.reports_dir / f"{run_dir.name}.html", settings.data_dir)
-            progress.stage(f"report: {out}")
-        except Exception as e:  # the results stand without their page; `harness report` retries it
-            progress.stage(f"report failed ({type(e).__name__}: {e}); "
-                           f"retry with `harness report --run {run_dir.name}`")
-    results["run_dir"] = str(run_dir)
-    return results
+            try:
+                out = render_report(run_dir, settings.reports_dir / f"{run_dir.name}.html", settings.data_dir)
+                progress.stage(f"report: {out}")
+            except Exception as e:  # the results stand without their page; `harness report` retries it
+                progress.stage(f"report failed ({type(e).__name__}: {e}); "
+                               f"retry with `harness report --run {run_dir.name}`")
+        results["run_dir"] = str(run_dir)
+        return results

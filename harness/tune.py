@@ -498,7 +498,17 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
          pruner: Any = None, tty: bool | None = None) -> dict[str, Any]:
     """Run (or resume) the study of `opts.model`; returns and saves the runs/tuned/<model>.json document.
 
-    `pruner` overrides `opts.pruner` with any Optuna pruner (tests use it)."""
+    `pruner` overrides `opts.pruner` with any Optuna pruner (tests use it). One command at a time
+    per study database (harness.lock): a second one stops with a line naming the first."""
+    from harness import lock
+
+    _, db_path = storage_url(settings.runs_dir, get_model(opts.model).name)
+    with lock.hold(db_path.with_suffix(".lock"), what=f"the tuning study database {db_path}"):
+        return _tune(settings, opts, say=say, pruner=pruner, tty=tty)
+
+
+def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | None = None,
+          pruner: Any = None, tty: bool | None = None) -> dict[str, Any]:
     from harness import data as data_mod
     from harness.cv import configure_threads, train_fold
 
