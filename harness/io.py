@@ -1,14 +1,21 @@
 """Atomic file writes: write to a temp file in the same folder, fsync, then rename.
 
 An interrupted process therefore never leaves a half-written artefact under its final name;
-readers only ever see complete files or none.
+readers only ever see complete files or none. A killed writer can leave its temp file
+(`.<name>.<random>.tmp`); `clean_temp` removes those once no writer can be alive (the run's lock
+is held). A full disk is one clear error naming the file, not a traceback.
+
+Failpoint, for tests of the above: with HARNESS_FAILPOINT=<end of a file name>, the process kills itself
+(SIGKILL) after writing that file's temp copy and before the rename, as a power cut would.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,11 +46,54 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        if os.environ.get("HARNESS_FAILPOINT") and path.name.endswith(os.environ["HARNESS_FAILPOINT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, path.parent)  # before the unlink frees the partial file's space
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if full:
+            from harness.errors import RunError
+
+            raise RunError(f"no space left on the device while writing {path}; nothing was corrupted: free "
+                           "some space and run the same command again to resume") from e
         raise
+
+
+def _disk_full(e: BaseException, folder: Path) -> bool:
+    """ENOSPC/EDQUOT, also when a library wrapped it (Keras, zipfile) or reported a short write
+    without an errno (numpy: "N requested and M written") on a filesystem with no room left."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(e, OSError):
+        with contextlib.suppress(OSError):
+            st = os.statvfs(folder)
+            return st.f_bavail * st.f_frsize < LOW_SPACE
+    return False
+
+
+LOW_SPACE = 64 << 10  # bytes: a failed write on a filesystem this full failed for want of space
+
+
+TEMP_GLOB = ".*.tmp*"
+
+
+def clean_temp(folder: str | os.PathLike, prefix: str = "") -> list[Path]:
+    """Remove the temp files killed writers left under `folder` (recursively; those named
+    `.<prefix>...` only, when given). Call only while no writer can be alive."""
+    gone = []
+    for p in Path(folder).rglob(f".{prefix}*.tmp*" if prefix else TEMP_GLOB):
+        if p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                gone.append(p)
+    return gone
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -270,6 +270,11 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     with lock.hold(run_dir / lock.LOCK_NAME, what=f"run {run_dir.name}",
                    hint="pass --new to start another run"):
         progress.stage(("resuming run " if resumed else "new run ") + run_dir.name)
+        stale = io.clean_temp(run_dir) + [p for d in (settings.submissions_dir, settings.reports_dir)
+                                          if d.is_dir() for p in io.clean_temp(d, prefix=run_dir.name)]
+        if stale:
+            progress.stage(f"removed {len(stale)} temp file(s) a killed writer left: "
+                           + ", ".join(str(p) for p in stale[:3]) + (" ..." if len(stale) > 3 else ""))
 
         configure_threads()
         if opts.deterministic:
@@ -347,7 +352,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         results = leaderboard.build_results(run_dir, y, {"submission": submission})
 
         # A resumed run's duration adds up the wall time of every invocation that worked on it.
-        checkpoint(finished=True)
+        checkpoint()
 
         if opts.submit:
             from harness import kaggle
@@ -367,5 +372,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
             except Exception as e:  # the results stand without their page; `harness report` retries it
                 progress.stage(f"report failed ({type(e).__name__}: {e}); "
                                f"retry with `harness report --run {run_dir.name}`")
+        # Finished only now: a run killed during its upload or report is resumed, not started again.
+        checkpoint(finished=True)
         results["run_dir"] = str(run_dir)
         return results
