@@ -96,6 +96,10 @@ def test_pseudo_label_rows_are_opt_in_and_removed_when_off(project: Path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["pseudo_label"] == 0.5 and manifest["params"]["cnn_tiny+pl"]["pseudo_threshold"] == 0.5
     assert (run / "cnn_tiny+pl" / "model.onnx").is_file()  # exported behind the parity gate like any model
+    report = harness_cli("report", "--run", run.name, cwd=project, timeout=300)
+    assert report.returncode == 0, report.stderr
+    html = (project / "reports" / f"{run.name}.html").read_text()
+    assert "Pseudo-labelling (--pseudo-label 0.5, opt-in)" in html and '"pseudo_label": 0.5' in html
 
     off = harness_cli("run", *TINY, "--resume", run.name, cwd=project, timeout=600)
     assert off.returncode == 0, off.stderr

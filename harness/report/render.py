@@ -304,6 +304,25 @@ def _executor(man: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
+def _pseudo_note(run: RunData, name: str) -> str | None:
+    """How a `+pl` model was made (harness.pseudo), from runs/<run>/pseudo/labels.json."""
+    from harness import io, pseudo
+
+    path = run.run_dir / "pseudo" / "labels.json"
+    if not name.endswith(pseudo.SUFFIX) or not path.is_file():
+        return None
+    try:
+        doc = io.read_json(path)
+        rows = [int(f["rows"]) for f in doc["folds"]]
+        teachers = " + ".join(f"{float(w):.2f} {t}" for t, w in doc["teachers"].items())
+        return (f"Pseudo-labelling (--pseudo-label {doc['threshold']:g}, opt-in): each fold model of "
+                f"{pseudo.base(name)} was fine-tuned on its training rows plus {min(rows):,}-{max(rows):,} test rows "
+                f"labelled with confidence >= {doc['threshold']:g} by round one's models of the same fold "
+                f"({teachers}), which never saw that fold's validation rows: the OOF accuracy stays honest.")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[str, Any]:
     from harness.report import figures
 
@@ -322,7 +341,7 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
         if isinstance(m.export, dict) else None,
         "confusion": None, "per_class": [], "mistakes": [], "note": None,
         "tuning": _tuning(run, m, lb_row),
-        "untuned_note": None,
+        "untuned_note": None, "pseudo_note": _pseudo_note(run, m.name),
     }
     config = run.manifest.get("config") if isinstance(run.manifest.get("config"), dict) else {}
     if config.get("tuned") is True and m.tuned_source is None and m.name in (

@@ -25,7 +25,8 @@ BASELINE_PATH = Path(__file__).with_name("baseline.json")
 # Allowed worsening against baseline.json, by figure. The ratio to the reference graph moved
 # +-3 % between runs on a busy 2-core machine; losing the export's graph clean-ups costs ~20 %.
 # The speed-up over TensorFlow is noisier (TensorFlow's own timing).
-DEFAULT_TOLERANCE = {"exported_over_reference": 0.12, "speedup_over_tf_function": 0.30, "default": 0.25}
+DEFAULT_TOLERANCE = {"exported_over_reference": 0.12, "speedup_over_tf_function": 0.30, "efficiency": 0.25,
+                     "default": 0.25}
 LARGE_BATCH = 256
 
 
@@ -171,12 +172,46 @@ def subjects(tmp_path_factory, images) -> dict[str, Subject]:
     return out
 
 
+SHIPPED = ("ann", "cnn_small", "cnn_deep")  # the built-in models, as `harness run` ships them
+SHIPPED_FOLDS = 5                          # the default k: the shipped graph holds 5 fold models
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory, images) -> dict[str, Subject]:
+    """Each built-in model's exported fold-ensemble graph, as a default run ships it: the registry's
+    architecture and default parameters, 5 folds, random weights (latency does not depend on
+    their values). Here a change to a registry model is meant to move the figures."""
+    import keras
+
+    from harness.export import export_model
+    from harness.flops import count_flops
+    from harness.registry import get_model
+
+    run_dir = tmp_path_factory.mktemp("bench-shipped") / "run"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text("{}")
+    out = {}
+    for name in SHIPPED:
+        spec = get_model(name)
+        for f in range(SHIPPED_FOLDS):
+            keras.utils.set_random_seed(f)
+            model = spec.build(spec.params())
+            (run_dir / name / f"fold_{f}").mkdir(parents=True)
+            model.save(run_dir / name / f"fold_{f}" / "model.keras")
+        path = Path(export_model(run_dir, name, images, {"cv_accuracy": None}).path)
+        out[name] = Subject(name, run_dir, path, b"", count_flops(path).total)
+    return out
+
+
 # ----------------------------------------------------------------------------- parametrisation and tools
 
 def pytest_generate_tests(metafunc):
-    """`suite_model` runs over MODELS, `suite_batch` over batch 1 and LARGE_BATCH."""
+    """`suite_model` runs over MODELS, `shipped_model` over SHIPPED, `suite_batch` over batch 1
+    and LARGE_BATCH."""
     if "suite_model" in metafunc.fixturenames:
         metafunc.parametrize("suite_model", list(MODELS))
+    if "shipped_model" in metafunc.fixturenames:
+        metafunc.parametrize("shipped_model", list(SHIPPED))
     if "suite_batch" in metafunc.fixturenames:
         metafunc.parametrize("suite_batch", [1, LARGE_BATCH])
 
@@ -207,12 +242,22 @@ class Tools:
             self._overhead[key] = float(np.median(s) * 1e3)
         return self._overhead[key]
 
-    def floor_ms(self, flops_per_image: int, batch: int, threads: int = 1) -> dict[str, float]:
+    def peak_gflops(self) -> float:
+        """The one-thread MatMul peak measured in this session (as `harness bench` measures it),
+        so that an efficiency means the same on every machine."""
+        if not hasattr(self, "_peak"):
+            from harness.bench import measure_peak_gflops
+
+            self._peak = max(measure_peak_gflops(1) for _ in range(3))
+        return self._peak
+
+    def floor_ms(self, flops_per_image: int, batch: int, threads: int = 1, measured: bool = False) -> dict[str, float]:
         from harness.bench import DEFAULT_PEAK_GFLOPS_PER_CORE
 
+        peak = self.peak_gflops() if measured else DEFAULT_PEAK_GFLOPS_PER_CORE
         over = self.overhead_ms(batch, threads)
-        compute = batch * flops_per_image / (DEFAULT_PEAK_GFLOPS_PER_CORE * 1e9 * threads) * 1e3
-        return {"floor_ms": over + compute, "overhead_ms": over, "peak": DEFAULT_PEAK_GFLOPS_PER_CORE}
+        compute = batch * flops_per_image / (peak * 1e9 * threads) * 1e3
+        return {"floor_ms": over + compute, "overhead_ms": over, "peak": peak}
 
     @staticmethod
     def percentiles(samples_s) -> dict[str, Any]:
@@ -279,25 +324,26 @@ class Gate:
                         f"({'at most' if higher_is_worse else 'at least'}) that holds on any machine")
         if self.update:
             return
+        saved = self.saved.get("versions", {})
+        changed = [f"{k} {saved.get(k)} -> {v}" for k, v in versions().items() if saved.get(k) != v]
+        if changed:
+            pytest.fail(f"the baseline was taken with other versions ({', '.join(changed)}): no regression "
+                        f"check until it is refreshed: {REFRESH}, then commit {self.path.name}")
         base = self.saved.get("figures", {}).get(key)
         if base is None:
-            return  # a new figure: nothing to compare with until the baseline is refreshed
+            pytest.fail(f"{key} is not in {self.path.name}: measure it with {REFRESH}, then commit "
+                        f"{self.path.name}")
         tol = self.tolerance(key)
         limit = base * (1 + tol) if higher_is_worse else base * (1 - tol)
         if (value > limit) if higher_is_worse else (value < limit):
             pytest.fail(f"latency regression: {key} = {value:.3f}, baseline {base:.3f}, allowed "
                         f"{'<=' if higher_is_worse else '>='} {limit:.3f} (tolerance {tol:.0%}). "
-                        f"If the change is intended, refresh the baseline: HARNESS_BENCH_UPDATE=1 "
-                        f"python -m pytest tests/benchmarks -m benchmark --benchmark-enable, "
-                        f"then commit {self.path.name}")
+                        f"If the change is intended, refresh the baseline: {REFRESH}, then commit "
+                        f"{self.path.name}")
 
     def write(self) -> None:
         import datetime
         import json
-        import platform
-
-        import onnxruntime
-
         from harness.bench import _machine
 
         doc = {
@@ -305,10 +351,28 @@ class Gate:
                      "HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable",
             "tolerance": self.saved.get("tolerance", DEFAULT_TOLERANCE),
             "measured": datetime.datetime.now().isoformat(timespec="seconds"),
-            "machine": _machine(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+            "machine": _machine(), "versions": versions(),
             "figures": dict(sorted({**self.saved.get("figures", {}), **self.figures}.items())),
         }
         self.path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+REFRESH = "HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable"
+VERSIONED = ("onnxruntime", "onnx", "tf2onnx", "keras", "tensorflow-cpu", "tensorflow", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """What the figures depend on: Python and the packages that build and run the graphs."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": ".".join(platform.python_version_tuple()[:2])}
+    for pkg in VERSIONED:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
 
 
 _GATES: list[Gate] = []

@@ -50,3 +50,21 @@ def test_speedup_over_tf_function(subjects, images, tools, gate):
         key = "p50_ms" if b == 1 else "min_ms"
         speedup = base["tf_function"][str(b)][key] / base["onnxruntime"][str(b)][key]
         gate.check(f"cnn5m/b{b}/speedup_over_tf_function", speedup, higher_is_worse=False, hard_limit=hard)
+
+
+def test_shipped_graphs_keep_their_efficiency(shipped, images, tools, gate, shipped_model, suite_batch):
+    """What `harness run` ships: each built-in model's 5-fold ensemble graph, one thread.
+    Efficiency = floor / p50, the floor from this session's own per-call overhead and one-thread
+    MatMul peak, so the figure compares across machines; it fails when it drops more than the
+    tolerance below the saved value, or below 0.15 anywhere."""
+    from harness.bench import make_session, time_calls
+
+    s = shipped[shipped_model]
+    sess = make_session(s.onnx_path, 1)
+    feed = tools.feed(images, suite_batch)
+    assert sess.run(None, feed)[0].shape == (suite_batch, 10)
+    calls = 400 if suite_batch == 1 else 12
+    p50_ms = float(np.percentile(time_calls(lambda: sess.run(None, feed), iters=calls, warmup_iters=3), 50)) * 1e3
+    floor = tools.floor_ms(s.flops_per_image, suite_batch, threads=1, measured=True)
+    gate.check(f"shipped/{shipped_model}/b{suite_batch}/efficiency", floor["floor_ms"] / p50_ms,
+               higher_is_worse=False, hard_limit=0.15)

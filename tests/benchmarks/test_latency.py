@@ -8,6 +8,7 @@ The hand-written reference graphs are timed too: they are the yardstick of test_
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.benchmark
@@ -21,6 +22,8 @@ def test_onnxruntime_latency(benchmark, subjects, images, tools, suite_model, su
     sess = (make_session(from_conftest.onnx_path, 1) if graph == "exported"
             else tools.reference_session(from_conftest.reference))
     feed = tools.feed(images, suite_batch)
+    probs = sess.run(None, feed)[0]  # timing a graph that computes nonsense would mean nothing
+    assert probs.shape == (suite_batch, 10) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
     rounds = 800 if suite_batch == 1 else 40
     benchmark.group = f"onnxruntime, 1 thread, batch {suite_batch}"
     benchmark.extra_info.update(model=suite_model, graph=graph, batch=suite_batch, threads=1,
@@ -33,4 +36,8 @@ def test_onnxruntime_latency(benchmark, subjects, images, tools, suite_model, su
             floor_ms=round(floor["floor_ms"], 4), overhead_ms=round(floor["overhead_ms"], 4),
             peak_gflops_per_core=floor["peak"], efficiency=round(floor["floor_ms"] / (stats.median * 1e3), 3),
             **tools.percentiles(stats.data))
+        # every round timed, and the floor below the median: a floor above it (efficiency > 1 by
+        # more than the noise) would mean the FLOP count or the overhead model is wrong
+        assert benchmark.extra_info["n"] == rounds
+        assert 0 < benchmark.extra_info["efficiency"] <= 1.2, benchmark.extra_info
 
