@@ -73,8 +73,23 @@ def _file_layer(cwd: Path) -> dict[str, Any]:
     return {}
 
 
+# A Kaggle notebook mounts the competition's files here, read-only (HARNESS_KAGGLE_INPUT: tests).
+KAGGLE_INPUT = Path("/kaggle/input/digit-recognizer")
+_DATA_FILES = ("train.csv", "test.csv", "sample_submission.csv")
+
+
 def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Resolve settings from file and environment; flags are applied by the caller."""
+    """Resolve settings from file and environment; flags are applied by the caller.
+
+    With no data folder configured and none at the default place, a Kaggle notebook's mounted
+    competition folder is the data folder (used in place, never written)."""
     env = os.environ if env is None else env
-    settings = Settings().replace(**_file_layer(cwd or Path.cwd()))
-    return settings.replace(**{k: env[v] for k, v in _ENV.items() if env.get(v)})
+    cwd = cwd or Path.cwd()
+    files = _file_layer(cwd)
+    settings = Settings().replace(**files).replace(**{k: env[v] for k, v in _ENV.items() if env.get(v)})
+    mounted = Path(env.get("HARNESS_KAGGLE_INPUT") or KAGGLE_INPUT)
+    if "data_dir" not in files and not env.get("HARNESS_DATA_DIR") \
+            and not (cwd / settings.data_dir / "train.csv").exists() \
+            and all((mounted / name).is_file() for name in _DATA_FILES):
+        settings = settings.replace(data_dir=mounted)
+    return settings

@@ -14,6 +14,8 @@ replaced without `force`.
 Hidden beside them: `.solution/solution.csv` (replica only: the answers, for local scoring; never
 read by training code), `.source.json` (where the files came from), and `.cache/` (parsed arrays
 keyed by the CSV's sha256, so a warm load is a few `np.load`s instead of parsing 130 MB of text).
+A read-only folder holding the three files (a Kaggle notebook's `/kaggle/input/digit-recognizer`)
+is validated and used in place; its parse cache lives under HARNESS_CACHE instead.
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ def _validated(data_dir: Path, cache: Path | None = None) -> tuple[dict[str, np.
     if missing:
         raise DataError(f"no competition data in {data_dir} (missing {', '.join(missing)}); "
                         "run `harness data` first")
-    cache = cache or data_dir / CACHE_DIR
+    cache = cache or parse_cache(data_dir)
     tables, sha = {}, {}
     for key, p in paths.items():
         tables[key], sha[key] = _read_cached(p, SCHEMAS[key], cache)
@@ -200,6 +202,24 @@ def _validated(data_dir: Path, cache: Path | None = None) -> tuple[dict[str, np.
 
 
 _CACHE_VERSION = "v1"  # bump when the parsed layout changes, so old cache files are ignored
+
+
+def parse_cache(data_dir: Path) -> Path:
+    """Where parsed arrays of `data_dir`'s files are cached: its own `.cache/`, or, for a folder
+    this process may not write (a Kaggle notebook's read-only input), one under HARNESS_CACHE
+    named after the folder, so nothing is ever written beside read-only data."""
+    if os.access(data_dir, os.W_OK) and _writable_mount(data_dir):
+        return data_dir / CACHE_DIR
+    key = sha256_bytes(str(Path(data_dir).resolve()).encode())[:16]
+    return Path(load_settings().cache_dir) / "parsed" / key
+
+
+def _writable_mount(path: Path) -> bool:
+    """False on a read-only mount, which os.access does not see for root."""
+    try:
+        return not os.statvfs(path).f_flag & os.ST_RDONLY
+    except OSError:
+        return False
 
 
 def _read_cached(path: Path, schema: Schema, cache: Path) -> tuple[np.ndarray, str]:

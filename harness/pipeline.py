@@ -59,6 +59,8 @@ class RunOptions:
     ensemble: bool = True           # greedy OOF ensemble of the models (harness.ensemble)
     tta: int = 1                    # test-time views (harness.tta); 1 = off
     pseudo_label: float | None = None  # confidence threshold of pseudo-labels (harness.pseudo); None = off
+    track: str = "none"             # experiment tracking after the run (harness.track): none | mlflow
+    tracking_uri: str | None = None
 
 
 def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
@@ -374,5 +376,14 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
                                f"retry with `harness report --run {run_dir.name}`")
         # Finished only now: a run killed during its upload or report is resumed, not started again.
         checkpoint(finished=True)
+        if opts.track == "mlflow":  # after the run: tracking reads the finished folder, never fails it
+            from harness import track
+
+            tracked = track.log_run(run_dir, opts.tracking_uri, say=progress.stage)
+            if tracked:
+                manifest["tracking"] = tracked
+                io.write_json(manifest_path, manifest)
+                progress.stage(f"tracked in MLflow at {tracked['uri']}: run {tracked['run_id']} "
+                               f"({len(tracked['children'])} model runs)")
         results["run_dir"] = str(run_dir)
         return results

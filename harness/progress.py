@@ -67,17 +67,28 @@ class TrainingProgress:
         self._running[job.name] = (time.perf_counter(), job.model)
         self._refresh()
 
+    def set_costs(self, costs: dict[str, float]) -> None:
+        """Relative cost of one job of each model (epochs x FLOPs, harness.training), so that the
+        ETA of a model with no finished job yet scales from the others' time per unit of cost."""
+        self._costs = dict(costs)
+
     def eta(self) -> float | None:
-        """Seconds left: each unfinished job costs the mean time of its model's finished jobs (of
-        all finished jobs for a model with none yet), spread over the jobs at once; None before
-        the first job finishes."""
+        """Seconds left: each unfinished job costs the mean time of its model's finished jobs (for a
+        model with none yet: its relative cost times the finished jobs' seconds per unit of cost,
+        else their mean), spread over the jobs at once; None before the first job finishes."""
         if not self._job_seconds:
             return None
         overall = sum(self._job_seconds) / len(self._job_seconds)
+        costs = getattr(self, "_costs", {})
+        timed = [m for m in self._model_seconds if costs.get(m)]
+        rate = (sum(sum(self._model_seconds[m]) for m in timed)
+                / sum(costs[m] * len(self._model_seconds[m]) for m in timed)) if timed else None
 
         def cost(model: str) -> float:
             times = self._model_seconds.get(model)
-            return sum(times) / len(times) if times else overall
+            if times:
+                return sum(times) / len(times)
+            return rate * costs[model] if rate is not None and costs.get(model) else overall
 
         now = time.perf_counter()
         running = Counter(model for _, model in self._running.values())

@@ -39,17 +39,22 @@ def check_params(run_dir: Path, model: str, params: dict[str, Any], progress: Tr
     io.write_json(path, params)
 
 
-def longest_first(jobs: list[Any], specs: dict[str, ModelSpec]) -> list[Any]:
-    """Jobs by estimated cost (epochs x forward FLOPs per image), longest first: with several at
-    once, the long folds start early and short ones fill the gaps, so the last job to finish is a
-    short one (LPT scheduling). Ties keep model then fold order."""
+def longest_first(jobs: list[Any], costs: dict[str, float]) -> list[Any]:
+    """Jobs by estimated cost (job_costs), longest first: with several at once, the long folds
+    start early and short ones fill the gaps, so the last job to finish is a short one (LPT
+    scheduling). Ties keep model then fold order."""
+    return sorted(jobs, key=lambda j: -costs[j.model])
+
+
+def job_costs(jobs: list[Any], specs: dict[str, ModelSpec]) -> dict[str, float]:
+    """One job's relative cost per model: epochs x forward FLOPs per image (the rows are alike)."""
     from harness.flops import keras_flops
 
-    flops: dict[str, int] = {}
+    costs: dict[str, float] = {}
     for job in jobs:
-        if job.model not in flops:
-            flops[job.model] = keras_flops(specs[job.model].build(job.params))
-    return sorted(jobs, key=lambda j: -j.epochs * flops[j.model])
+        if job.model not in costs:
+            costs[job.model] = float(job.epochs) * keras_flops(specs[job.model].build(job.params))
+    return costs
 
 
 def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]],
@@ -106,7 +111,9 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
     if not jobs:
         return
     by_name = {s.name: s for s in specs}
-    jobs = longest_first(jobs, by_name)
+    costs = job_costs(jobs, by_name)
+    jobs = longest_first(jobs, costs)
+    progress.set_costs(costs)
 
     def hooks(job: FoldJob) -> dict:  # the per-step bar, for jobs run in this process
         rows = int((folds != job.fold).sum())

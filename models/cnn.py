@@ -65,7 +65,7 @@ def _deep(width: int, dropout: float):
     "cnn_small", family="cnn",
     description="the seed CNN done well: conv32-pool, conv64-pool, dense 128, batch norm, augmentation",
     # 5 epochs (was 15): a diverse, cheap ensemble member inside the default run's 30 minutes
-    recipe=dict(epochs=5, quick_epochs=3, batch_size=128, learning_rate=3e-3, augment=0.6,
+    recipe=dict(epochs=5, quick_epochs=2, batch_size=128, learning_rate=3e-3, augment=0.6,
                 label_smoothing=0.05),
     search_space={
         "width": ("int", 16, 48, 8),
@@ -84,7 +84,7 @@ def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.4):
     description="Deotte-style CNN: 3x3-3x3-5x5/2 blocks, batch norm, 40% dropout, affine augmentation",
     # bfloat16: 1.22-1.25x images/s, accuracy within seed noise (issue 11 speed audit)
     # 14 epochs (was 24): the default run's 30-minute budget on 2 cores (issue 11 note)
-    recipe=dict(epochs=14, quick_epochs=5, batch_size=128, learning_rate=3e-3, augment=1.0,
+    recipe=dict(epochs=14, quick_epochs=7, batch_size=128, learning_rate=3e-3, augment=1.0,
                 label_smoothing=0.05, precision="bfloat16"),
     search_space={
         "width": ("int", 16, 48, 8),

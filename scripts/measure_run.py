@@ -65,6 +65,8 @@ def main() -> None:
         return
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
            "HARNESS_DATA_DIR": str(Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer")).resolve())}
+    # The data first (built from the replica when missing), so the probe has its rows.
+    subprocess.run([sys.executable, "-m", "harness", "data"], env=env, check=True, stdout=subprocess.DEVNULL)
     probe = subprocess.run([sys.executable, str(HERE / "speed_audit.py"), "--probe"], env=env, capture_output=True,
                            text=True, timeout=900)
     ips = json.loads(probe.stdout.strip().splitlines()[-1])["images_per_s"] if probe.returncode == 0 else None

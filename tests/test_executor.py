@@ -80,18 +80,32 @@ def test_run_defaults_to_jobs_auto_and_env_overrides(monkeypatch):
     assert _common.executor_kwargs(tune.parse_args([]))["jobs"] is None
 
 
-def test_longest_jobs_go_first(tmp_path):
+def test_longest_jobs_go_first_and_the_eta_scales_by_cost(tmp_path):
+    from harness.progress import TrainingProgress
     from harness.registry import get_model
-    from harness.training import longest_first
+    from harness.training import job_costs, longest_first
 
     specs = {m: get_model(m) for m in ("ann_tiny", "cnn_tiny", "cnn_deep_tiny")}
+    # forward FLOPs per image: ann_tiny 50,816, cnn_tiny 125,088, cnn_deep_tiny 516,704
+    epochs = {"ann_tiny": 30, "cnn_tiny": 2, "cnn_deep_tiny": 2}
     jobs = [FoldJob(run_dir=str(tmp_path), model=m, fold=f, k=2, params=specs[m].params(), seed=f, epochs=e)
-            for m, e in (("ann_tiny", 2), ("cnn_tiny", 2), ("cnn_deep_tiny", 2), ("cnn_tiny", 40)) for f in (0, 1)]
-    order = [(j.model, j.epochs, j.fold) for j in longest_first(jobs, specs)]
-    # cnn_tiny at 40 epochs costs most, then cnn_deep_tiny's convs, then cnn_tiny, then the MLP;
-    # folds keep their order within a model.
-    assert order == [("cnn_tiny", 40, 0), ("cnn_tiny", 40, 1), ("cnn_deep_tiny", 2, 0), ("cnn_deep_tiny", 2, 1),
-                     ("cnn_tiny", 2, 0), ("cnn_tiny", 2, 1), ("ann_tiny", 2, 0), ("ann_tiny", 2, 1)]
+            for m, e in epochs.items() for f in (0, 1)]
+    costs = job_costs(jobs, specs)
+    assert costs == {"ann_tiny": 30 * 50_816, "cnn_tiny": 2 * 125_088, "cnn_deep_tiny": 2 * 516_704}
+    # ann_tiny at 30 epochs costs most, then cnn_deep_tiny's convs, then cnn_tiny; folds keep their order
+    assert [(j.model, j.fold) for j in longest_first(jobs, costs)] == [
+        ("ann_tiny", 0), ("ann_tiny", 1), ("cnn_deep_tiny", 0), ("cnn_deep_tiny", 1), ("cnn_tiny", 0), ("cnn_tiny", 1)]
+
+    # ETA: a model with no finished job is estimated from the others' seconds per unit of cost.
+    fake = [FoldJob(run_dir=str(tmp_path), model=m, fold=f, k=3, params={}, seed=0, epochs=1)
+            for m, n in (("big", 1), ("small", 3)) for f in range(n)]
+    progress = TrainingProgress(enabled=False)
+    progress.set_costs({"big": 10.0, "small": 1.0})
+    progress.jobs_begin(fake, slots=1)
+    progress.job_started(fake[0])
+    progress.job_done(fake[0], {"status": "trained", "wall_s": 100.0, "accuracy": 0.9, "seconds": 99.0,
+                                "images_per_s": 1.0})
+    assert progress.eta() == pytest.approx(3 * 100.0 / 10.0)  # not 3 x 100 s, the big job's time
 
 
 def test_two_processes_train_two_folds_at_once(data, tmp_path):

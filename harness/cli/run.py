@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with at least CONFIDENCE (default 0.9), as new `<model>+pl` rows (off by default)")
     p.add_argument("--no-ensemble", action="store_true",
                    help="no ensemble row (default: a greedy OOF-chosen weighted ensemble of the models)")
+    p.add_argument("--track", default="none", metavar="none|mlflow",
+                   help="log the finished run to MLflow (pip install 'harness[mlflow]'): one run per harness "
+                   "run, one child per model; never fails the run")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     p.add_argument("--submit", action="store_true", help="upload the best model's submission to Kaggle")
     p.add_argument("--message", help="submission message (with --submit)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -64,6 +69,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.tta import check as check_tta
 
     check_tta(args.tta)
+    from harness.track import check as check_track
+
+    check_track(args.track)
+    if args.tracking_uri and args.track != "mlflow":
+        raise UsageError("--tracking-uri needs --track mlflow")
     if args.pseudo_label is not None:
         from harness.pseudo import check as check_pseudo
 
@@ -74,7 +84,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                       seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
                       bench=not args.no_bench, report=not args.no_report, ensemble=not args.no_ensemble, tta=args.tta,
-                      pseudo_label=args.pseudo_label, submit=args.submit,
+                      pseudo_label=args.pseudo_label, track=args.track, tracking_uri=args.tracking_uri,
+                      submit=args.submit,
                       message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
     results = run_pipeline(opts, settings)
     if args.json:
