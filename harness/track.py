@@ -14,6 +14,8 @@ URI is `--tracking-uri`, else MLFLOW_TRACKING_URI, else a local store in the wor
 
 from __future__ import annotations
 
+import contextlib
+import io as _io
 import os
 import socket
 import time
@@ -70,7 +72,9 @@ def log_run(run_dir: Path, uri: str | None = None, say: Callable[[str], None] = 
         say(f"warning: MLflow tracking server {uri} unreachable ({why}); this run is not tracked")
         return None
     try:
-        return _log(Path(run_dir), uri)
+        # MLflow prints a "View run at" line per run on stdout, which carries our data (--json)
+        with contextlib.redirect_stdout(_io.StringIO()):
+            return _log(Path(run_dir), uri)
     except Exception as e:  # tracking must never fail the run
         say(f"warning: MLflow tracking to {uri} failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
             "this run is not tracked")
