@@ -102,6 +102,7 @@ EXIT_CODES: dict[int, str] = {
     4: "model error: unknown model, broken plugin, bad hyperparameter",
     5: "run error: missing/incomplete run, failed export or parity gate",
     6: "invalid submission file",
+    7: "busy: another live harness process is working on that run or study (its pid is named)",
     10: "Kaggle: no credentials configured",
     11: "Kaggle: credentials rejected (401)",
     12: "Kaggle: competition rules not accepted (403)",

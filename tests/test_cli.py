@@ -73,6 +73,9 @@ def test_ci_runs_the_readme_test_command():
     assert "<!-- test-command -->" in readme and "awk '/<!-- test-command -->/" in ci
     extracted = subprocess.run(["awk", "/<!-- test-command -->/{getline; getline; print; exit}", "README.md"],
                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    assert extracted == 'pip install -e ".[test]" && python -m pytest'
-    quickstart = readme.split("## Quickstart", 1)[1].split("##", 1)[0]
-    assert "pip install -e . && harness run --all" in quickstart
+    venv = "python3 -m venv .venv && . .venv/bin/activate && "  # PEP 668 systems refuse a bare pip
+    assert extracted == venv + 'pip install -e ".[test]" && python -m pytest'
+    quickstart = subprocess.run(["awk", "/<!-- quickstart -->/{getline; getline; print; exit}", "README.md"],
+                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert quickstart == venv + "pip install -e . && harness run --all"
+    assert "<!-- quickstart -->" in (ROOT / "scripts" / "newcomer.sh").read_text()  # it times this line
