@@ -213,10 +213,13 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, *, seed: int, out: Path,
                epochs: int, fold: int, record: dict[str, Any] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None,
-               on_batch: Callable[[], None] | None = None, init_from: Path | None = None) -> FoldResult:
+               on_batch: Callable[[], None] | None = None, init_from: Path | None = None,
+               val_rows: int | None = None) -> FoldResult:
     """Train one fold model and write its artefacts to `out` (fold.json last, with `record`:
     where it ran). Callers that share a run folder train into a staging folder (harness.jobs).
-    `init_from`: a saved model of the same architecture to start from (a fine-tune)."""
+    `init_from`: a saved model of the same architecture to start from (a fine-tune).
+    `val_rows`: the per-epoch validation (learning curves, the progress bar) uses only the first
+    that many validation rows; the fold's accuracy always comes from all of them."""
     import keras
 
     policy = training_policy(params)
@@ -230,7 +233,8 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
         model.set_weights(keras.saving.load_model(init_from, compile=False).get_weights())
     steps_per_epoch = math.ceil(len(x_tr) / int(params["batch_size"]))
     compile_model(model, params, steps_per_epoch * epochs)
-    val_y = y_val if not params.get("label_smoothing", 0) else keras.utils.to_categorical(y_val, 10)
+    n_val = len(y_val) if val_rows is None else min(val_rows, len(y_val))
+    val_y = y_val[:n_val] if not params.get("label_smoothing", 0) else keras.utils.to_categorical(y_val[:n_val], 10)
 
     class _Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -244,7 +248,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     start = time.perf_counter()
     history = model.fit(
         _train_dataset(x_tr, y_tr, params, seed, epochs), epochs=epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=(x_val.astype(np.float32), val_y), validation_batch_size=1024,
+        validation_data=(x_val[:n_val].astype(np.float32), val_y), validation_batch_size=1024,
         shuffle=False, verbose=0, callbacks=[_Progress()])
     seconds = time.perf_counter() - start
     if policy != "float32":

@@ -13,7 +13,7 @@ mkdir -p "$work"
 cd "$work"
 
 t0=$(date +%s.%N)
-stamp() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$1" "$(date +%s.%N)"; }
+stamp() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f}')" "$1" "$2"; }
 
 git clone -q "$repo" harness
 cd harness
@@ -25,7 +25,7 @@ cmd=$(awk '/<!-- quickstart -->/{getline; getline; print; exit}' README.md)
 install=${cmd%%&& harness*}
 run="harness${cmd#*&& harness}"
 echo "newcomer: $install" >&2
-bash -c "$install" >/dev/null
+bash -c "$install" >/dev/null 2>"$work/install.log" || { cat "$work/install.log" >&2; exit 1; }
 t_install=$(date +%s.%N)
 echo "newcomer: $run --quick" >&2
 bash -c ". .venv/bin/activate && $run --quick" >/dev/null
