@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import harness_cli
 
+pytestmark = pytest.mark.integration
+
 QUICK = ["run", "--model", "ann_tiny", "--quick", "--limit", "1000", "--json"]
 
 

@@ -17,6 +17,8 @@ from harness import lock
 from harness.errors import BusyError
 from tests.conftest import ROOT, harness_cli
 
+pytestmark = pytest.mark.integration
+
 HOLD = """
 import sys, time
 from pathlib import Path

@@ -4,6 +4,7 @@ changed threshold redoes them and the `+pl` models, and the CLI makes it an opt-
 from __future__ import annotations
 
 import json
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ def test_pseudo_label_rows_are_opt_in_and_removed_when_off(project: Path):
     assert (run / "cnn_tiny+pl" / "model.onnx").is_file()  # exported behind the parity gate like any model
     report = harness_cli("report", "--run", run.name, cwd=project, timeout=300)
     assert report.returncode == 0, report.stderr
-    html = (project / "reports" / f"{run.name}.html").read_text()
+    html = unescape((project / "reports" / f"{run.name}.html").read_text())
     assert "Pseudo-labelling (--pseudo-label 0.5, opt-in)" in html and '"pseudo_label": 0.5' in html
 
     off = harness_cli("run", *TINY, "--resume", run.name, cwd=project, timeout=600)

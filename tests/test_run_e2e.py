@@ -23,7 +23,7 @@ SMALL = ["--limit", "1500", "--folds", "2", "--epochs", "1"]
 
 def test_run_writes_every_artefact(project: Path):
     secret = "sekrit-key-5f3a9c"  # configured but never used (no --submit); must not leak anywhere
-    proc = harness_cli("run", "--model", "ann_tiny", "--model", "cnn_tiny", *SMALL, "--json", cwd=project,
+    proc = harness_cli("run", "--model", "ann_tiny", "--model", "cnn_tiny", *SMALL, "--quick", "--json", cwd=project,
                        env={"KAGGLE_USERNAME": "tester", "KAGGLE_KEY": secret})
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import harness_cli
 
 pytest.importorskip("mlflow", reason="the tracking tests need MLflow: pip install -e '.[test]'")
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 SERVER_START_TIMEOUT_S = 120
 
