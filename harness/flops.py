@@ -81,7 +81,10 @@ def keras_flops(model: Any) -> int:
     """Forward FLOPs per image of a built Keras model, from its Conv2D and Dense layers (the same
     convention, without an export): cheap enough to rank training jobs by cost before any runs."""
     total = 0
-    for layer in model._flatten_layers(include_self=False):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model (a plugin may build one): count its layers
+            total += keras_flops(layer)
+            continue
         kernel = getattr(layer, "kernel", None)
         if kernel is None:
             continue
