@@ -21,22 +21,19 @@ What is measured, in one process and one run (BENCHMARKING.md explains why each 
   (TensorFlow fixes its thread pools at first use, and `harness run` has used it to train), and
   the speed-ups compare them with ONNX Runtime at the same thread count.
 
-The default peak, 280 GFLOP/s per core (FP32), is this project's measured figure for its 2-core
-AMD EPYC (Zen 5, family 0x1A): full-width AVX-512, two 512-bit FMA pipes = 64 FLOP/cycle at
-~4.4 GHz, and ONNX Runtime's own single-thread MatMul (1024^3) reaches 273-281 GFLOP/s there
-(`measure_peak_gflops()`). Override it with `peak_gflops=` (`--peak-gflops N`) on other machines,
-or pass "measure" to use the MatMul figure measured in the same run (it is always recorded).
+The peak is measured in the same call, on the same machine: ONNX Runtime's one-thread 1024^3
+MatMul (FP32), or for an INT8 graph its uint8 x int8 MatMulInteger (`measure_peak_gops_int8`), so
+an efficiency means the same on every machine (these Xeons measured 157-205 GFLOP/s FP32 and
+~1,640 GOPS INT8, AMX). `peak_gflops=` (`--peak-gflops N`) gives a fixed FP32 figure instead;
+DEFAULT_PEAK_GFLOPS_PER_CORE (280, the AMD Zen 5 these notes first described) is kept only as a
+documented reference for the CI gate's fixed-peak variant.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import platform
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -186,14 +183,36 @@ def measure_peak_gflops(threads: int = 1, n: int = 1024, repeats: int = 7) -> fl
     return round(2 * n ** 3 / float(samples.min()) / 1e9, 1)
 
 
+def measure_peak_gops_int8(threads: int = 1, n: int = 1024, repeats: int = 7) -> float:
+    """Best GOPS (2 ops per multiply-add) of an n^3 uint8 x int8 MatMulInteger in ONNX Runtime:
+    the INT8 counterpart of `measure_peak_gflops` (VNNI/AMX kernels where the CPU has them)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "w")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "peak_int8",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = make_session(model.SerializeToString(), threads)
+    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
+    samples = time_calls(lambda: sess.run(None, {"a": a}), iters=repeats, warmup_iters=2, warmup_seconds=0)
+    return round(2 * n ** 3 / float(samples.min()) / 1e9, 1)
+
+
 # ----------------------------------------------------------------------------- ONNX Runtime part
 
 def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATCHES,
                threads: Iterable[int] = DEFAULT_THREADS, peak_gflops: float | str | None = None,
                budget: Budget = DEFAULT_BUDGET, x: np.ndarray | None = None,
                progress: Callable[[str], None] | None = None,
-               bandwidth_gbs: float | None = None, label: str | None = None) -> dict[str, Any]:
-    """Measure one ONNX file; returns the bench record without `baselines` (nothing written)."""
+               bandwidth_gbs: float | None = None, label: str | None = None,
+               precision: str = "fp32") -> dict[str, Any]:
+    """Measure one ONNX file; returns the bench record without `baselines` (nothing written).
+
+    The floor's peak is the one-thread MatMul measured in this call (FP32 MatMul, or for
+    `precision="int8"` a uint8 x int8 MatMulInteger) unless `peak_gflops` gives a number."""
     import onnxruntime as ort
 
     from harness.flops import count_flops
@@ -207,11 +226,14 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
     images = _inputs(x, max(batches))
 
     flops = count_flops(path)
-    matmul_gflops = measure_peak_gflops(1)
-    if peak_gflops in (None, ""):
-        peak, source = DEFAULT_PEAK_GFLOPS_PER_CORE, PEAK_SOURCE
-    elif str(peak_gflops).lower() == "measure":
-        peak, source = matmul_gflops, "measured in this run: ONNX Runtime 1-thread MatMul 1024^3"
+    int8 = precision == "int8"
+    matmul_gflops = measure_peak_gops_int8(1) if int8 else measure_peak_gflops(1)
+    if peak_gflops in (None, "") or str(peak_gflops).lower() == "measure":
+        peak, source = matmul_gflops, ("measured in this run: ONNX Runtime 1-thread MatMulInteger (uint8 x int8) "
+                                       "1024^3, GOPS" if int8 else
+                                       "measured in this run: ONNX Runtime 1-thread MatMul 1024^3")
+    elif int8:
+        raise UsageError("--peak-gflops is an FP32 figure; an INT8 graph's floor uses the INT8 peak measured in the run")
     else:
         peak, source = _positive_float(peak_gflops, "--peak-gflops"), "given (--peak-gflops)"
 
@@ -258,7 +280,9 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
         "machine": _machine(),
         "flops_per_image": flops.total,
         "flops_by_op": flops.by_op,
-        "peak": {"gflops_per_core": peak, "source": source, "matmul_gflops_1_thread": matmul_gflops},
+        "precision": precision,
+        "peak": {"gflops_per_core": peak, "source": source, "matmul_gflops_1_thread": matmul_gflops,
+                 "unit": "GOPS (int8)" if int8 else "GFLOP/s (fp32)"},
         "peak_gflops": peak,
         "weight_bytes": flops.weight_bytes,
         "bandwidth": {"gbs_per_core": bandwidth,
@@ -304,6 +328,11 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     for key in ("vs_tf_function_b1", "vs_predict_b1", "vs_tf_function_bmax", "vs_predict_bmax"):
         if speed.get(key) is not None:
             out[f"speedup_{key}"] = speed[key]
+    fp32 = (record.get("vs_fp32") or {}).get("batches") or {}
+    if fp32:  # an INT8 graph: its speed-up over the FP32 graph, timed interleaved
+        out["speedup_vs_fp32_b1"] = (fp32.get("1") or {}).get("speedup")
+        out["speedup_vs_fp32_bmax"] = fp32[str(max(int(b) for b in fp32))]["speedup"]
+    out["precision"] = record.get("precision", "fp32")
     return out
 
 
@@ -314,150 +343,73 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
                 peak_gflops: float | str | None = None, baseline_threads: int = 1,
                 budget: Budget | None = None, x: np.ndarray | None = None, write: bool = True,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Benchmark `run_dir/<model>/model.onnx` (+ Keras baselines); write bench.json; return it.
+    """Benchmark a leaderboard model's ONNX file and write its bench JSON; return the record.
 
+    `model` is a model (`run_dir/<model>/model.onnx` + Keras baselines -> bench.json) or its INT8
+    variant (`<model>@int8`: model.int8.onnx, no Keras baselines, efficiency against the INT8 peak,
+    and its speed-up over the FP32 graph timed interleaved with it -> bench.int8.json).
     `quick` uses a shorter budget (batch 1 keeps >= 662 calls, so p99 stays valid).
     """
+    from harness.quantize import SUFFIX, artefact, base_of, onnx_path
+
     run_dir = Path(run_dir)
-    path = model_dir(run_dir, model) / "model.onnx"
+    int8 = model.endswith(SUFFIX)
+    path = onnx_path(run_dir, model)
     if not path.is_file():
-        raise RunError(f"{model}: no model.onnx in {model_dir(run_dir, model)}; export it first "
-                       f"(`harness export --run {run_dir.name} --model {model}`)")
+        raise RunError(f"{model}: no {path.name} in {model_dir(run_dir, base_of(model))}; export it first "
+                       f"(`harness export --run {run_dir.name} --model {base_of(model)}"
+                       + (" --int8`)" if int8 else "`)"))
     t_start = time.perf_counter()
     budget = budget or (QUICK_BUDGET if quick else DEFAULT_BUDGET)
     batches, threads = _check_grid(batches, threads)
+    baselines = baselines and not int8
     if baselines and baseline_threads not in threads:
         threads = tuple(sorted(set(threads) | {baseline_threads}))
     images = _inputs(x, max(batches))
     record = {"model": model, "run_id": run_dir.name,
               **bench_onnx(path, batches=batches, threads=threads, peak_gflops=peak_gflops, budget=budget,
-                           x=x, progress=progress, label=model)}
+                           x=x, progress=progress, label=model, precision="int8" if int8 else "fp32")}
     if baselines:
+        from harness.bench_keras import keras_baselines, speedups
+
         if progress:
             progress(f"{model}: Keras baselines (predict, tf.function), {baseline_threads} thread(s)")
         base = keras_baselines(run_dir, model, images, sorted({1, max(batches)}), threads=baseline_threads,
                                budget=budget)
         interleaved = base.pop("onnxruntime", None)  # kept apart: `baselines` lists only the baselines
         record["baselines"] = base
-        record["speedup"] = _speedups(record["latency"], base, interleaved)
+        record["speedup"] = speedups(record["latency"], base, interleaved)
+    if int8:
+        fp32 = onnx_path(run_dir, base_of(model))
+        if progress:
+            progress(f"{model}: against the FP32 graph, interleaved, 1 thread")
+        record["vs_fp32"] = versus(fp32, path, images, sorted({1, max(batches)}), budget.baseline_seconds)
     record["summary"] = summary(record)
     record["quick"] = quick
     record["seconds_total"] = round(time.perf_counter() - t_start, 1)
     if write:
-        io.write_json(model_dir(run_dir, model) / "bench.json", record)
+        io.write_json(artefact(run_dir, model, "bench"), record)
     return record
 
 
-def keras_baselines(run_dir: Path, model: str, images: np.ndarray, batches: list[int], threads: int = 1,
-                    budget: Budget = DEFAULT_BUDGET, timeout: float = 900) -> dict[str, Any]:
-    """`Model.predict` and the `tf.function` of the fold ensemble, with model.onnx in ONNX Runtime,
-    timed in a child process whose TensorFlow and ONNX Runtime both use `threads` intra-op threads.
-    The three are timed in alternating blocks (`ROUNDS` rounds per batch size), so that a busy
-    machine slows them alike and the speed-ups stay fair. Never raises: a failure becomes a `note`."""
-    out: dict[str, Any] = {"threads": threads, "batches": batches}
-    with tempfile.TemporaryDirectory(prefix="harness-bench-") as td:
-        x_path, out_path = Path(td) / "x.npy", Path(td) / "out.json"
-        np.save(x_path, images[:max(batches)])
-        job = {"run_dir": str(run_dir), "model": model, "x": str(x_path), "out": str(out_path),
-               "batches": batches, "threads": threads, "seconds": budget.baseline_seconds,
-               "min_b1": [budget.predict_min_b1, budget.function_min_b1]}
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
-               "CUDA_VISIBLE_DEVICES": "-1", "PYTHONWARNINGS": "ignore"}
-        try:
-            proc = subprocess.run([sys.executable, "-m", "harness.bench", "--keras-baselines", json.dumps(job)],
-                                  env=env, capture_output=True, text=True, timeout=timeout)
-            if proc.returncode != 0 or not out_path.is_file():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                out["note"] = f"baselines failed (exit {proc.returncode}): {tail[0]}"
-                return out
-            out.update(io.read_json(out_path))
-        except subprocess.TimeoutExpired:
-            out["note"] = f"baselines timed out after {timeout:.0f} s"
-    return out
-
-
-ROUNDS = {"b1": 10, "large": 5}  # alternating blocks per batch size (a large-batch call can take seconds)
-
-
-def _keras_baselines_worker(job: dict[str, Any]) -> None:
-    """Child process: fix TF's threads before anything runs, then time predict, the tf.function
-    and ONNX Runtime in alternating blocks."""
-    import tensorflow as tf
-
-    threads = int(job["threads"])
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    import keras
-
-    from harness.export import ensemble_function, load_members, model_tta
-
-    run_dir, model = Path(job["run_dir"]), job["model"]
-    models, weights = load_members(run_dir, model)
-    tta = model_tta(run_dir, model)
-    if len(models) == 1:
-        ensemble = models[0]
-    elif weights is None:
-        inp = keras.Input((28, 28, 1))
-        ensemble = keras.Model(inp, keras.layers.Average()([m(inp) for m in models]))
-    else:  # the run's weighted ensemble (harness.ensemble)
-        inp = keras.Input((28, 28, 1))
-        ensemble = keras.Model(inp, keras.layers.Add()([keras.layers.Rescaling(w)(m(inp))
-                                                         for m, w in zip(models, weights)]))
-    fn = ensemble_function(models, weights, tta)
-    sess = make_session(model_dir(run_dir, model) / "model.onnx", threads)
-    images = np.load(job["x"])
-    predict_min, function_min = job.get("min_b1", (10, 100))
-    result: dict[str, Any] = {"keras_predict": {}, "tf_function": {}, "onnxruntime": {},
-                              "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-                              "tensorflow": tf.__version__, "keras": keras.__version__,
-                              "timing": f"alternating blocks: {ROUNDS['b1']} rounds at batch 1, "
-                                        f"{ROUNDS['large']} at larger batches"}
-    for b in job["batches"]:
-        rounds = ROUNDS["b1" if b == 1 else "large"]
-        per_round = float(job["seconds"]) / rounds
+def versus(reference: Path, candidate: Path, images: np.ndarray, batches: list[int], seconds: float,
+           threads: int = 1, rounds: int = 6) -> dict[str, Any]:
+    """p50 of two ONNX files timed in alternating blocks (a busy machine slows both alike) and
+    reference p50 / candidate p50 per batch size: the INT8-over-FP32 speed-up."""
+    sessions = {"reference": make_session(reference, threads), "candidate": make_session(candidate, threads)}
+    out: dict[str, Any] = {"reference": str(reference), "threads": threads, "rounds": rounds, "batches": {}}
+    for b in batches:
         xb = np.ascontiguousarray(images[:b])
-        xf = xb.astype(np.float32)
-        calls = {  # (callable, minimum calls in all, warm-up calls)
-            "keras_predict": (lambda: ensemble.predict(xf, batch_size=b, verbose=0),
-                              predict_min if b == 1 else 3, 3 if b == 1 else 1),
-            "tf_function": (lambda: fn(xb)["probs"].numpy(), function_min if b == 1 else 3, 10 if b == 1 else 1),
-            "onnxruntime": (lambda: sess.run(None, {INPUT_NAME: xb}), function_min if b == 1 else 3,
-                            10 if b == 1 else 1),
-        }
-        samples: dict[str, list[np.ndarray]] = {k: [] for k in calls}
+        samples: dict[str, list[np.ndarray]] = {k: [] for k in sessions}
         for r in range(rounds):
-            for name, (call, min_total, warm) in calls.items():
-                # warm-up (first round only): predict() builds its loop, the tf.function traces
-                samples[name].append(time_calls(call, iters=10 ** 6, seconds=per_round,
-                                                min_iters=-(-min_total // rounds), warmup_iters=warm if r == 0 else 0,
-                                                warmup_seconds=0))
-        for name in calls:
-            result[name][str(b)] = stats(np.concatenate(samples[name]), b)
-    io.write_json(job["out"], result)
-
-
-def _speedups(rows: list[dict[str, Any]], base: dict[str, Any],
-              interleaved: dict[str, Any] | None) -> dict[str, Any]:
-    """The baselines' p50 over ONNX Runtime's p50, both timed interleaved in the baseline process
-    (same threads), at batch 1 and the largest batch."""
-    t = base.get("threads", 1)
-    ort_stats = interleaved or {}
-    out: dict[str, Any] = {"threads": t, "onnxruntime": ort_stats,
-                           "measured": "ONNX Runtime timed interleaved with the baselines, same process"
-                           if ort_stats else "ONNX Runtime from the latency table"}
-    for key, name in (("vs_predict", "keras_predict"), ("vs_tf_function", "tf_function")):
-        for b in base.get("batches", []):
-            ref = (base.get(name) or {}).get(str(b)) or {}
-            mine = ort_stats.get(str(b)) or next((r for r in rows if r["threads"] == t and r["batch"] == b), None)
-            label = "b1" if b == 1 else "bmax"
-            if ref.get("p50_ms") and mine and mine.get("p50_ms"):
-                out[f"{key}_{label}"] = round(ref["p50_ms"] / mine["p50_ms"], 2)
-                # the report reads these per baseline: p50 at batch 1 and the speed-up ratio
-                if b == 1:
-                    base[name].update(p50_ms_b1=ref["p50_ms"], p99_ms_b1=ref.get("p99_ms"),
-                                      ratio=out[f"{key}_{label}"])
-                else:
-                    base[name].update(throughput_ips=ref.get("throughput_ips"))
+            for k, sess in sessions.items():
+                samples[k].append(time_calls(lambda sess=sess: sess.run(None, {INPUT_NAME: xb}), iters=10 ** 6,
+                                             seconds=seconds / rounds, min_iters=20 if b == 1 else 1,
+                                             warmup_iters=10 if r == 0 else 0, warmup_seconds=0))
+        p50 = {k: float(np.median(np.concatenate(v))) * 1e3 for k, v in samples.items()}
+        out["batches"][str(b)] = {"reference_p50_ms": _r(p50["reference"]), "p50_ms": _r(p50["candidate"]),
+                                  "n": int(sum(len(v) for v in samples["candidate"])),
+                                  "speedup": round(p50["reference"] / p50["candidate"], 2)}
     return out
 
 
@@ -533,10 +485,3 @@ def _r(v: Any) -> float:
 
 def replace_budget(budget: Budget, **changes: Any) -> Budget:
     return replace(budget, **{k: v for k, v in changes.items() if v is not None})
-
-
-if __name__ == "__main__":  # the child process of keras_baselines()
-    if len(sys.argv) == 3 and sys.argv[1] == "--keras-baselines":
-        _keras_baselines_worker(json.loads(sys.argv[2]))
-    else:
-        sys.exit("usage: python -m harness.bench --keras-baselines JOB_JSON (internal)")

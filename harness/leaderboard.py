@@ -6,7 +6,10 @@ AutoGluon `leaderboard()` style: numbers right-aligned, best row marked, missing
 the accuracy-vs-latency Pareto front marked).
 
 The best model is chosen by CV (out-of-fold) accuracy, ties broken by faster batch-1 latency;
-never by test labels.
+never by test labels. INT8 variants (`cnn_deep@int8`, harness.quantize) are rows of their own,
+ranked by their own OOF accuracy; one that loses more than 0.05 points against its FP32 graph is
+marked and never chosen. With a latency budget (`Budget`: p50 in ms at a batch size, one thread)
+the best is the most accurate model that fits it, and every row says whether it fits.
 """
 
 from __future__ import annotations
@@ -19,13 +22,26 @@ from typing import Any
 
 import numpy as np
 
+from dataclasses import asdict, dataclass
+
 from harness import io
 from harness.errors import RunError
 from harness.runs import run_models
 
-ROW_KEYS = ["rank", "model", "family", "status", "cv_accuracy", "fold_mean", "fold_std", "params",
+ROW_KEYS = ["rank", "model", "family", "precision", "status", "cv_accuracy", "fold_mean", "fold_std", "params",
             "train_seconds", "train_ips", "public_score", "private_score", "p50_ms_b1", "p99_ms_b1",
-            "throughput_ips", "size_bytes", "efficiency_b1", "best", "pareto", "members"]
+            "throughput_ips", "size_bytes", "efficiency_b1", "speedup_vs_fp32", "p50_ms_budget", "fits",
+            "best", "pareto", "members"]
+KEEP = object()  # build_results: keep the budget results.json already has
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Choose the most accurate model whose p50 at `batch` (one thread) is at most `max_latency_ms`."""
+
+    max_latency_ms: float
+    batch: int = 1
+    threads: int = 1
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -54,16 +70,56 @@ def model_row(run_dir: Path, model: str) -> dict[str, Any]:
     mix = (_read(run_dir / model / "ensemble.json") or {}).get("members")
     if mix:  # the run's ensemble (harness.ensemble): its members and weights
         row["members"] = " + ".join(f"{w:.2f} {m}" for m, w in mix.items())
+    row["precision"] = "fp32"
+    row["_latency"] = _p50_by_batch(_read(run_dir / model / "bench.json"))
     return row
 
 
-def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sort by CV accuracy (desc), then batch-1 p50 (asc); mark best (among exportable) and Pareto."""
+def int8_row(run_dir: Path, model: str, fp32: dict[str, Any]) -> dict[str, Any] | None:
+    """The row of `model`'s INT8 variant (harness.quantize), or None when it has none."""
+    from harness.quantize import artefact, variant
+
+    doc = _read(run_dir / model / "int8.json")
+    if doc is None:
+        return None
+    name = variant(model)
+    full = _read(artefact(run_dir, name, "bench")) or {}
+    bench = full.get("summary", {})
+    scores = _read(artefact(run_dir, name, "score")) or {}
+    row = {k: None for k in ROW_KEYS}
+    status = doc.get("status") or "ok"
+    if doc.get("ok") and not (run_dir / model / "model.int8.onnx").is_file():
+        status = "int8 graph missing"
+    row.update(model=name, family=fp32.get("family"), precision="int8", status=status,
+               cv_accuracy=doc.get("int8_oof_accuracy"), fold_mean=doc.get("fold_mean"), fold_std=doc.get("fold_std"),
+               params=fp32.get("params"), public_score=scores.get("public"), private_score=scores.get("private"),
+               p50_ms_b1=bench.get("p50_ms_b1"), p99_ms_b1=bench.get("p99_ms_b1"),
+               throughput_ips=bench.get("throughput_ips"), size_bytes=bench.get("size_bytes") or doc.get("size_bytes"),
+               efficiency_b1=bench.get("efficiency_b1"), speedup_vs_fp32=bench.get("speedup_vs_fp32_b1"),
+               members=fp32.get("members"), best=False, pareto=False, _latency=_p50_by_batch(full))
+    return row
+
+
+def _p50_by_batch(bench: dict[str, Any] | None, threads: int = 1) -> dict[int, float]:
+    """{batch: p50 ms} at `threads` from a bench record's latency table."""
+    return {int(r["batch"]): r["p50_ms"] for r in (bench or {}).get("latency", [])
+            if r.get("threads") == threads and r.get("p50_ms") is not None}
+
+
+def rank(rows: list[dict[str, Any]], budget: Budget | None = None) -> list[dict[str, Any]]:
+    """Sort by CV accuracy (desc), then batch-1 p50 (asc); mark best (among exportable, and within
+    the latency budget if there is one) and the Pareto front."""
     inf = float("inf")
     rows = sorted(rows, key=lambda r: (-(r["cv_accuracy"] or 0.0), r["p50_ms_b1"] or inf, r["model"]))
     for i, r in enumerate(rows, 1):
         r["rank"] = i
+        latency = r.pop("_latency", None) or {}
+        if budget is not None:
+            r["p50_ms_budget"] = latency.get(budget.batch)
+            r["fits"] = None if r["p50_ms_budget"] is None else bool(r["p50_ms_budget"] <= budget.max_latency_ms)
     eligible = [r for r in rows if r["status"] == "ok"]  # the submission needs its ONNX file
+    if budget is not None:
+        eligible = [r for r in eligible if r["fits"]]
     if eligible:
         eligible[0]["best"] = True
     # Pareto front of (higher accuracy, lower latency): no other row is at least as good in both
@@ -76,16 +132,27 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> dict:
-    """Assemble, rank and write results.json; keeps `submission`/`upload` already recorded."""
+def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, Any] | None = None,
+                  budget: Budget | None | object = KEEP) -> dict:
+    """Assemble, rank and write results.json; keeps `submission`/`upload` already recorded, and the
+    latency budget unless one (or None) is given."""
     models = run_models(run_dir)
     if not models:
         raise RunError(f"run {run_dir.name} has no trained model yet")
-    rows = rank([model_row(run_dir, m) for m in models])
     previous = _read(run_dir / "results.json") or {}
+    if budget is KEEP:
+        budget = Budget(**previous["budget"]) if previous.get("budget") else None
+    rows = []
+    for m in models:
+        rows.append(model_row(run_dir, m))
+        variant = int8_row(run_dir, m, rows[-1])
+        if variant is not None:
+            rows.append(variant)
+    rows = rank(rows, budget)
     results = {
         "run_id": run_dir.name,
         "best": next((r["model"] for r in rows if r["best"]), None),
+        "budget": asdict(budget) if budget is not None else None,
         "rows": rows,
         "baseline": previous.get("baseline") or {},
         "submission": previous.get("submission"),
@@ -98,6 +165,19 @@ def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, A
     results.update(extra or {})
     io.write_json(run_dir / "results.json", results)
     return results
+
+
+def no_fit_message(results: dict[str, Any], budget: Budget) -> str:
+    """Why no model was chosen under `budget`: the fastest usable model and its p50."""
+    timed = [r for r in results["rows"] if r["status"] == "ok" and r.get("p50_ms_budget") is not None]
+    where = f"at batch {budget.batch} ({budget.threads} thread)"
+    if not timed:
+        return (f"no model has a benchmark {where} to check against --max-latency-ms "
+                f"{budget.max_latency_ms:g}; run without --no-bench")
+    fastest = min(timed, key=lambda r: r["p50_ms_budget"])
+    return (f"no model fits --max-latency-ms {budget.max_latency_ms:g} {where}: the fastest is "
+            f"{fastest['model']} at {fastest['p50_ms_budget']:.3f} ms p50; raise the budget and run the same "
+            f"command again (it resumes: only the choice is redone)")
 
 
 def refresh(run_dir: Path) -> dict[str, Any] | None:
@@ -133,13 +213,21 @@ COLUMNS = [  # (key, header, formatter)
     ("throughput_ips", "img/s", lambda v: f"{v:,.0f}"),
     ("size_bytes", "size KB", lambda v: f"{v / 1024:,.0f}"),
     ("efficiency_b1", "eff %", lambda v: f"{100 * v:.0f}"),
+    ("speedup_vs_fp32", "vs fp32", lambda v: f"{v:.2f}x"),
     ("status", "status", str),
 ]
+BUDGET_COLUMNS = [("p50_ms_budget", "p50 ms @budget", lambda v: f"{v:.3f}"),
+                  ("fits", "fits", lambda v: "yes" if v else "no")]
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
+def _columns(results: dict[str, Any]) -> list[tuple]:
+    """COLUMNS, with the budget's two before `status` when the results have a latency budget."""
+    return COLUMNS[:-1] + BUDGET_COLUMNS + COLUMNS[-1:] if results.get("budget") else COLUMNS
+
+
+def _cells(row: dict[str, Any], columns: list[tuple] = COLUMNS) -> list[str]:
     cells = []
-    for key, _, fmt in COLUMNS:
+    for key, _, fmt in columns:
         value = row.get(key)
         cell = "-" if value is None else fmt(value)
         if key == "model":
@@ -158,11 +246,12 @@ def render(results: dict[str, Any], fmt: str = "text") -> str:
         writer.writeheader()
         writer.writerows({k: ("" if r.get(k) is None else r[k]) for k in ROW_KEYS} for r in rows)
         return buf.getvalue()
-    headers = [h for _, h, _ in COLUMNS]
-    table = [_cells(r) for r in rows]
+    columns = _columns(results)
+    headers = [h for _, h, _ in columns]
+    table = [_cells(r, columns) for r in rows]
     if fmt == "md":
         lines = ["| " + " | ".join(headers) + " |",
-                 "|" + "|".join(":---" if k in ("model", "status") else "---:" for k, _, _ in COLUMNS) + "|"]
+                 "|" + "|".join(":---" if k in ("model", "status") else "---:" for k, _, _ in columns) + "|"]
         lines += ["| " + " | ".join(c.strip() for c in cells) + " |" for cells in table]
         lines += ["", *(f"`{r['model']}` = {r['members']} (weights chosen on out-of-fold predictions)"
                         for r in rows if r.get("members"))] if any(r.get("members") for r in rows) else []
@@ -171,12 +260,15 @@ def render(results: dict[str, Any], fmt: str = "text") -> str:
     left = {"model", "status"}
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if k in left else c.rjust(w)
-                         for (k, _, _), c, w in zip(COLUMNS, cells, widths)).rstrip()
+                         for (k, _, _), c, w in zip(columns, cells, widths)).rstrip()
     out = [line(headers), line(["-" * w for w in widths])] + [line(c) for c in table]
     out += [f"{r['model']} = {r['members']} (weights chosen on out-of-fold predictions)"
             for r in rows if r.get("members")]
     base = results.get("baseline") or {}
-    foot = f"run {results['run_id']}  * best (by CV accuracy)  ^ accuracy/latency Pareto front"
+    budget = results.get("budget")
+    chosen = (f"by CV accuracy, p50 <= {budget['max_latency_ms']:g} ms at batch {budget['batch']}"
+              if budget else "by CV accuracy")
+    foot = f"run {results['run_id']}  * best ({chosen})  ^ accuracy/latency Pareto front"
     if base.get("cv_accuracy") is not None:
         foot += f"  baseline ({base['name']}): {100 * base['cv_accuracy']:.2f} %"
     return "\n".join(out + ["", foot]) + "\n"

@@ -59,6 +59,9 @@ class RunOptions:
     ensemble: bool = True           # greedy OOF ensemble of the models (harness.ensemble)
     tta: int = 1                    # test-time views (harness.tta); 1 = off
     pseudo_label: float | None = None  # confidence threshold of pseudo-labels (harness.pseudo); None = off
+    int8: bool = True               # static INT8 variants `<model>@int8` (harness.quantize)
+    max_latency_ms: float | None = None  # choose the best model whose p50 at `latency_batch` fits this
+    latency_batch: int = 1
     track: str = "none"             # experiment tracking after the run (harness.track): none | mlflow
     tracking_uri: str | None = None
 
@@ -198,10 +201,50 @@ def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, fol
                 progress.stage(f"{name}: export failed: {e}")
                 continue
         if opts.bench and (run_dir / name / "model.onnx").is_file() \
-                and not (run_dir / name / "bench.json").is_file():
+                and not _benched(run_dir / name / "bench.json", opts):
             progress.stage(f"{name}: benchmarking with ONNX Runtime")
-            bench_mod.bench_model(run_dir, name, quick=opts.quick, progress=progress.stage)
+            bench_mod.bench_model(run_dir, name, batches=_batches(opts), quick=opts.quick, progress=progress.stage)
             checkpoint()
+
+
+def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: np.ndarray, x_test: np.ndarray,
+          seed: int, opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> list[str]:
+    """Each exported model's static INT8 variant, gated on OOF accuracy and benchmarked like the
+    FP32 graph (harness.quantize); the variants' leaderboard names, `<model>@int8`."""
+    from harness import bench as bench_mod
+    from harness import quantize
+
+    out = []
+    for name in names:
+        if not opts.int8:
+            quantize.remove(run_dir, name)
+            continue
+        if not (run_dir / name / "model.onnx").is_file():
+            continue
+        doc = quantize.ensure(run_dir, name, x, y, folds, x_test, seed, progress=progress.stage)
+        if not (run_dir / name / "model.int8.onnx").is_file():
+            continue
+        variant = doc["model"]
+        if opts.bench and not _benched(quantize.artefact(run_dir, variant, "bench"), opts):
+            progress.stage(f"{variant}: benchmarking with ONNX Runtime")
+            bench_mod.bench_model(run_dir, variant, batches=_batches(opts), quick=opts.quick, progress=progress.stage)
+            checkpoint()
+        out.append(variant)
+    return out
+
+
+def _batches(opts: RunOptions) -> tuple[int, ...]:
+    """The benchmark's batch sizes: the default ones and the latency budget's."""
+    from harness.bench import DEFAULT_BATCHES
+
+    return tuple(sorted(set(DEFAULT_BATCHES) | {opts.latency_batch}))
+
+
+def _benched(path: Path, opts: RunOptions) -> bool:
+    """A bench JSON that already has every batch size this run needs (a new --latency-batch re-benches)."""
+    if not path.is_file():
+        return False
+    return set(_batches(opts)) <= set(io.read_json(path).get("settings", {}).get("batches", []))
 
 
 def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray, opts: RunOptions,
@@ -223,23 +266,27 @@ def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray,
 
 
 def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, solution: Path) -> None:
-    """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json)."""
+    """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json;
+    score.int8.json for an INT8 variant, from its graph's test predictions)."""
+    from harness.quantize import artefact, base_of
     from harness.submission import read_solution, score_labels
 
     answers = read_solution(solution)
     for name in names:
-        test = np.load(run_dir / name / "test.npy")
-        io.write_json(run_dir / name / "score.json", score_labels(image_ids, test.argmax(1), answers).to_dict())
+        base = run_dir / base_of(name)
+        test = np.load(base / "int8" / "test.npy" if name != base_of(name) else base / "test.npy")
+        io.write_json(artefact(run_dir, name, "score"), score_labels(image_ids, test.argmax(1), answers).to_dict())
 
 
 def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, solution: Path | None) -> dict:
     """submissions/<run>.csv from the very ONNX file that was benchmarked, validated, written
     atomically, and scored locally where the replica's solution exists."""
     from harness.export import predict_onnx
+    from harness.quantize import onnx_path
     from harness.submission import score_submission, write_submission
 
     path = settings.submissions_dir / f"{run_dir.name}.csv"
-    probs = predict_onnx(run_dir / best / "model.onnx", ds.x_test)
+    probs = predict_onnx(onnx_path(run_dir, best), ds.x_test)
     write_submission(path, ds.image_ids, probs.argmax(1))
     submission = {"path": str(path), "model": best, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if solution is not None:
@@ -298,6 +345,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
                        "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
                        "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
                        "ensemble": opts.ensemble, "tta": opts.tta, "pseudo_label": opts.pseudo_label,
+                       "int8": opts.int8, "max_latency_ms": opts.max_latency_ms, "latency_batch": opts.latency_batch,
                        "n_train_rows": int(len(index))},
             "params": model_params, "param_sources": param_sources,
             "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
@@ -334,24 +382,30 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         rng = np.random.default_rng(seed)
         parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
         _export_and_bench(run_dir, names, parity_x, folds_k, opts, progress, checkpoint)
+        # Stage: static INT8 variants, gated on OOF accuracy, benchmarked alike (harness.quantize).
+        int8 = _int8(run_dir, names, x, y, folds, ds.x_test, seed, opts, progress, checkpoint)
         # Stage: the ensemble of the exported models, chosen on OOF, then exported and benchmarked alike.
         extra = _ensemble(run_dir, names, y, folds, opts, progress)
         _export_and_bench(run_dir, extra, parity_x, folds_k, opts, progress, checkpoint)
+        int8 += _int8(run_dir, extra, x, y, folds, ds.x_test, seed, opts, progress, checkpoint)
 
         solution = info.solution  # None unless the data is the replica (its hidden answers)
         if solution is not None:
-            _score_models(run_dir, names + extra, ds.image_ids, solution)
+            _score_models(run_dir, names + extra + int8, ds.image_ids, solution)
 
         from harness import leaderboard
 
-        results = leaderboard.build_results(run_dir, y)
+        budget = leaderboard.Budget(opts.max_latency_ms, opts.latency_batch) if opts.max_latency_ms else None
+        results = leaderboard.build_results(run_dir, y, budget=budget)
         best = results["best"]
         if best is None:
+            if budget is not None:  # the run stays unfinished: the same command with another budget resumes it
+                raise RunError(leaderboard.no_fit_message(results, budget))
             raise RunError("no model passed export; nothing to submit (see the leaderboard's status column)")
 
         submission = _write_submission(run_dir, best, ds, settings, solution)
         progress.stage(f"submission: {submission['path']} from {best}")
-        results = leaderboard.build_results(run_dir, y, {"submission": submission})
+        results = leaderboard.build_results(run_dir, y, {"submission": submission}, budget=budget)
 
         # A resumed run's duration adds up the wall time of every invocation that worked on it.
         checkpoint()
@@ -363,7 +417,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
                 Path(submission["path"]), message=opts.message or f"harness {run_dir.name} {best}",
                 run_id=run_dir.name, model=best, wait=opts.wait,
                 history_path=kaggle.history_file(settings.submissions_dir), progress=progress.stage)
-            results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()})
+            results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()}, budget=budget)
 
         if opts.report:
             from harness.report import render_report

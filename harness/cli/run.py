@@ -41,6 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with at least CONFIDENCE (default 0.9), as new `<model>+pl` rows (off by default)")
     p.add_argument("--no-ensemble", action="store_true",
                    help="no ensemble row (default: a greedy OOF-chosen weighted ensemble of the models)")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                   help="static INT8 variants: each exported model gets a `<model>@int8` row, gated on OOF "
+                   "accuracy (default: on, off with --quick)")
+    p.add_argument("--max-latency-ms", type=float, metavar="MS",
+                   help="choose the most accurate model (FP32, INT8 or ensemble) whose p50 at --latency-batch "
+                   "(one thread) is at most MS; none fitting is an error naming the fastest")
+    p.add_argument("--latency-batch", type=int, default=1, metavar="B",
+                   help="batch size of the latency budget (default 1; benchmarked if it is not already)")
     p.add_argument("--track", default="none", metavar="none|mlflow",
                    help="log the finished run to MLflow (pip install 'harness[mlflow]'): one run per harness "
                    "run, one child per model; never fails the run")
@@ -78,6 +86,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from harness.pseudo import check as check_pseudo
 
         check_pseudo(args.pseudo_label)
+    if args.max_latency_ms is not None and not (args.max_latency_ms > 0 and args.max_latency_ms < float("inf")):
+        raise UsageError(f"--max-latency-ms must be a positive number of milliseconds, got {args.max_latency_ms:g}")
+    if args.latency_batch < 1 or args.latency_batch > 65536:
+        raise UsageError(f"--latency-batch must be between 1 and 65536, got {args.latency_batch}")
+    if args.latency_batch != 1 and args.max_latency_ms is None:
+        raise UsageError("--latency-batch needs --max-latency-ms")
+    if args.max_latency_ms is not None and args.no_bench:
+        raise UsageError("--max-latency-ms needs the benchmark; drop --no-bench")
     executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
@@ -85,6 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
                       bench=not args.no_bench, report=not args.no_report, ensemble=not args.no_ensemble, tta=args.tta,
                       pseudo_label=args.pseudo_label, track=args.track, tracking_uri=args.tracking_uri,
+                      int8=(not args.quick) if args.int8 is None else args.int8, max_latency_ms=args.max_latency_ms, latency_batch=args.latency_batch,
                       submit=args.submit,
                       message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
     results = run_pipeline(opts, settings)

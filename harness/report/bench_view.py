@@ -126,10 +126,18 @@ def _extras(bench: dict[str, Any], summary: dict[str, Any],
             out["per-call overhead (trivial graph)"] = f"{_f(o['p50_ms']):.4g} ms"
     peak = bench.get("peak") if isinstance(bench.get("peak"), dict) else {}
     pk = _f(peak.get("gflops_per_core")) or _f(bench.get("peak_gflops"))
+    int8 = bench.get("precision") == "int8"
+    unit = "GOPS (INT8)" if int8 else "GFLOP/s"
     if pk is not None:
-        out["peak"] = f"{pk:g} GFLOP/s per core"
+        out["peak"] = f"{pk:g} {unit} per core"
     if _f(peak.get("matmul_gflops_1_thread")) is not None:
-        out["MatMul measured"] = f"{_f(peak['matmul_gflops_1_thread']):g} GFLOP/s (1 thread)"
+        out["MatMulInteger measured" if int8 else "MatMul measured"] = \
+            f"{_f(peak['matmul_gflops_1_thread']):g} {unit} (1 thread)"
+    vs = (bench.get("vs_fp32") or {}).get("batches") if isinstance(bench.get("vs_fp32"), dict) else None
+    if isinstance(vs, dict) and vs:  # an INT8 graph against its FP32 graph, timed interleaved
+        out["INT8 over FP32 (interleaved, 1 thread)"] = ", ".join(
+            f"{_f(v.get('speedup')):.2f}x at batch {b} ({_f(v.get('reference_p50_ms')):.4g} -> {_f(v.get('p50_ms')):.4g} ms)"
+            for b, v in sorted(vs.items(), key=lambda kv: int(kv[0])) if isinstance(v, dict) and _f(v.get("speedup")))
     cold = bench.get("cold_start") if isinstance(bench.get("cold_start"), dict) else {}
     total = _f(cold.get("total_ms")) or _f(summary.get("cold_start_ms"))
     if total is not None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import RunError
+from harness.quantize import SUFFIX, artefact, base_of
 from harness.runs import RUN_MARKER
 
 
@@ -152,7 +153,12 @@ def load_run(run_dir: Path, data_dir: Path | None = None, dataset: Any = None) -
     for name in _model_names(run_dir, rows):
         d = run_dir / name
         m = ModelData(name=name, row=by_name.get(name, {}))
-        if d.is_dir():
+        if name.endswith(SUFFIX) and (run_dir / base_of(name)).is_dir():  # an INT8 variant (harness.quantize)
+            base = run_dir / base_of(name)
+            m.oof = _npy(base / "int8" / "oof.npy", notes)
+            m.test = _npy(base / "int8" / "test.npy", notes)
+            m.bench = _json(artefact(run_dir, name, "bench"), notes)
+        elif d.is_dir():
             m.cv = _json(d / "cv.json", notes)
             m.histories = _histories(d, notes)
             m.oof = _npy(d / "oof.npy", notes)

@@ -6,7 +6,7 @@
    by more than the tolerance (25 %), or above 1.5 anywhere.
 2. ONNX Runtime's speed-up over the `tf.function` of the same model at batch 1 and the large
    batch: both on 1 thread, timed in alternating blocks in a child process
-   (harness.bench.keras_baselines).
+   (harness.bench_keras.keras_baselines).
 
 Saved values: tests/benchmarks/baseline.json. Refresh after an intended change with
 `HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable`.
@@ -36,7 +36,8 @@ def test_exported_graph_runs_as_fast_as_reference(subjects, images, tools, gate,
 
 
 def test_speedup_over_tf_function(subjects, images, tools, gate):
-    from harness.bench import Budget, keras_baselines
+    from harness.bench import Budget
+    from harness.bench_keras import keras_baselines
 
     s = subjects["cnn5m"]
     large = tools.large_batch
