@@ -70,3 +70,30 @@ def test_shipped_graphs_keep_their_efficiency(shipped, images, tools, gate, ship
     floor = tools.floor_ms(s.flops_per_image, suite_batch, threads=1, measured=True)
     gate.check(f"shipped/{shipped_model}/b{suite_batch}/efficiency", floor["floor_ms"] / p50_ms,
                higher_is_worse=False, hard_limit=0.04)
+
+
+def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, shipped_model, suite_batch):
+    """The INT8 reference: each shipped fold-ensemble graph quantised as `harness run` does it
+    (harness.quantize: every fold calibrated, the fold graphs merged) against its FP32 graph, both
+    on one thread, timed interleaved in this session: a ratio that holds on any machine. Fails when
+    the speed-up drops more than the tolerance below the saved value, or below 1.0 anywhere."""
+    import onnx
+
+    from harness.bench import make_session
+    from harness.export import convert, load_fold_models, simplify
+    from harness.quantize import merge, quantize_graph
+
+    s = shipped[shipped_model]
+    path = s.onnx_path.with_name("model.int8.onnx")
+    if not path.is_file():
+        folds = [quantize_graph(simplify(convert([m]))[0], images[:256])
+                 for m in load_fold_models(s.run_dir, shipped_model)]
+        onnx.save(merge(folds, [1 / len(folds)] * len(folds)), path)
+    fp32, int8 = make_session(s.onnx_path, 1), make_session(path, 1)
+    feed = tools.feed(images, suite_batch)
+    assert int8.run(None, feed)[0].shape == (suite_batch, 10)
+    rounds, calls = (30, 60) if suite_batch == 1 else (10, 2)
+    med = tools.interleaved({"fp32": lambda: fp32.run(None, feed), "int8": lambda: int8.run(None, feed)},
+                            rounds=rounds, calls=calls)
+    gate.check(f"shipped/{shipped_model}/b{suite_batch}/int8_speedup", med["fp32"] / med["int8"],
+               higher_is_worse=False, hard_limit=1.0)
