@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", default="1,2", metavar="T,T,...",
                    help="ONNX Runtime intra-op thread counts (default 1,2)")
     p.add_argument("--peak-gflops", metavar="GFLOPS|measure",
-                   help="FP32 peak per core for the floor (default 280, this machine's; 'measure' uses a "
-                   "MatMul measured in the same run)")
+                   help="a fixed FP32 peak per core for the floor (default 'measure': ONNX Runtime's one-thread "
+                   "MatMul measured in the same run; an INT8 graph always uses the MatMulInteger measured alike)")
     p.add_argument("--no-baselines", action="store_true", help="skip keras.Model.predict / tf.function")
     p.add_argument("--baseline-threads", type=int, default=1, metavar="T",
                    help="TensorFlow threads for the baselines, compared with ONNX Runtime at the same count "
@@ -71,7 +71,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         run_dir = resolve_run(settings.runs_dir, None if args.run in (None, "latest") else args.run)
         for name in _models(run_dir, args.model):
-            say(f"{name}: benchmarking {run_dir / name / 'model.onnx'}")
+            from harness.quantize import onnx_path
+
+            say(f"{name}: benchmarking {onnx_path(run_dir, name)}")
             records.append(bench.bench_model(
                 run_dir, name, batches=batches, threads=threads, baselines=not args.no_baselines,
                 peak_gflops=args.peak_gflops, baseline_threads=args.baseline_threads, budget=budget,
@@ -89,12 +91,14 @@ def render(rec: dict) -> str:
     """A human-readable block for one bench record."""
     s = rec["summary"]
     peak = rec.get("peak", {})
+    int8 = rec.get("precision") == "int8"
+    unit, kernel = ("GOPS", "MatMulInteger") if int8 else ("GFLOP/s", "MatMul")
     lines = [f"{rec.get('model', '?')}  {rec['file']}  {rec['size_bytes'] / 1e6:.2f} MB  "
              f"{rec['flops_per_image'] / 1e6:.2f} MFLOP/image  peak {peak.get('gflops_per_core', 0):g} "
-             f"GFLOP/s/core ({peak.get('source', '?').split(':')[0]}; MatMul measured "
+             f"{unit}/core ({peak.get('source', '?').split(':')[0]}; {kernel} measured "
              f"{peak.get('matmul_gflops_1_thread', 0):g})",
              f"{'threads':>7} {'batch':>6} {'n':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-             f"{'images/s':>10} {'floor ms':>9} {'eff':>5} {'roofline':>9} {'eff':>5} {'GFLOP/s':>8}"]
+             f"{'images/s':>10} {'floor ms':>9} {'eff':>5} {'roofline':>9} {'eff':>5} {unit:>8}"]
     for r in rec["latency"]:
         lines.append(f"{r['threads']:>7} {r['batch']:>6} {r['n']:>6} {_ms(r['p50_ms'])} {_ms(r['p90_ms'])} "
                      f"{_ms(r['p99_ms'])} {_num(r['throughput_ips']):>10} {_ms(r['floor_ms'])} "
@@ -105,6 +109,11 @@ def render(rec: dict) -> str:
     c = rec["cold_start"]
     lines.append(f"cold start: {c['total_ms']:.1f} ms (session {c['session_ms']:.1f} ms + first run "
                  f"{c['first_run_ms']:.2f} ms; median of {c['n']}, 1 thread)")
+    vs = (rec.get("vs_fp32") or {}).get("batches") or {}
+    if vs:
+        lines.append("against the FP32 graph (1 thread, timed interleaved; p50): " + ", ".join(
+            f"batch {b}: {v['reference_p50_ms']:.4g} -> {v['p50_ms']:.4g} ms, {v['speedup']:.2f}x"
+            for b, v in sorted(vs.items(), key=lambda kv: int(kv[0]))))
     base = rec.get("baselines")
     if base:
         if base.get("note"):
@@ -150,7 +159,10 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def _models(run_dir: Path, names: list[str] | None) -> list[str]:
-    exported = sorted(p.parent.name for p in run_dir.glob("*/model.onnx"))
+    from harness.quantize import variant
+
+    exported = sorted([p.parent.name for p in run_dir.glob("*/model.onnx")]
+                      + [variant(p.parent.name) for p in run_dir.glob("*/model.int8.onnx")])
     if not names:
         if not exported:
             raise RunError(f"run {run_dir.name} has no exported model; run `harness export --run {run_dir.name}`")

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="test.csv images for the parity gate (default 1000, the minimum)")
     p.add_argument("--no-simplify", action="store_true",
                    help="keep tf2onnx's graph as converted (skip the exact clean-ups)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write model.int8.onnx: static INT8 (QDQ), each fold calibrated on its own "
+                   "training rows, gated on out-of-fold accuracy (int8.json)")
     add_data_dir(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -51,10 +54,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             failed.append(name)
             results.append(_read_export(run_dir, name))
             say(f"harness: error: {e}")
+    int8 = _int8(run_dir, [r["model"] for r in results if r.get("ok")], settings) if args.int8 else []
     leaderboard.refresh(run_dir)
 
     if args.json:
-        print_json({"run_id": run_dir.name, "exports": results})
+        print_json({"run_id": run_dir.name, "exports": results, **({"int8": int8} if args.int8 else {})})
     else:
         print(f"{'model':<16} {'status':<7} {'max |diff|':>10} {'argmax diff':>11} {'size':>9}  file")
         for r in results:
@@ -62,9 +66,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             diff = f"{r['max_abs_diff']:.2g}" if r.get("max_abs_diff") is not None else "-"
             print(f"{r['model']:<16} {'ok' if r.get('ok') else 'FAILED':<7} {diff:>10} "
                   f"{r.get('argmax_mismatches', '-'):>11} {size:>9}  {r.get('path') or r.get('error', '')}")
+        for d in int8:
+            print(f"{d['model']:<16} {'ok' if d.get('ok') else 'MARKED':<7} {d.get('status', '')}")
     if failed:
         raise RunError(f"export failed the parity gate for {', '.join(failed)} (the other models were exported)")
     return 0
+
+
+def _int8(run_dir, models: list[str], settings: Settings) -> list[dict]:
+    """INT8 variants of the exported models (harness.quantize; plain models before the ensemble,
+    which is built from its members' INT8 folds)."""
+    import numpy as np
+
+    from harness import data, io, quantize
+
+    ds = data.load(settings.data_dir)
+    index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
+    seed = io.read_json(run_dir / "manifest.json").get("config", {}).get("seed", settings.seed)
+    ordered = sorted(models, key=lambda m: (run_dir / m / "ensemble.json").is_file())
+    return [quantize.ensure(run_dir, m, ds.x_train[index], ds.y_train[index], folds, ds.x_test, int(seed),
+                            progress=say) for m in ordered]
 
 
 def _select(run_dir, names: list[str] | None) -> list[str]:
