@@ -46,6 +46,21 @@ def test_usage_errors_are_one_line_exit_2(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["--max-latency-ms", "0"], "--max-latency-ms must be a positive number"),
+    (["--max-latency-ms", "-1"], "--max-latency-ms must be a positive number"),
+    (["--max-latency-ms", "nan"], "--max-latency-ms must be a positive number"),
+    (["--max-latency-ms", "fast"], "invalid float value"),
+    (["--max-latency-ms", "1", "--latency-batch", "0"], "--latency-batch must be between 1 and 65536"),
+    (["--latency-batch", "64"], "--latency-batch needs --max-latency-ms"),
+    (["--max-latency-ms", "1", "--no-bench"], "--max-latency-ms needs the benchmark"),
+])
+def test_latency_budget_flags_are_usage_errors(tmp_path, args, needle):
+    proc = harness_cli("run", "--all", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_unknown_model_exit_4(tmp_path):
     proc = harness_cli("run", "--model", "cnn_smal", cwd=tmp_path, env={"HARNESS_DATA_DIR": str(tmp_path / "d")})
     assert proc.returncode == 4
