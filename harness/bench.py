@@ -295,6 +295,14 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
                      "inputs": "caller's images" if x is not None else
                      "uniform random uint8 images (seed 0); FP32 latency does not depend on pixel values"},
     }
+    if not int8:  # beside the CPU rows, the GPU's where this ONNX Runtime has CUDA (onnxruntime-gpu)
+        from harness.device import cuda_provider
+
+        if cuda_provider():
+            from harness.bench_gpu import bench_cuda
+
+            say(f"{label}: CUDA execution provider")
+            record["cuda"] = bench_cuda(path, images, batches, budget)
     record["summary"] = summary(record)
     record["seconds"] = round(time.perf_counter() - t_start, 1)
     return record
@@ -333,6 +341,10 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         out["speedup_vs_fp32_b1"] = (fp32.get("1") or {}).get("speedup")
         out["speedup_vs_fp32_bmax"] = fp32[str(max(int(b) for b in fp32))]["speedup"]
     out["precision"] = record.get("precision", "fp32")
+    cuda = {r["batch"]: r for r in (record.get("cuda") or {}).get("latency", [])}
+    if cuda:  # the GPU's figures beside the CPU's (harness[gpu] on a machine with an NVIDIA GPU)
+        out["cuda_p50_ms_b1"] = (cuda.get(1) or {}).get("p50_ms")
+        out["cuda_throughput_ips"] = cuda[max(cuda)]["throughput_ips"]
     return out
 
 

@@ -82,6 +82,7 @@ class FoldResult:
     node: str | None = None
     pid: int | None = None
     threads: int | None = None
+    device: str | None = None        # "CPU" or "GPU (<name>, cc X.Y, <policy>)" (harness.device)
 
 
 @dataclass
@@ -194,11 +195,18 @@ def bf16_fast() -> bool:
 
 
 def training_policy(params: dict[str, Any]) -> str:
-    """The Keras dtype policy a recipe trains under: `precision: bfloat16` means mixed_bfloat16
-    where the CPU has native bf16 (measured 1.2x on cnn_deep and ann, issue 11), else float32."""
+    """The Keras dtype policy a recipe trains under. On a GPU every model trains in the mixed
+    precision that suits the GPU (harness.device.gpu_policy). On the CPU `precision: bfloat16` means
+    mixed_bfloat16 where the CPU has native bf16 (measured 1.2x on cnn_deep and ann, issue 11),
+    else float32."""
     want = params.get("precision", "float32")
     if want not in PRECISIONS:
         raise RunError(f"unknown precision {want!r} ({', '.join(PRECISIONS)})")
+    from harness.device import visible_gpu
+
+    gpu = visible_gpu()
+    if gpu is not None:
+        return gpu["policy"]
     return "mixed_bfloat16" if want == "bfloat16" and bf16_fast() else "float32"
 
 

@@ -100,7 +100,7 @@ EXIT_CODES: dict[int, str] = {
     2: "usage error: bad flag, option value or argument",
     3: "data error: missing, malformed or inconsistent data file",
     4: "model error: unknown model, broken plugin, bad hyperparameter",
-    5: "run error: missing/incomplete run, failed export or parity gate",
+    5: "run error: missing/incomplete run, failed export or parity gate, no model fits `--max-latency-ms`",
     6: "invalid submission file",
     7: "busy: another live harness process is working on that run or study (its pid is named)",
     10: "Kaggle: no credentials configured",

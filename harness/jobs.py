@@ -189,8 +189,10 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
         x_tr, y_tr = np.concatenate([x_tr, data.x_test[index]]), np.concatenate([y_tr, labels])
         init = fold_dir(Path(job.run_dir), spec.name, job.fold) / "model.keras"
     stage = final.with_name(f".{final.name}.{where.host}.{where.pid}.{secrets.token_hex(4)}")
+    from harness.device import device_label
+
     record = {"executor": where.executor, "host": where.host, "node": where.node, "pid": where.pid,
-              "threads": where.threads}
+              "threads": where.threads, "device": device_label()}
     stage.mkdir(parents=True)  # now, not when training ends: its name tells whose attempt it is
     try:
         result = train_fold(spec, job.params, x_tr, y_tr, data.x[va], data.y[va], data.x_test,

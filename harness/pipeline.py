@@ -203,7 +203,10 @@ def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, fol
         if opts.bench and (run_dir / name / "model.onnx").is_file() \
                 and not _benched(run_dir / name / "bench.json", opts):
             progress.stage(f"{name}: benchmarking with ONNX Runtime")
-            bench_mod.bench_model(run_dir, name, batches=_batches(opts), quick=opts.quick, progress=progress.stage)
+            # --quick skips the Keras baselines (a TensorFlow child process per model, ~45 s of a
+            # quick run): `harness bench --run RUN` adds them later
+            bench_mod.bench_model(run_dir, name, batches=_batches(opts), baselines=not opts.quick,
+                                  quick=opts.quick, progress=progress.stage)
             checkpoint()
 
 
@@ -376,6 +379,9 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         # Stage (opt-in): pseudo-labelled fine-tunes, new `+pl` models beside the plain ones.
         names = names + training.pseudo_round(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts,
                                               progress, manifest, checkpoint)
+        from harness.device import run_devices
+
+        manifest["devices"] = run_devices(run_dir, names)
 
         # Stages: export (+ parity) and benchmark. Any real digits will do for the parity gate; draw
         # them from all of train.csv so --limit runs have 1,000.

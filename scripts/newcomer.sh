@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A newcomer's first run, timed from clone to report: clone this repository into a fresh folder,
-# follow the README's quickstart (a virtual environment, `pip install -e .`, then
+# follow the README's quickstart (a virtual environment, `pip install -e ".[cpu]"`, then
 # `harness run --all --quick`), and print the seconds each step took.
 #
 #   bash scripts/newcomer.sh [WORKDIR]        # default: a new temp folder

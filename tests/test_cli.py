@@ -92,5 +92,5 @@ def test_ci_runs_the_readme_test_command():
     assert extracted == venv + 'pip install -e ".[test]" && python -m pytest'
     quickstart = subprocess.run(["awk", "/<!-- quickstart -->/{getline; getline; print; exit}", "README.md"],
                                 cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    assert quickstart == venv + "pip install -e . && harness run --all"
+    assert quickstart == venv + "pip install -e \".[cpu]\" && harness run --all"
     assert "<!-- quickstart -->" in (ROOT / "scripts" / "newcomer.sh").read_text()  # it times this line

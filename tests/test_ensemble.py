@@ -56,7 +56,7 @@ def test_logloss_matches_its_definition():
 
 
 SMALL = ["--model", "ann_tiny", "--model", "cnn_tiny", "--limit", "3000", "--folds", "2", "--epochs", "2",
-         "--no-bench", "--no-report", "--json"]
+         "--no-bench", "--no-report", "--no-int8", "--json"]  # INT8 has its own tests (test_quantize)
 
 
 @pytest.mark.e2e

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that train, convert or run models (the others read files and need no engine).
+ENGINE_COMMANDS = {"run", "export", "bench", "tune", "predict"}
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("HARNESS_DEBUG"))
     try:
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
+        if args.command in ENGINE_COMMANDS:  # missing or doubled TensorFlow/ONNX Runtime: one clear line
+            from harness.device import check_engines
+
+            check_engines()
         return int(args.func(args, load_settings()) or 0)
     except HarnessError as e:
         if debug:

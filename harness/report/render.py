@@ -287,7 +287,8 @@ def _where(fold: dict[str, Any]) -> str | None:
         text += f" node {str(fold['node'])[:6]}"
     text += f", pid {fold.get('pid')}"
     threads = fold.get("threads")
-    return text + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ", default threads")
+    text += f", {threads} thread{'s' if threads != 1 else ''}" if threads else ", default threads"
+    return text + (f", {fold['device']}" if fold.get("device") else "")
 
 
 def _executor(man: dict[str, Any]) -> dict[str, Any] | None:
@@ -333,7 +334,7 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
         "description": cv.get("description") or m.row.get("description"),
         "params": cv.get("params") if isinstance(cv.get("params"), dict) else {},
         "folds": [{**_pick(f, "fold", "accuracy", "n_train", "n_val", "epochs", "seconds", "images_per_s",
-                           "executor", "host", "node", "pid", "threads"), "where": _where(f)}
+                           "executor", "host", "node", "pid", "threads", "device"), "where": _where(f)}
                   for f in cv.get("folds") or [] if isinstance(f, dict)],
         "curves": figures.learning_curves(m.histories) if m.histories else None,
         "export": _pick(m.export, "ok", "error", "max_abs_diff", "tolerance", "n_parity",

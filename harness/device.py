@@ -1,0 +1,150 @@
+"""Which engines and devices this process has: the CPU and GPU builds, visible GPUs, the mixed
+precision that suits each, and ONNX Runtime's providers.
+
+    check_engines()            # a clear error when TensorFlow / ONNX Runtime are missing or doubled
+    gpu = visible_gpu()        # {"name", "compute_capability", "policy"} or None (imports TensorFlow)
+    policy = gpu_policy((8, 0))           # "mixed_bfloat16"
+    cuda = cuda_provider()     # "CUDAExecutionProvider" or None
+
+The engines are install extras (`harness[cpu]`: tensorflow-cpu + onnxruntime; `harness[gpu]`:
+tensorflow[and-cuda] + onnxruntime-gpu) because each pair ships the same import package: two of a
+pair side by side overwrite each other's files, and uninstalling one breaks the other. The check
+names what to uninstall rather than letting an import fail deep inside a run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from typing import Any
+
+from harness.errors import UsageError
+
+# distribution -> which engine and build it is
+TENSORFLOW = {"tensorflow-cpu": "cpu", "tensorflow": "gpu-capable", "tf-nightly": "gpu-capable",
+              "tensorflow-intel": "cpu", "tensorflow-macos": "cpu"}
+ONNXRUNTIME = {"onnxruntime": "cpu", "onnxruntime-gpu": "gpu", "onnxruntime-openvino": "openvino",
+               "onnxruntime-directml": "directml"}
+INSTALL_HINT = "pip install 'harness[cpu]' (or 'harness[gpu]' on a machine with an NVIDIA GPU)"
+
+
+def installed(names: dict[str, str], version=md.version) -> list[str]:
+    """The distributions of `names` that are installed."""
+    out = []
+    for name in names:
+        try:
+            version(name)
+        except md.PackageNotFoundError:
+            continue
+        out.append(name)
+    return out
+
+
+def check_engines(version=md.version) -> dict[str, str]:
+    """{"tensorflow": dist, "onnxruntime": dist}, or a UsageError (exit 2) saying how to fix the
+    environment: an engine missing, or two builds of one engine side by side."""
+    found = {}
+    for engine, names in (("tensorflow", TENSORFLOW), ("onnxruntime", ONNXRUNTIME)):
+        dists = installed(names, version)
+        # tensorflow-intel/-cpu wheels may pull in a "tensorflow" metapackage on some platforms; the
+        # pair that breaks is a CPU-only and a GPU build both providing the import package
+        if not dists:
+            raise UsageError(f"{engine} is not installed; install an engine: {INSTALL_HINT}")
+        builds = {names[d] for d in dists}
+        if len(dists) > 1 and len(builds) > 1:
+            raise UsageError(f"{' and '.join(dists)} are both installed and overwrite each other's files; "
+                             f"remove them and install one engine: pip uninstall -y {' '.join(dists)} && "
+                             f"{INSTALL_HINT}")
+        found[engine] = dists[0]
+    return found
+
+
+def gpu_policy(compute_capability: tuple[int, int] | None) -> str:
+    """The Keras mixed precision that suits an NVIDIA GPU: bfloat16 from Ampere (8.0: native bf16
+    tensor cores, no loss scaling), float16 on Volta/Turing (7.x: tensor cores, Keras adds loss
+    scaling), float32 before (no tensor cores: mixed precision is slower)."""
+    if compute_capability is None:
+        return "float32"
+    if tuple(compute_capability) >= (8, 0):
+        return "mixed_bfloat16"
+    if tuple(compute_capability) >= (7, 0):
+        return "mixed_float16"
+    return "float32"
+
+
+_GPU: Any = ...  # cached: TensorFlow's device list does not change within a process
+
+
+def visible_gpu() -> dict[str, Any] | None:
+    """The first GPU TensorFlow sees, with its compute capability and the policy that suits it; None
+    without one (or with CUDA_VISIBLE_DEVICES=-1). Imports TensorFlow."""
+    global _GPU
+    if _GPU is not ...:
+        return _GPU
+    from harness.tfquiet import import_tensorflow
+
+    import_tensorflow()
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        _GPU = None
+        return None
+    for g in gpus:  # several processes may share a GPU: take memory as needed, not all of it at once
+        try:
+            tf.config.experimental.set_memory_growth(g, True)
+        except (RuntimeError, ValueError):  # already initialised: keep what it has
+            pass
+    details = tf.config.experimental.get_device_details(gpus[0]) or {}
+    cc = details.get("compute_capability")
+    _GPU = {"name": details.get("device_name") or gpus[0].name, "count": len(gpus),
+            "compute_capability": list(cc) if cc else None, "policy": gpu_policy(tuple(cc) if cc else None)}
+    return _GPU
+
+
+def device_label() -> str:
+    """What trains in this process: "GPU (<name>, cc 9.0, mixed_bfloat16)" or "CPU"."""
+    gpu = visible_gpu()
+    if gpu is None:
+        return "CPU"
+    cc = ".".join(str(v) for v in gpu["compute_capability"] or []) or "?"
+    return f"GPU ({gpu['name']}, cc {cc}, {gpu['policy']})"
+
+
+def nvidia_gpus() -> list[str]:
+    """`nvidia-smi -L` lines (no TensorFlow import; [] without a driver or with
+    CUDA_VISIBLE_DEVICES=-1/empty, which hides every GPU from the run)."""
+    import os
+    import subprocess
+
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [g for g in out.stdout.splitlines() if g.strip().startswith("GPU")] if out.returncode == 0 else []
+
+
+def cuda_provider() -> str | None:
+    """"CUDAExecutionProvider" when this ONNX Runtime build has it and a GPU answers, else None."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return None
+    return "CUDAExecutionProvider"
+
+
+def run_devices(run_dir, names: list[str]) -> dict[str, Any]:
+    """Which device did what in a run, for its manifest: each model's training device(s) (from its
+    folds' records) and the ONNX Runtime providers of the benchmark and the submission."""
+    from harness import io
+
+    training = {}
+    for name in names:
+        path = run_dir / name / "cv.json"
+        if path.is_file():
+            folds = io.read_json(path).get("folds") or []
+            training[name] = sorted({f.get("device") or "not recorded" for f in folds})
+    bench = ["CPUExecutionProvider"] + (["CUDAExecutionProvider"] if cuda_provider() else [])
+    return {"training": training, "benchmark": bench, "submission": "CPUExecutionProvider",
+            "gpus": nvidia_gpus()}
