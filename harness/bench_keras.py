@@ -68,6 +68,8 @@ def _keras_baselines_worker(job: dict[str, Any]) -> None:
     run_dir, model = Path(job["run_dir"]), job["model"]
     models, weights = load_members(run_dir, model)
     tta = model_tta(run_dir, model)
+    for i, m in enumerate(models):  # fold models of one architecture share a name; a functional model refuses that
+        m.name = f"member_{i}"
     if len(models) == 1:
         ensemble = models[0]
     elif weights is None:

@@ -222,7 +222,8 @@ def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: 
         if not opts.int8:
             quantize.remove(run_dir, name)
             continue
-        if not (run_dir / name / "model.onnx").is_file():
+        if not (run_dir / name / "model.onnx").is_file():  # export failed: no INT8 from an older graph
+            quantize.remove(run_dir, name)
             continue
         doc = quantize.ensure(run_dir, name, x, y, folds, x_test, seed, progress=progress.stage)
         if not (run_dir / name / "model.int8.onnx").is_file():

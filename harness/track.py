@@ -133,11 +133,19 @@ def _log(run_dir: Path, uri: str) -> dict:
             "public": row.get("public_score"), "private": row.get("private_score"),
             "train_seconds": row.get("train_seconds"), "train_images_per_s": row.get("train_ips"),
             "p50_ms_batch1": row.get("p50_ms_b1"), "p99_ms_batch1": row.get("p99_ms_b1"),
-            "throughput_ips": row.get("throughput_ips"), "onnx_bytes": row.get("size_bytes")}),
+            "throughput_ips": row.get("throughput_ips"), "onnx_bytes": row.get("size_bytes"),
+            "int8_speedup_vs_fp32_batch1": row.get("speedup_vs_fp32")}),
             tags=[RunTag("best", str(bool(row.get("best"))))])
-        for name in ("model.onnx", "cv.json", "export.json", "bench.json", "ensemble.json"):
-            if (run_dir / model / name).is_file():
-                client.log_artifact(cid, str(run_dir / model / name))
+        from harness.quantize import SUFFIX, base_of
+
+        if model.endswith(SUFFIX):  # an INT8 variant's files live beside its FP32 model's
+            files = [run_dir / base_of(model) / n for n in ("model.int8.onnx", "int8.json", "bench.int8.json")]
+        else:
+            files = [run_dir / model / n for n in ("model.onnx", "cv.json", "export.json", "bench.json",
+                                                  "ensemble.json")]
+        for path in files:
+            if path.is_file():
+                client.log_artifact(cid, str(path))
         client.set_terminated(cid)
         children[model] = cid
     client.set_terminated(pid)

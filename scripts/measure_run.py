@@ -33,17 +33,18 @@ def table(run_dir: Path, wall_s: float | None = None, probe: float | None = None
              f"wall {wall_s:.0f} s ({wall_s / 60:.1f} min)" if wall_s else f"duration_s {manifest.get('duration_s')}",
              f"reference probe: {probe:,.0f} images/s" if probe else "reference probe: not measured",
              "",
-             f"{'model':<10} {'CV (OOF) %':>11} {'errors':>7} {'public %':>9} {'errors':>7} {'private %':>10} "
+             f"{'model':<15} {'CV (OOF) %':>11} {'errors':>7} {'public %':>9} {'errors':>7} {'private %':>10} "
              f"{'errors':>7} {'train s':>8}  members"]
     for r in results["rows"]:
         score = {}
-        path = run_dir / r["model"] / "score.json"
+        base, _, variant = r["model"].partition("@")  # `m@int8`: m/score.int8.json (harness.quantize)
+        path = run_dir / base / (f"score.{variant}.json" if variant else "score.json")
         if path.is_file():
             score = json.loads(path.read_text())
         cv = r["cv_accuracy"] or 0.0
         pub, priv = score.get("public"), score.get("private")
         n_pub, n_priv = score.get("n_public") or 7000, score.get("n_private") or 21000
-        lines.append(f"{('*' if r['best'] else ' ') + r['model']:<10} {100 * cv:>11.3f} {round((1 - cv) * n):>7} "
+        lines.append(f"{('*' if r['best'] else ' ') + r['model']:<15} {100 * cv:>11.3f} {round((1 - cv) * n):>7} "
                      f"{100 * (pub or 0):>9.3f} {round((1 - (pub or 0)) * n_pub):>7} "
                      f"{100 * (priv or 0):>10.3f} {round((1 - (priv or 0)) * n_priv):>7} "
                      f"{(r['train_seconds'] or 0):>8.0f}  {r.get('members') or ''}")

@@ -136,7 +136,9 @@ def test_peak_override_and_measure(onnx_file):
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    """A run with a 1-fold tiny Keras model and its exported ONNX ensemble."""
+    """A run with a 2-fold tiny Keras model and its exported ONNX ensemble. Both folds carry the same
+    model name, as fold models trained in separate processes do (the Keras baselines once failed on
+    that: "The name functional_1 is used 5 times in the model")."""
     import keras
     from keras import layers
 
@@ -144,12 +146,14 @@ def bench_run(tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("runs") / "20260101-000000"
     (run_dir / "mlp" / "fold_0").mkdir(parents=True)
+    (run_dir / "mlp" / "fold_1").mkdir(parents=True)
     (run_dir / "manifest.json").write_text("{}")
     keras.utils.set_random_seed(0)
     inp = keras.Input((28, 28, 1))
     x = layers.Flatten()(layers.Rescaling(1 / 255)(inp))
     m = keras.Model(inp, layers.Dense(10, activation="softmax")(layers.Dense(16, activation="relu")(x)))
     m.save(run_dir / "mlp" / "fold_0" / "model.keras")
+    m.save(run_dir / "mlp" / "fold_1" / "model.keras")
     x = np.random.default_rng(0).integers(0, 256, (1000, 28, 28, 1), dtype=np.uint8)
     export_model(run_dir, "mlp", x, {})
     return run_dir
