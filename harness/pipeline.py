@@ -204,9 +204,9 @@ def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, fol
                 and not _benched(run_dir / name / "bench.json", opts):
             progress.stage(f"{name}: benchmarking with ONNX Runtime")
             # --quick skips the Keras baselines (a TensorFlow child process per model, ~45 s of a
-            # quick run): `harness bench --run RUN` adds them later
-            bench_mod.bench_model(run_dir, name, batches=_batches(opts), baselines=not opts.quick,
-                                  quick=opts.quick, progress=progress.stage)
+            # quick run) and the 2-thread rows: `harness bench --run RUN` adds them later
+            bench_mod.bench_model(run_dir, name, batches=_batches(opts), threads=_threads(opts),
+                                  baselines=not opts.quick, quick=opts.quick, progress=progress.stage)
             checkpoint()
 
 
@@ -231,7 +231,8 @@ def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: 
         variant = doc["model"]
         if opts.bench and not _benched(quantize.artefact(run_dir, variant, "bench"), opts):
             progress.stage(f"{variant}: benchmarking with ONNX Runtime")
-            bench_mod.bench_model(run_dir, variant, batches=_batches(opts), quick=opts.quick, progress=progress.stage)
+            bench_mod.bench_model(run_dir, variant, batches=_batches(opts), threads=_threads(opts), quick=opts.quick,
+                                  progress=progress.stage)
             checkpoint()
         out.append(variant)
     return out
@@ -242,6 +243,13 @@ def _batches(opts: RunOptions) -> tuple[int, ...]:
     from harness.bench import DEFAULT_BATCHES
 
     return tuple(sorted(set(DEFAULT_BATCHES) | {opts.latency_batch}))
+
+
+def _threads(opts: RunOptions) -> tuple[int, ...]:
+    """The benchmark's thread counts: one under --quick, else the default ones."""
+    from harness.bench import DEFAULT_THREADS
+
+    return (1,) if opts.quick else tuple(DEFAULT_THREADS)
 
 
 def _benched(path: Path, opts: RunOptions) -> bool:
