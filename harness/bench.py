@@ -168,35 +168,31 @@ def stats(samples_s: np.ndarray, batch: int, keep_samples: bool = False) -> dict
 def measure_peak_gflops(threads: int = 1, n: int = 1024, repeats: int = 7) -> float:
     """Best GFLOP/s of an n^3 FP32 MatMul in ONNX Runtime on `threads` threads: an achievable
     peak (a lower bound of the hardware's), per the whole thread count."""
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "peak",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    sess = make_session(model.SerializeToString(), threads)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    samples = time_calls(lambda: sess.run(None, {"a": a}), iters=repeats, warmup_iters=2, warmup_seconds=0)
-    return round(2 * n ** 3 / float(samples.min()) / 1e9, 1)
+    return _matmul_peak("MatMul", rng.standard_normal((n, n), dtype=np.float32),
+                        rng.standard_normal((n, n), dtype=np.float32), threads, repeats)
 
 
 def measure_peak_gops_int8(threads: int = 1, n: int = 1024, repeats: int = 7) -> float:
     """Best GOPS (2 ops per multiply-add) of an n^3 uint8 x int8 MatMulInteger in ONNX Runtime:
     the INT8 counterpart of `measure_peak_gflops` (VNNI/AMX kernels where the CPU has them)."""
+    rng = np.random.default_rng(0)
+    return _matmul_peak("MatMulInteger", rng.integers(0, 256, (n, n), dtype=np.uint8),
+                        rng.integers(-128, 128, (n, n), dtype=np.int8), threads, repeats)
+
+
+def _matmul_peak(op: str, a: np.ndarray, w: np.ndarray, threads: int, repeats: int) -> float:
+    """Best 2*n^3 / seconds of `op`(a, w) over `repeats` timed calls, in G(FL)OP/s."""
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.integers(-128, 128, (n, n), dtype=np.int8), "w")
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "peak_int8",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [w])
+    n = a.shape[0]
+    out = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node(op, ["a", "w"], ["y"])], "peak",
+                              [helper.make_tensor_value_info("a", helper.np_dtype_to_tensor_dtype(a.dtype), [n, n])],
+                              [helper.make_tensor_value_info("y", out, [n, n])], [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     sess = make_session(model.SerializeToString(), threads)
-    a = rng.integers(0, 256, (n, n), dtype=np.uint8)
     samples = time_calls(lambda: sess.run(None, {"a": a}), iters=repeats, warmup_iters=2, warmup_seconds=0)
     return round(2 * n ** 3 / float(samples.min()) / 1e9, 1)
 
