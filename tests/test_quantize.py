@@ -237,3 +237,13 @@ def test_budget_in_a_run_chooses_resumes_and_fails_clearly(int8_run):
     assert results["submission"]["model"] == best["model"]
     text = leaderboard.render(results)
     assert "fits" in text and f"p50 <= {generous:g} ms at batch 1" in text
+
+
+def test_report_shows_int8_rows_and_their_speedup(int8_run, tmp_path):
+    from harness.report import render_report
+
+    run_dir, settings, _, _ = int8_run
+    out = render_report(run_dir, tmp_path / "report.html", settings.data_dir)
+    html = out.read_text() if hasattr(out, "read_text") else (tmp_path / "report.html").read_text()
+    assert "cnn_tiny@int8" in html and "INT8 over FP32 (interleaved, 1 thread)" in html
+    assert "Not benchmarked: cnn_tiny@int8" not in html and "GOPS (INT8) per core" in html
