@@ -164,9 +164,9 @@ def _feed_pixels(proto, input_name: str) -> int:
                     c.input[i] = casts[n.input[0]]
         count += 1
     if count:
-        from harness.export import _prune
+        from harness.onnx_graph import prune
 
-        _prune(proto)
+        prune(proto)
     return count
 
 
