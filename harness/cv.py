@@ -210,6 +210,13 @@ def training_policy(params: dict[str, Any]) -> str:
     return "mixed_bfloat16" if want == "bfloat16" and bf16_fast() else "float32"
 
 
+def oof_fold_stats(oof: np.ndarray, y: np.ndarray, folds: np.ndarray) -> tuple[list[float], float, float]:
+    """Each fold's accuracy of out-of-fold probabilities, their mean and sample std (0 with one fold)."""
+    k = int(folds.max()) + 1
+    accs = [float((oof[folds == f].argmax(1) == y[folds == f]).mean()) for f in range(k)]
+    return accs, float(np.mean(accs)), float(np.std(accs, ddof=1)) if k > 1 else 0.0
+
+
 def predict(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Softmax probabilities, float32, without Keras's per-call dataset machinery."""
     out = [np.asarray(model(x[i:i + batch_size].astype(np.float32), training=False))

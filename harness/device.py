@@ -20,8 +20,7 @@ from typing import Any
 from harness.errors import UsageError
 
 # distribution -> which engine and build it is
-TENSORFLOW = {"tensorflow-cpu": "cpu", "tensorflow": "gpu-capable", "tf-nightly": "gpu-capable",
-              "tensorflow-intel": "cpu", "tensorflow-macos": "cpu"}
+TENSORFLOW = {"tensorflow-cpu": "cpu", "tensorflow": "gpu-capable", "tf-nightly": "gpu-capable"}
 ONNXRUNTIME = {"onnxruntime": "cpu", "onnxruntime-gpu": "gpu", "onnxruntime-openvino": "openvino",
                "onnxruntime-directml": "directml"}
 INSTALL_HINT = "pip install 'harness[cpu]' (or 'harness[gpu]' on a machine with an NVIDIA GPU)"
@@ -45,8 +44,6 @@ def check_engines(version=md.version) -> dict[str, str]:
     found = {}
     for engine, names in (("tensorflow", TENSORFLOW), ("onnxruntime", ONNXRUNTIME)):
         dists = installed(names, version)
-        # tensorflow-intel/-cpu wheels may pull in a "tensorflow" metapackage on some platforms; the
-        # pair that breaks is a CPU-only and a GPU build both providing the import package
         if not dists:
             raise UsageError(f"{engine} is not installed; install an engine: {INSTALL_HINT}")
         builds = {names[d] for d in dists}

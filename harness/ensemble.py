@@ -128,8 +128,9 @@ def write(run_dir: Path, weights: dict[str, float], y: np.ndarray, folds: np.nda
     oof = sum(w * oofs[m] for m, w in weights.items()).astype(np.float32)
     test = sum(w * np.load(run_dir / m / "test.npy").astype(np.float64) for m, w in weights.items()).astype(np.float32)
     member_cv = {m: io.read_json(run_dir / m / "cv.json") for m in weights}
-    k = int(folds.max()) + 1
-    fold_acc = [float((oof[folds == f].argmax(1) == y[folds == f]).mean()) for f in range(k)]
+    from harness.cv import oof_fold_stats
+
+    fold_acc, fold_mean, fold_std = oof_fold_stats(oof, y, folds)
     accuracy = float((oof.argmax(1) == y).mean())
     doc = {"members": weights, **info, "oof_accuracy": accuracy, "key": key}
     io.write_npy(out / "oof.npy", oof)
@@ -140,7 +141,7 @@ def write(run_dir: Path, weights: dict[str, float], y: np.ndarray, folds: np.nda
         "model": NAME, "family": NAME, "description": description, "source": "harness.ensemble",
         "params": {"members": weights}, "epochs": None, "oof_accuracy": accuracy,
         "tta": max(int(c.get("tta") or 1) for c in member_cv.values()),
-        "fold_mean": float(np.mean(fold_acc)), "fold_std": float(np.std(fold_acc, ddof=1)) if k > 1 else 0.0,
+        "fold_mean": fold_mean, "fold_std": fold_std,
         "train_seconds": round(sum(c["train_seconds"] for c in member_cv.values()), 2), "train_ips": None,
         "n_params": sum(int(c.get("n_params") or 0) for c in member_cv.values()),
         "folds": [{"fold": f, "accuracy": a, "n_val": int((folds == f).sum())} for f, a in enumerate(fold_acc)]})

@@ -17,12 +17,11 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from dataclasses import asdict, dataclass
 
 from harness import io
 from harness.errors import RunError

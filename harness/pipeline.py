@@ -219,16 +219,14 @@ def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: 
 
     out = []
     for name in names:
-        if not opts.int8:
+        # --no-int8, or a failed FP32 export (no INT8 from an older graph): none
+        if not opts.int8 or not (run_dir / name / "model.onnx").is_file():
             quantize.remove(run_dir, name)
             continue
-        if not (run_dir / name / "model.onnx").is_file():  # export failed: no INT8 from an older graph
-            quantize.remove(run_dir, name)
-            continue
-        doc = quantize.ensure(run_dir, name, x, y, folds, x_test, seed, progress=progress.stage)
+        quantize.ensure(run_dir, name, x, y, folds, x_test, seed, progress=progress.stage)
         if not (run_dir / name / "model.int8.onnx").is_file():
             continue
-        variant = doc["model"]
+        variant = quantize.variant(name)
         if opts.bench and not _benched(quantize.artefact(run_dir, variant, "bench"), opts):
             progress.stage(f"{variant}: benchmarking with ONNX Runtime")
             bench_mod.bench_model(run_dir, variant, batches=_batches(opts), threads=_threads(opts), quick=opts.quick,
@@ -280,13 +278,12 @@ def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray,
 def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, solution: Path) -> None:
     """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json;
     score.int8.json for an INT8 variant, from its graph's test predictions)."""
-    from harness.quantize import artefact, base_of
+    from harness.quantize import artefact, predictions
     from harness.submission import read_solution, score_labels
 
     answers = read_solution(solution)
     for name in names:
-        base = run_dir / base_of(name)
-        test = np.load(base / "int8" / "test.npy" if name != base_of(name) else base / "test.npy")
+        test = np.load(predictions(run_dir, name, "test"))
         io.write_json(artefact(run_dir, name, "score"), score_labels(image_ids, test.argmax(1), answers).to_dict())
 
 

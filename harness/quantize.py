@@ -60,6 +60,12 @@ def onnx_path(run_dir: Path, name: str) -> Path:
     return model_dir(run_dir, name) / "model.onnx"
 
 
+def predictions(run_dir: Path, name: str, kind: str) -> Path:
+    """`oof`/`test` probabilities of a leaderboard name: m/oof.npy, or m/int8/oof.npy for m@int8."""
+    base = model_dir(run_dir, base_of(name))
+    return base / "int8" / f"{kind}.npy" if name.endswith(SUFFIX) else base / f"{kind}.npy"
+
+
 def artefact(run_dir: Path, name: str, stem: str) -> Path:
     """`bench`/`score` JSON of a leaderboard name: m/bench.json, or m/bench.int8.json for m@int8."""
     base = model_dir(run_dir, base_of(name))
@@ -177,7 +183,7 @@ def merge(graphs: list[Any], weights: list[float], input_name: str = "pixels", o
     import onnx
     from onnx import helper, numpy_helper
 
-    nodes, inits, value_info = [], [], []
+    nodes, inits = [], []
     opsets: dict[str, int] = {}
     outs = []
     for k, g in enumerate(graphs):
@@ -205,7 +211,7 @@ def merge(graphs: list[Any], weights: list[float], input_name: str = "pixels", o
     nodes.append(helper.make_node("Sum", weighted, [output_name], name="ensemble_sum")
                  if len(weighted) > 1 else helper.make_node("Identity", weighted, [output_name]))
     first = graphs[0].graph
-    graph = helper.make_graph(nodes, "harness_int8", list(first.input), list(first.output), inits, value_info)
+    graph = helper.make_graph(nodes, "harness_int8", list(first.input), list(first.output), inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     model.ir_version = graphs[0].ir_version
     return model
@@ -237,7 +243,7 @@ def quantize_folds(run_dir: Path, model: str, x: np.ndarray, folds: np.ndarray, 
         val = np.flatnonzero(folds == k)
         oof[val] = predict_onnx(path, x[val])
         paths.append(path)
-    io.write_npy(out / "oof.npy", oof)
+    io.write_npy(predictions(run_dir, variant(model), "oof"), oof)
     return paths, oof
 
 
@@ -245,7 +251,8 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
                    x_test: np.ndarray, seed: int = 0, *, max_drop: float = MAX_OOF_DROP,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """`model.int8.onnx` + `int8.json` for one exported model (the ensemble's from its members'
-    INT8 folds). Never raises for a model the quantiser cannot handle: int8.json says why."""
+    INT8 folds). Never raises for a model the quantiser cannot handle: int8.json says why.
+    int8.json records the sha256 of the FP32 file it came from (see `ensure`)."""
     import onnx
 
     from harness.ensemble import members
@@ -254,7 +261,8 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     d = model_dir(run_dir, model)
-    doc: dict[str, Any] = {"model": variant(model), "base": model, "settings": SETTINGS, "max_drop": max_drop}
+    doc: dict[str, Any] = {"model": variant(model), "base": model, "settings": SETTINGS, "max_drop": max_drop,
+                           "fp32_sha256": _sha256(d / "model.onnx")}
     try:
         mix = members(run_dir, model)
         if mix is None:
@@ -263,18 +271,17 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
         else:  # the run's ensemble: its members' INT8 folds, weighted as in the FP32 graph
             paths, weights, oof = [], [], np.zeros((len(x), 10), np.float64)
             for member, w in mix.items():
-                member_paths = sorted((model_dir(run_dir, member) / "int8").glob("fold_*.onnx"),
-                                      key=lambda p: int(p.stem.split("_")[1]))
-                if not member_paths or not (model_dir(run_dir, member) / "int8" / "oof.npy").is_file():
+                member_oof = predictions(run_dir, variant(member), "oof")
+                member_paths = sorted(member_oof.parent.glob("fold_*.onnx"), key=lambda p: int(p.stem.split("_")[1]))
+                if not member_paths or not member_oof.is_file():
                     raise RuntimeError(f"member {member} has no INT8 folds")
                 paths += member_paths
                 weights += [w / len(member_paths)] * len(member_paths)
-                oof += w * np.load(model_dir(run_dir, member) / "int8" / "oof.npy")
+                oof += w * np.load(member_oof)
             oof = oof.astype(np.float32)
-            io.write_npy(d / "int8" / "oof.npy", oof)
+            io.write_npy(predictions(run_dir, variant(model), "oof"), oof)
         merged = merge([onnx.load(p) for p in paths], weights)
-        meta = {k: v for k, v in _fp32_metadata(d / "model.onnx").items()}
-        add_metadata(merged, {**meta, "model": variant(model), "precision": "int8 (QDQ: uint8 activations, "
+        add_metadata(merged, {**_fp32_metadata(d / "model.onnx"), "model": variant(model), "precision": "int8 (QDQ: uint8 activations, "
                               "int8 weights)", "calibration": SETTINGS["calibration"]})
         onnx.checker.check_model(merged)
         target = d / "model.int8.onnx"
@@ -291,18 +298,18 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
     fp32_oof = np.load(d / "oof.npy")
     acc32, acc8 = float((fp32_oof.argmax(1) == y).mean()), float((oof.argmax(1) == y).mean())
     test8 = predict_onnx(target, x_test)
-    io.write_npy(d / "int8" / "test.npy", test8)
+    io.write_npy(predictions(run_dir, variant(model), "test"), test8)
     test32 = np.load(d / "test.npy")  # the FP32 graph's, to 1e-4 (its parity gate)
-    k = int(folds.max()) + 1
-    fold_acc = [float((oof[folds == f].argmax(1) == y[folds == f]).mean()) for f in range(k)]
+    from harness.cv import oof_fold_stats
+
+    fold_acc, fold_mean, fold_std = oof_fold_stats(oof, y, folds)
     drop = acc32 - acc8
     ok = drop <= max_drop + 1e-12
     doc.update(
         ok=ok, status="ok" if ok else f"int8 loses {100 * drop:.3f} points OOF (limit {100 * max_drop:.2f})",
         fp32_oof_accuracy=acc32, int8_oof_accuracy=acc8, drop_points=round(100 * drop, 4),
         fp32_oof_errors=int((fp32_oof.argmax(1) != y).sum()), int8_oof_errors=int((oof.argmax(1) != y).sum()),
-        fold_accuracy=fold_acc, fold_mean=float(np.mean(fold_acc)),
-        fold_std=float(np.std(fold_acc, ddof=1)) if k > 1 else 0.0,
+        fold_accuracy=fold_acc, fold_mean=fold_mean, fold_std=fold_std,
         test_agreement=float((test8.argmax(1) == test32.argmax(1)).mean()),
         test_disagreements=int((test8.argmax(1) != test32.argmax(1)).sum()), n_test=int(len(x_test)),
         graphs=len(paths), size_bytes=target.stat().st_size, fp32_size_bytes=(d / "model.onnx").stat().st_size,
@@ -318,19 +325,16 @@ def ensure(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, folds: np.nd
            seed: int = 0, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """int8.json for `model`, quantising again only when its FP32 graph changed since (resume)."""
     d = model_dir(run_dir, model)
-    digest = _sha256(d / "model.onnx")
     if (d / "int8.json").is_file():
         doc = io.read_json(d / "int8.json")
-        if doc.get("fp32_sha256") == digest and (not doc.get("ok") or (d / "model.int8.onnx").is_file()) \
-                and doc.get("ok") is not None:
+        # kept: made from this FP32 file, and either marked or with its graph still there
+        if doc.get("fp32_sha256") == _sha256(d / "model.onnx") and doc.get("ok") is not None \
+                and (not doc["ok"] or (d / "model.int8.onnx").is_file()):
             return doc
         remove(run_dir, model)
     if progress:
         progress(f"{model}: quantising to INT8 (calibration on each fold's own training rows)")
-    doc = quantize_model(run_dir, model, x, y, folds, x_test, seed, progress=progress)
-    doc["fp32_sha256"] = digest
-    io.write_json(d / "int8.json", doc)
-    return doc
+    return quantize_model(run_dir, model, x, y, folds, x_test, seed, progress=progress)
 
 
 def _sha256(path: Path) -> str:

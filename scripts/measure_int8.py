@@ -4,8 +4,9 @@
     python scripts/measure_int8.py [RUN] [--batches 1,1024] [--threads 1] [--rounds 10] [--seconds 4]
 
 For each model with a `model.int8.onnx` (harness.quantize), both graphs are timed in alternating
-blocks in one process (so a busy machine slows both alike): p50 per batch size, the INT8-over-FP32
-speed-up, and the accuracy figures of its int8.json (FP32 vs INT8 OOF errors, test agreement).
+blocks in one process (`harness.bench.versus`, as the run's INT8 benchmark does: a busy machine
+slows both alike): p50 per batch size, the INT8-over-FP32 speed-up, and the accuracy figures of
+its int8.json (FP32 vs INT8 OOF errors, test agreement).
 Prints one markdown table; nothing in the run is changed.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import io  # noqa: E402
-from harness.bench import make_session, time_calls  # noqa: E402
+from harness.bench import versus  # noqa: E402
 from harness.runs import resolve_run, run_models  # noqa: E402
 
 
@@ -43,19 +44,12 @@ def main() -> int:
         int8 = run_dir / model / "model.int8.onnx"
         if not int8.is_file():
             continue
-        sessions = {"fp32": make_session(run_dir / model / "model.onnx", args.threads),
-                    "int8": make_session(int8, args.threads)}
+        vs = versus(run_dir / model / "model.onnx", int8, x, batches, args.seconds, threads=args.threads,
+                    rounds=args.rounds)["batches"]
         cells = []
         for b in batches:
-            xb = x[:b]
-            samples: dict[str, list[np.ndarray]] = {k: [] for k in sessions}
-            for r in range(args.rounds):
-                for k, s in sessions.items():
-                    samples[k].append(time_calls(lambda s=s: s.run(None, {"pixels": xb}), iters=10 ** 6,
-                                                 seconds=args.seconds / args.rounds, min_iters=2,
-                                                 warmup_iters=10 if r == 0 else 0, warmup_seconds=0))
-            p50 = {k: float(np.median(np.concatenate(v))) * 1e3 for k, v in samples.items()}
-            cells += [f"{p50['fp32']:.3f}", f"{p50['int8']:.3f}", f"{p50['fp32'] / p50['int8']:.2f}x"]
+            v = vs[str(b)]
+            cells += [f"{v['reference_p50_ms']:.3f}", f"{v['p50_ms']:.3f}", f"{v['speedup']:.2f}x"]
         doc = io.read_json(run_dir / model / "int8.json") if (run_dir / model / "int8.json").is_file() else {}
         acc = (f"{doc.get('fp32_oof_errors')} -> {doc.get('int8_oof_errors')}"
                if doc.get("int8_oof_errors") is not None else "-")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import RunError
-from harness.quantize import SUFFIX, artefact, base_of
+from harness.quantize import SUFFIX, artefact, base_of, predictions
 from harness.runs import RUN_MARKER
 
 
@@ -154,9 +154,8 @@ def load_run(run_dir: Path, data_dir: Path | None = None, dataset: Any = None) -
         d = run_dir / name
         m = ModelData(name=name, row=by_name.get(name, {}))
         if name.endswith(SUFFIX) and (run_dir / base_of(name)).is_dir():  # an INT8 variant (harness.quantize)
-            base = run_dir / base_of(name)
-            m.oof = _npy(base / "int8" / "oof.npy", notes)
-            m.test = _npy(base / "int8" / "test.npy", notes)
+            m.oof = _npy(predictions(run_dir, name, "oof"), notes)
+            m.test = _npy(predictions(run_dir, name, "test"), notes)
             m.bench = _json(artefact(run_dir, name, "bench"), notes)
         elif d.is_dir():
             m.cv = _json(d / "cv.json", notes)
