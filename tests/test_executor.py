@@ -122,6 +122,21 @@ def test_two_processes_train_two_folds_at_once(data, tmp_path):
     assert not list((tmp_path / "cnn_tiny").glob(".fold_*"))
 
 
+def test_a_reused_worker_trains_a_fold_exactly_as_a_fresh_one(data, tmp_path):
+    """Workers are reused from job to job (TF imported once): the second job of a worker must give
+    the same weights and predictions as the same job in a worker of its own."""
+    done: list[dict] = []
+    with Processes(1, cpus_per_job=1).session(data, tmp_path / "reused") as ex:
+        run_jobs(ex, [_job(tmp_path / "reused", 0), _job(tmp_path / "reused", 1)], lambda job, r: done.append(r))
+    assert len({r["pid"] for r in done}) == 1  # one worker ran both
+    with Processes(1, cpus_per_job=1).session(data, tmp_path / "fresh") as ex:
+        run_jobs(ex, [_job(tmp_path / "fresh", 1)], lambda job, r: done.append(r))
+    assert done[2]["pid"] != done[0]["pid"]
+    for name in ("oof.npy", "test.npy"):
+        a, b = (np.load(tmp_path / d / "cnn_tiny" / "fold_1" / name) for d in ("reused", "fresh"))
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_killed_worker_is_retried_once_then_the_run_stops(data, tmp_path):
     killed: set[int] = set()
     killer = threading.Thread(target=kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)
