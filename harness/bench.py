@@ -483,8 +483,10 @@ def _machine() -> dict[str, Any]:
         family = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("cpu family")), None)
     except OSError:
         family = None
-    return {"cpu": cpu, "cpu_family": family, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+    from harness.device import cpu_class
+
+    return {"cpu": cpu, "cpu_family": family, "cpu_class": cpu_class(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _r(v: Any) -> float:

@@ -184,16 +184,6 @@ def compile_model(model: Any, params: dict[str, Any], steps: int, steps_per_exec
 PRECISIONS = ("float32", "bfloat16")
 
 
-def bf16_fast() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere Keras's
-    mixed_bfloat16 is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def training_policy(params: dict[str, Any]) -> str:
     """The Keras dtype policy a recipe trains under. On a GPU every model trains in the mixed
     precision that suits the GPU (harness.device.gpu_policy). On the CPU `precision: bfloat16` means
@@ -202,7 +192,7 @@ def training_policy(params: dict[str, Any]) -> str:
     want = params.get("precision", "float32")
     if want not in PRECISIONS:
         raise RunError(f"unknown precision {want!r} ({', '.join(PRECISIONS)})")
-    from harness.device import visible_gpu
+    from harness.device import bf16_fast, visible_gpu
 
     gpu = visible_gpu()
     if gpu is not None:

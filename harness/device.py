@@ -5,6 +5,7 @@ precision that suits each, and ONNX Runtime's providers.
     gpu = visible_gpu()        # {"name", "compute_capability", "policy"} or None (imports TensorFlow)
     policy = gpu_policy((8, 0))           # "mixed_bfloat16"
     cuda = cuda_provider()     # "CUDAExecutionProvider" or None
+    cpu_class()                # "amx" | "avx512-vnni" | "avx512" | "avx2-vnni" | "avx2" | "other"
 
 The engines are install extras (`harness[cpu]`: tensorflow-cpu + onnxruntime; `harness[gpu]`:
 tensorflow[and-cuda] + onnxruntime-gpu) because each pair ships the same import package: two of a
@@ -66,6 +67,45 @@ def gpu_policy(compute_capability: tuple[int, int] | None) -> str:
     if tuple(compute_capability) >= (7, 0):
         return "mixed_float16"
     return "float32"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read: not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_class(flags: set[str] | None = None) -> str:
+    """The instruction sets that set this CPU's speed ratios (INT8 over FP32, ONNX Runtime over
+    TensorFlow): machines of one class measure alike, machines of two classes do not (issue 13 note,
+    session 4: an AVX2-only EPYC ran INT8 CNNs at 0.86-0.97x FP32, an AMX Xeon at 1.2-2.5x)."""
+    f = cpu_flags() if flags is None else flags
+    if "amx_int8" in f or "amx_tile" in f:
+        return "amx"
+    if "avx512f" in f:
+        return "avx512-vnni" if "avx512_vnni" in f else "avx512"
+    if "avx2" in f:
+        return "avx2-vnni" if "avx_vnni" in f else "avx2"
+    return "other"
+
+
+def int8_fast(flags: set[str] | None = None) -> bool:
+    """Whether ONNX Runtime's INT8 kernels have dot-product instructions here (VNNI or AMX). Without
+    them (AVX2's multiply-add chains) a static INT8 CNN is no faster than its FP32 graph."""
+    return cpu_class(flags) in ("amx", "avx512-vnni", "avx2-vnni")
+
+
+def bf16_fast(flags: set[str] | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere Keras's
+    mixed_bfloat16 is emulated and slower than float32."""
+    f = cpu_flags() if flags is None else flags
+    return "avx512_bf16" in f or "amx_bf16" in f
 
 
 _GPU: Any = ...  # cached: TensorFlow's device list does not change within a process

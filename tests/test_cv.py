@@ -117,7 +117,7 @@ def test_half_written_fold_is_retrained(tmp_path):
 def test_bfloat16_recipe_trains_mixed_and_keeps_a_float32_model(tmp_path):
     import keras
 
-    from harness.cv import bf16_fast
+    from harness.device import bf16_fast
 
     x, y = _toy(400)
     folds = make_folds(y, 2, 0)

@@ -70,7 +70,7 @@ def test_cpu_training_policy_is_unchanged_without_a_gpu(monkeypatch):
 
     monkeypatch.setattr(device, "visible_gpu", lambda: None)
     assert cv.training_policy({"precision": "float32"}) == "float32"
-    assert cv.training_policy({"precision": "bfloat16"}) == ("mixed_bfloat16" if cv.bf16_fast() else "float32")
+    assert cv.training_policy({"precision": "bfloat16"}) == ("mixed_bfloat16" if device.bf16_fast() else "float32")
     monkeypatch.setattr(device, "visible_gpu", lambda: {"policy": "mixed_float16"})
     assert cv.training_policy({"precision": "float32"}) == "mixed_float16"  # a GPU: every model
 
@@ -103,3 +103,28 @@ def test_training_and_benchmark_use_the_gpu(project):
     if device.cuda_provider():
         assert bench["cuda"].get("latency"), bench["cuda"]
         assert bench["summary"]["cuda_p50_ms_b1"] > 0
+
+
+def test_cpu_class_names_the_instruction_sets_that_set_speed_ratios():
+    assert device.cpu_class({"avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"}) == "amx"
+    assert device.cpu_class({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}) == "avx512-vnni"  # Zen 4/5
+    assert device.cpu_class({"avx2", "avx512f"}) == "avx512"
+    assert device.cpu_class({"avx2", "avx_vnni"}) == "avx2-vnni"
+    assert device.cpu_class({"avx", "avx2", "fma"}) == "avx2"  # an AVX2-only EPYC (session 4)
+    assert device.cpu_class(set()) == "other"
+    assert device.int8_fast({"avx2", "avx512f", "avx512_vnni"}) and device.int8_fast({"amx_int8"})
+    assert not device.int8_fast({"avx", "avx2"}) and not device.int8_fast({"avx2", "avx512f"})
+    assert device.bf16_fast({"avx512_bf16"}) and device.bf16_fast({"amx_bf16"}) and not device.bf16_fast({"avx2"})
+    assert device.cpu_class() in ("amx", "avx512-vnni", "avx512", "avx2-vnni", "avx2", "other")
+
+
+def test_int8_variants_are_on_by_default_only_where_they_pay(monkeypatch, capsys):
+    from harness.cli import run as run_cli
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
+    assert run_cli._int8_default(quick=False) is True and run_cli._int8_default(quick=True) is False
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx", "avx2"})
+    assert run_cli._int8_default(quick=False) is False
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no INT8 variants by default on this CPU (avx2" in err and "--int8" in err

@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no ensemble row (default: a greedy OOF-chosen weighted ensemble of the models)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="static INT8 variants: each exported model gets a `<model>@int8` row, gated on OOF "
-                   "accuracy (default: on, off with --quick)")
+                   "accuracy (default: on where the CPU has INT8 dot products, VNNI or AMX; off with --quick "
+                   "and on AVX2-only CPUs, where INT8 CNNs are no faster than FP32)")
     p.add_argument("--max-latency-ms", type=float, metavar="MS",
                    help="choose the most accurate model (FP32, INT8 or ensemble) whose p50 at --latency-batch "
                    "(one thread) is at most MS; none fitting is an error naming the fastest")
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
                       bench=not args.no_bench, report=not args.no_report, ensemble=not args.no_ensemble, tta=args.tta,
                       pseudo_label=args.pseudo_label, track=args.track, tracking_uri=args.tracking_uri,
-                      int8=(not args.quick) if args.int8 is None else args.int8, max_latency_ms=args.max_latency_ms, latency_batch=args.latency_batch,
+                      int8=_int8_default(args.quick) if args.int8 is None else args.int8, max_latency_ms=args.max_latency_ms, latency_batch=args.latency_batch,
                       submit=args.submit,
                       message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
     results = run_pipeline(opts, settings)
@@ -110,3 +111,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(leaderboard.render(results, "text"))
     return 0
+
+
+def _int8_default(quick: bool) -> bool:
+    """INT8 variants by default only where they pay: not under --quick (their stage costs ~2 min of a
+    30-minute run), and not on a CPU without VNNI/AMX, where the INT8 CNNs measured 0.86-0.97x their
+    FP32 graphs (issue 13 note, session 4). Says so on stderr when the CPU is the reason."""
+    if quick:
+        return False
+    from harness.device import cpu_class, int8_fast
+
+    if not int8_fast():
+        print(f"harness: no INT8 variants by default on this CPU ({cpu_class()}: no VNNI or AMX, INT8 is no "
+              f"faster than FP32 here); --int8 adds them anyway", file=sys.stderr)
+        return False
+    return True

@@ -301,9 +301,15 @@ class Gate:
     def __init__(self, path: Path) -> None:
         import json
 
+        from harness.device import cpu_class
+
         self.path = path
         self.update = os.environ.get("HARNESS_BENCH_UPDATE", "") not in ("", "0")
         self.saved = json.loads(path.read_text()) if path.is_file() else {}
+        # One baseline per CPU class (harness.device.cpu_class): these ratios hold across machines
+        # of a class, not across classes (INT8 over FP32 is 2.5x with AMX and 0.9x on AVX2 alone).
+        self.cpu_class = cpu_class()
+        self.baseline = self.saved.get("classes", {}).get(self.cpu_class, {})
         self.override = os.environ.get("HARNESS_BENCH_TOLERANCE")
         self.figures: dict[str, float] = {}
 
@@ -322,14 +328,14 @@ class Gate:
         if worse:
             pytest.fail(f"{key} = {value:.3f}, beyond the hard limit {hard_limit} "
                         f"({'at most' if higher_is_worse else 'at least'}) that holds on any machine")
-        if self.update:
+        if self.update or not self.baseline:  # a CPU class with no baseline: hard limits only (summary says so)
             return
-        saved = self.saved.get("versions", {})
+        saved = self.baseline.get("versions", {})
         changed = [f"{k} {saved.get(k)} -> {v}" for k, v in versions().items() if saved.get(k) != v]
         if changed:
             pytest.fail(f"the baseline was taken with other versions ({', '.join(changed)}): no regression "
                         f"check until it is refreshed: {REFRESH}, then commit {self.path.name}")
-        base = self.saved.get("figures", {}).get(key)
+        base = self.baseline.get("figures", {}).get(key)
         if base is None:
             pytest.fail(f"{key} is not in {self.path.name}: measure it with {REFRESH}, then commit "
                         f"{self.path.name}")
@@ -346,13 +352,15 @@ class Gate:
         import json
         from harness.bench import _machine
 
+        entry = {"measured": datetime.datetime.now().isoformat(timespec="seconds"), "machine": _machine(),
+                 "versions": versions(),
+                 "figures": dict(sorted({**self.baseline.get("figures", {}), **self.figures}.items()))}
         doc = {
-            "about": "Ratios measured in one session by tests/benchmarks/test_gate.py; refresh with "
+            "about": "Ratios measured in one session by tests/benchmarks/test_gate.py, one entry per CPU "
+                     "class (harness.device.cpu_class); refresh this machine's class with "
                      "HARNESS_BENCH_UPDATE=1 python -m pytest tests/benchmarks -m benchmark --benchmark-enable",
             "tolerance": self.saved.get("tolerance", DEFAULT_TOLERANCE),
-            "measured": datetime.datetime.now().isoformat(timespec="seconds"),
-            "machine": _machine(), "versions": versions(),
-            "figures": dict(sorted({**self.saved.get("figures", {}), **self.figures}.items())),
+            "classes": dict(sorted({**self.saved.get("classes", {}), self.cpu_class: entry}.items())),
         }
         self.path.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -392,8 +400,12 @@ def pytest_terminal_summary(terminalreporter):
     for g in _GATES:
         if not g.figures:
             continue
-        terminalreporter.section("latency gate (ratios measured in this session)")
-        saved = g.saved.get("figures", {})
+        terminalreporter.section(f"latency gate (ratios measured in this session, CPU class {g.cpu_class})")
+        if not g.baseline and not g.update:
+            terminalreporter.write_line(f"no baseline for CPU class {g.cpu_class} in {g.path.name} (it has "
+                                        f"{', '.join(g.saved.get('classes', {})) or 'none'}): only the hard limits "
+                                        f"were checked; record one with {REFRESH}")
+        saved = g.baseline.get("figures", {})
         for key, value in sorted(g.figures.items()):
             base = saved.get(key)
             terminalreporter.write_line(f"{key:<48} {value:8.3f}   baseline {base if base is not None else '-'}")

@@ -75,11 +75,14 @@ def test_shipped_graphs_keep_their_efficiency(shipped, images, tools, gate, ship
 def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, shipped_model, suite_batch):
     """The INT8 reference: each shipped fold-ensemble graph quantised as `harness run` does it
     (harness.quantize: every fold calibrated, the fold graphs merged) against its FP32 graph, both
-    on one thread, timed interleaved in this session: a ratio that holds on any machine. Fails when
-    the speed-up drops more than the tolerance below the saved value, or below 1.0 anywhere."""
+    on one thread, timed interleaved in this session: a ratio that holds across machines of one CPU
+    class. Fails when the speed-up drops more than the tolerance below its class's saved value, or
+    below 1.0 on a CPU with INT8 dot products (VNNI/AMX); on AVX2 alone INT8 CNNs measured
+    0.86-0.97x FP32 (session 4), so there the hard limit only catches a graph gone wrong (0.5)."""
     import onnx
 
     from harness.bench import make_session
+    from harness.device import int8_fast
     from harness.export import convert, load_fold_models, simplify
     from harness.quantize import merge, quantize_graph
 
@@ -96,4 +99,4 @@ def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, sh
     med = tools.interleaved({"fp32": lambda: fp32.run(None, feed), "int8": lambda: int8.run(None, feed)},
                             rounds=rounds, calls=calls)
     gate.check(f"shipped/{shipped_model}/b{suite_batch}/int8_speedup", med["fp32"] / med["int8"],
-               higher_is_worse=False, hard_limit=1.0)
+               higher_is_worse=False, hard_limit=1.0 if int8_fast() else 0.5)
