@@ -107,8 +107,10 @@ def int8_run(tmp_path_factory, replica_dir):
     root = tmp_path_factory.mktemp("int8")
     settings = Settings(data_dir=replica_dir, runs_dir=root / "runs", submissions_dir=root / "submissions",
                         reports_dir=root / "reports", cache_dir=root / "cache")
+    # quick: one-thread benchmarks without the Keras baselines (a TensorFlow child process per model,
+    # most of this fixture's time on a slow CPU); INT8 asked for explicitly, as `--quick --int8` does
     opts = RunOptions(models=["cnn_tiny", "cnn_deep_tiny"], folds=2, limit=1200, epochs=1, jobs=1, report=False,
-                      int8=True, bench=True)
+                      int8=True, bench=True, quick=True)
     from harness import bench
 
     small = bench.Budget(b1_iters=662, seconds=0.05, min_iters=2, warmup_iters=2, warmup_seconds=0.01,
