@@ -181,7 +181,8 @@ class Processes(Executor):
     def submit(self, job: Job) -> None:
         worker = next((w for w in self._workers if w.job is None and w.proc.is_alive()), None)
         if worker is None:
-            self._workers = [w for w in self._workers if w.proc.is_alive()]
+            # drop idle workers that died; a busy one that died stays until `wait` retries its job
+            self._workers = [w for w in self._workers if w.job is not None or w.proc.is_alive()]
             worker = _Worker(self._ctx, self.data, self.cpus_per_job, f"harness worker {len(self._workers) + 1}")
             self._workers.append(worker)
         worker.conn.send(job)

@@ -167,6 +167,28 @@ def test_a_killed_worker_is_retried_once_then_the_run_stops(data, tmp_path):
     assert (tmp_path / "cnn_tiny" / "fold_0" / "fold.json").is_file()  # what finished is kept
 
 
+def test_a_worker_that_dies_before_the_next_submit_keeps_its_job(data, tmp_path):
+    """A busy worker found dead while another job is being handed out is not forgotten: its job is
+    retried by `wait`, and both jobs finish (the run would otherwise wait for it forever)."""
+    import time
+
+    done: dict[int, object] = {}
+    with Processes(2, cpus_per_job=1).session(data, tmp_path) as ex:
+        ex.submit(_job(tmp_path, 0))
+        first = ex._workers[0]
+        first.proc.kill()
+        first.proc.join()
+        ex.submit(_job(tmp_path, 1))
+        deadline = time.monotonic() + 240
+        while ex.in_flight and time.monotonic() < deadline:
+            for job, outcome in ex.wait(1.0):
+                done[job.fold] = outcome
+        left = sorted(ex.in_flight)
+    assert set(done) == {0, 1}, f"jobs never finished: {left}"
+    assert all(isinstance(r, dict) and r["status"] == "trained" for r in done.values())
+    assert done[0]["pid"] != first.proc.pid
+
+
 def test_a_failing_job_names_itself(data, tmp_path):
     for executor in (InProcess(), Processes(2, cpus_per_job=1)):
         with pytest.raises(JobFailed, match=r"job cnn_tiny fold 1/2 failed on the local executor: RunError: "
