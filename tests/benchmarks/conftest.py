@@ -242,6 +242,24 @@ class Tools:
             self._overhead[key] = float(np.median(s) * 1e3)
         return self._overhead[key]
 
+    def peak_call(self, n: int = 1024) -> tuple[Any, float]:
+        """(a call of ONNX Runtime's one-thread n^3 FP32 MatMul, its FLOPs): the peak kernel of
+        `harness.bench.measure_peak_gflops`, to be timed interleaved with a graph."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        from harness.bench import make_session
+
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        w = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "w")
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "peak",
+                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        sess = make_session(model.SerializeToString(), 1)
+        return (lambda: sess.run(None, {"a": a})), 2.0 * n ** 3
+
     def peak_gflops(self) -> float:
         """The one-thread MatMul peak measured in this session (as `harness bench` measures it),
         so that an efficiency means the same on every machine."""
@@ -267,11 +285,11 @@ class Tools:
         return {k: st[k] for k in ("n", "p50_ms", "p90_ms", "p99_ms")}
 
     @staticmethod
-    def interleaved(fns: dict[str, Any], rounds: int, calls: int, q: float = 25) -> dict[str, float]:
+    def interleaved(fns: dict[str, Any], rounds: int, calls: int | dict[str, int], q: float = 25) -> dict[str, float]:
         """Seconds per call of each fn (the q-th percentile of all calls), timed in alternating
         blocks so that the machine's drift (other processes, clock changes) hits them all alike.
         The lower quartile, not the median: on a shared machine interference only ever adds time,
-        and at large batches it hits a good share of the calls."""
+        and at large batches it hits a good share of the calls. `calls`: per block, or per fn."""
         from harness.bench import time_calls
 
         samples: dict[str, list[np.ndarray]] = {k: [] for k in fns}
@@ -279,7 +297,8 @@ class Tools:
         for r in range(rounds):
             order = names if r % 2 == 0 else names[::-1]
             for k in order:
-                samples[k].append(time_calls(fns[k], iters=calls, warmup_iters=2, warmup_seconds=0))
+                n = calls[k] if isinstance(calls, dict) else calls
+                samples[k].append(time_calls(fns[k], iters=n, warmup_iters=2, warmup_seconds=0))
         return {k: float(np.percentile(np.concatenate(v), q)) for k, v in samples.items()}
 
 
