@@ -183,6 +183,12 @@ def measure_peak_gops_int8(threads: int = 1, n: int = 1024, repeats: int = 7) ->
 
 def _matmul_peak(op: str, a: np.ndarray, w: np.ndarray, threads: int, repeats: int) -> float:
     """Best 2*n^3 / seconds of `op`(a, w) over `repeats` timed calls, in G(FL)OP/s."""
+    samples = time_calls(matmul_call(op, a, w, threads), iters=repeats, warmup_iters=2, warmup_seconds=0)
+    return round(2 * a.shape[0] ** 3 / float(samples.min()) / 1e9, 1)
+
+
+def matmul_call(op: str, a: np.ndarray, w: np.ndarray, threads: int = 1) -> Callable[[], Any]:
+    """One call of ONNX Runtime's `op` (MatMul, MatMulInteger) of n x n `a` by constant `w`."""
     from onnx import TensorProto, helper, numpy_helper
 
     n = a.shape[0]
@@ -190,11 +196,9 @@ def _matmul_peak(op: str, a: np.ndarray, w: np.ndarray, threads: int, repeats: i
     graph = helper.make_graph([helper.make_node(op, ["a", "w"], ["y"])], "peak",
                               [helper.make_tensor_value_info("a", helper.np_dtype_to_tensor_dtype(a.dtype), [n, n])],
                               [helper.make_tensor_value_info("y", out, [n, n])], [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     sess = make_session(model.SerializeToString(), threads)
-    samples = time_calls(lambda: sess.run(None, {"a": a}), iters=repeats, warmup_iters=2, warmup_seconds=0)
-    return round(2 * n ** 3 / float(samples.min()) / 1e9, 1)
+    return lambda: sess.run(None, {"a": a})
 
 
 # ----------------------------------------------------------------------------- ONNX Runtime part

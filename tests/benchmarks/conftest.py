@@ -25,7 +25,9 @@ BASELINE_PATH = Path(__file__).with_name("baseline.json")
 # Allowed worsening against baseline.json, by figure. The ratio to the reference graph moved
 # +-3 % between runs on a busy 2-core machine; losing the export's graph clean-ups costs ~20 %.
 # The speed-up over TensorFlow is noisier (TensorFlow's own timing).
-DEFAULT_TOLERANCE = {"exported_over_reference": 0.12, "speedup_over_tf_function": 0.30, "efficiency": 0.25,
+# Efficiency: 0.35, not 0.25: on a shared AVX2 VM the interleaved figure still moved 22-27 % between
+# runs (ann at batch 1 is memory-bound, which the compute peak does not track; session 4).
+DEFAULT_TOLERANCE = {"exported_over_reference": 0.12, "speedup_over_tf_function": 0.30, "efficiency": 0.35,
                      "default": 0.25}
 LARGE_BATCH = 256
 
@@ -245,20 +247,11 @@ class Tools:
     def peak_call(self, n: int = 1024) -> tuple[Any, float]:
         """(a call of ONNX Runtime's one-thread n^3 FP32 MatMul, its FLOPs): the peak kernel of
         `harness.bench.measure_peak_gflops`, to be timed interleaved with a graph."""
-        from onnx import TensorProto, helper, numpy_helper
-
-        from harness.bench import make_session
+        from harness.bench import matmul_call
 
         rng = np.random.default_rng(0)
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        w = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "w")
-        graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "peak",
-                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        sess = make_session(model.SerializeToString(), 1)
-        return (lambda: sess.run(None, {"a": a})), 2.0 * n ** 3
+        a, w = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        return matmul_call("MatMul", a, w, 1), 2.0 * n ** 3
 
     def peak_gflops(self) -> float:
         """The one-thread MatMul peak measured in this session (as `harness bench` measures it),
