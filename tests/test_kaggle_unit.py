@@ -1,4 +1,4 @@
-"""harness.kaggle in process, without the client: credentials lookup, redaction, error mapping,
+"""harness.kaggle and harness.kaggle_client in process, without the client: credentials lookup, redaction, error mapping,
 the history file, and the `harness submissions` table. Nothing here touches the network."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from harness import errors, kaggle
+from harness import errors, kaggle, kaggle_client
 from harness.cli.submissions import render_table
 
 pytestmark = [pytest.mark.kaggle]
@@ -78,7 +78,7 @@ def test_redact_hides_keys_tokens_and_basic_auth(env: Path, monkeypatch: pytest.
     monkeypatch.setenv("KAGGLE_KEY", "secretkey123")
     monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_tok456")
     basic = base64.b64encode(b"me:secretkey123").decode()
-    text = kaggle._redact(f"key=secretkey123 token=KGAT_tok456 Authorization: Basic {basic}")
+    text = kaggle_client._redact(f"key=secretkey123 token=KGAT_tok456 Authorization: Basic {basic}")
     assert "secretkey123" not in text and "KGAT_tok456" not in text and basic not in text
 
 
@@ -107,7 +107,7 @@ def _http_error(status: int, body: dict | None = None) -> requests.HTTPError:
     (ValueError("odd"), "x", errors.KaggleError),
 ])
 def test_errors_map_to_distinct_exit_codes(env: Path, error: Exception, action: str, expected: type) -> None:
-    mapped = kaggle._translate(error, action)
+    mapped = kaggle_client._translate(error, action)
     assert type(mapped) is expected
     assert "\n" not in str(mapped)
 
