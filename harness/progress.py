@@ -97,7 +97,7 @@ class TrainingProgress:
         return work / max(1, min(self._slots, self._total - self._done))
 
     def _status(self) -> str:
-        from harness.tune import _fmt_s as wall
+        from harness.tune_summary import fmt_seconds as wall
 
         eta = self.eta()
         return (f"{self._done}/{self._total} done, {len(self._running)} running"

@@ -14,8 +14,8 @@ import pytest
 from harness.config import load_settings
 from harness.errors import ModelError, UsageError
 from harness.registry import get_model, list_models, register_model, unregister_model
-from harness.tune import (TuneOptions, active_space, in_space, load_tuned, parse_assignments,
-                          protocol_rows, search_space, tune, tuned_path)
+from harness.tune import TuneOptions, protocol_rows, tune
+from harness.tune_space import active_space, in_space, load_tuned, parse_assignments, search_space, tuned_path
 from tests.conftest import harness_cli
 
 TINY = dict(limit=1100, folds=2, folds_used=2, epochs=2)  # run's parity gate wants 1000 rows
