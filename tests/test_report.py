@@ -492,7 +492,7 @@ def test_tuning_section_degrades(tmp_path, monkeypatch):
 def test_tuning_figures_without_times_or_scores():
     """No timestamps: trial numbers on x. Only failures: an empty chart that says so. A '$' in a
     parameter name prints as itself."""
-    from harness.report import figures
+    from harness.report import time_figures as figures
 
     trials = [{"number": i, "state": s, "value": v, "last": l, "t": None, "baseline": i == 0}
               for i, (s, v, l) in enumerate([("complete", 0.9, None), ("pruned", None, 0.5),

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import shlex
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,10 @@ import numpy as np
 from harness import __version__, io
 from harness.report.bench_view import bench_view
 from harness.report.collect import ModelData, RunData, load_run
+from harness.report.fmt import (
+    as_float, fmt_bytes, fmt_duration, fmt_ms, fmt_num, fmt_pct, fmt_score, fmt_si, fmt_value, pick, status_class,
+)
+from harness.report.tuning_view import tuning_view
 
 N_MISTAKES = 16
 
@@ -44,95 +46,6 @@ def render_report(run_dir: Path, output: Path, data_dir: Path | None = None, *,
 def render_html(run: RunData) -> str:
     env = _environment()
     return env.get_template("report.html").render(**build_context(run))
-
-
-# --- formatting (jinja filters): missing values print as '-' ----------------------------------
-
-
-def _f(v: Any) -> float | None:
-    try:
-        f = None if v is None or isinstance(v, bool) else float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if f is None or math.isnan(f) else f
-
-
-def fmt_pct(v: Any, digits: int = 2) -> str:
-    f = _f(v)
-    return "-" if f is None else f"{f * 100:.{digits}f}%"
-
-
-def fmt_ms(v: Any) -> str:
-    f = _f(v)
-    if f is None:
-        return "-"
-    return f"{f:.3f}" if f < 1 else f"{f:.2f}" if f < 100 else f"{f:,.0f}"
-
-
-def fmt_num(v: Any, digits: int = 0) -> str:
-    f = _f(v)
-    if f is None:
-        return "-" if v in (None, "") else str(v)
-    return f"{f:,.{digits}f}"
-
-
-def fmt_si(v: Any, unit: str = "") -> str:
-    f = _f(v)
-    if f is None:
-        return "-"
-    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(f) >= div:
-            return f"{f / div:.3g} {prefix}{unit}"
-    return f"{f:.3g} {unit}".strip()
-
-
-def fmt_bytes(v: Any) -> str:
-    f = _f(v)
-    if f is None:
-        return "-"
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if f >= div:
-            return f"{f / div:.1f} {unit}"
-    return f"{f:.0f} B"
-
-
-def fmt_duration(v: Any) -> str:
-    f = _f(v)
-    if f is None:
-        return "-"
-    if f < 60:
-        return f"{f:.1f} s"
-    m, s = divmod(int(round(f)), 60)
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
-
-
-def fmt_score(v: Any) -> str:
-    """A Kaggle score: this competition's metric is accuracy, so 0..1 prints as a percentage."""
-    f = _f(v)
-    if f is None:
-        return "-" if v in (None, "") else str(v)
-    return fmt_pct(f, 3) if 0 <= f <= 1 else f"{f:g}"
-
-
-def status_class(status: Any) -> str:
-    s = str(status or "").lower()
-    if s in ("ok", "complete", "submitted", "scored"):
-        return "ok"
-    return "failed" if ("fail" in s or "error" in s) else "other"
-
-
-def fmt_value(v: Any) -> str:
-    """Any scalar for a key/value table; floats rounded sensibly, lists joined."""
-    if isinstance(v, bool) or v is None:
-        return "-" if v is None else str(v).lower()
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.3e}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(fmt_value(x) for x in v)
-    if isinstance(v, dict):
-        return json.dumps(v, default=str)
-    return str(v)
 
 
 def _environment():
@@ -178,7 +91,7 @@ def _pareto(points: list[dict[str, Any]]) -> set[str]:
 def _baseline(run: RunData) -> dict[str, Any] | None:
     b = run.results.get("baseline")
     if isinstance(b, dict):
-        acc = _f(b.get("accuracy", b.get("cv_accuracy")))
+        acc = as_float(b.get("accuracy", b.get("cv_accuracy")))
         if acc is not None:
             return {"name": str(b.get("model") or b.get("name") or "majority class"),
                     "accuracy": acc, "predicts": b.get("label", b.get("predicts"))}
@@ -199,8 +112,8 @@ def _leaderboard(run: RunData) -> dict[str, Any]:
         r = {"model": m.name, **{c: _row_value(m, c) for c in cols}}
         r["status"] = r["status"] or ("ok" if m.cv else "incomplete")
         rows.append(r)
-    points = [{"model": r["model"], "accuracy": _f(r["cv_accuracy"]),
-               "latency_ms": _f(r["p50_ms_b1"])} for r in rows]
+    points = [{"model": r["model"], "accuracy": as_float(r["cv_accuracy"]),
+               "latency_ms": as_float(r["p50_ms_b1"])} for r in rows]
     points = [p for p in points if p["accuracy"] is not None and p["latency_ms"]]
     if not any(r["pareto"] is not None for r in rows):
         front = _pareto(points)
@@ -208,8 +121,8 @@ def _leaderboard(run: RunData) -> dict[str, Any]:
             r["pareto"] = r["model"] in front
     best = run.results.get("best")
     if best is None and rows:
-        ranked = [r for r in rows if _f(r["cv_accuracy"]) is not None]
-        best = max(ranked, key=lambda r: _f(r["cv_accuracy"]))["model"] if ranked else None
+        ranked = [r for r in rows if as_float(r["cv_accuracy"]) is not None]
+        best = max(ranked, key=lambda r: as_float(r["cv_accuracy"]))["model"] if ranked else None
     for r in rows:
         r["best"] = r["model"] == best
         p = next((p for p in points if p["model"] == r["model"]), None)
@@ -329,19 +242,19 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
 
     cv = m.cv if isinstance(m.cv, dict) else {}
     out: dict[str, Any] = {
-        "name": m.name, "row": lb_row, "cv": _pick(cv, "train_seconds", "train_ips"),
+        "name": m.name, "row": lb_row, "cv": pick(cv, "train_seconds", "train_ips"),
         "status": lb_row["status"], "error": m.row.get("error") or cv.get("error"),
         "description": cv.get("description") or m.row.get("description"),
         "params": cv.get("params") if isinstance(cv.get("params"), dict) else {},
-        "folds": [{**_pick(f, "fold", "accuracy", "n_train", "n_val", "epochs", "seconds", "images_per_s",
+        "folds": [{**pick(f, "fold", "accuracy", "n_train", "n_val", "epochs", "seconds", "images_per_s",
                            "executor", "host", "node", "pid", "threads", "device"), "where": _where(f)}
                   for f in cv.get("folds") or [] if isinstance(f, dict)],
         "curves": figures.learning_curves(m.histories) if m.histories else None,
-        "export": _pick(m.export, "ok", "error", "max_abs_diff", "tolerance", "n_parity",
+        "export": pick(m.export, "ok", "error", "max_abs_diff", "tolerance", "n_parity",
                         "argmax_mismatches", "size_bytes", "opset", "folds")
         if isinstance(m.export, dict) else None,
         "confusion": None, "per_class": [], "mistakes": [], "note": None,
-        "tuning": _tuning(run, m, lb_row),
+        "tuning": tuning_view(run, m, lb_row),
         "untuned_note": None, "pseudo_note": _pseudo_note(run, m.name),
     }
     config = run.manifest.get("config") if isinstance(run.manifest.get("config"), dict) else {}
@@ -371,130 +284,8 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
     return out
 
 
-def _when(v: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(v)) if v else None
-    except ValueError:
-        return None
-
-
-def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
-    try:
-        return (end - start).total_seconds() if start and end else None
-    except TypeError:  # one naive, one aware: no honest answer
-        return None
-
-
-def _same(a: Any, b: Any) -> bool:
-    fa, fb = _f(a), _f(b)
-    if fa is not None and fb is not None:
-        return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
-def _space_text(entry: Any) -> str:
-    try:
-        from harness.tune_space import describe
-
-        return describe(tuple(entry))
-    except Exception:  # noqa: BLE001 - a hand-edited entry prints as it is
-        return fmt_value(entry)
-
-
-def _model_defaults(name: str) -> dict[str, Any]:
-    """The registered model's default parameters, or {} when it is not registered here."""
-    try:
-        from harness.registry import get_model
-
-        return dict(get_model(name).params())
-    except Exception:  # noqa: BLE001 - unknown or broken plugin: the baseline trial still tells
-        return {}
-
-
-def _tuning(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[str, Any] | None:
-    """The tuning block of a model trained with `harness run --tuned` parameters, or None."""
-    if m.tuned_source is None:
-        return None
-    if not isinstance(m.tuned, dict):
-        return {"available": False, "source": m.tuned_source,
-                "note": f"This model was trained with tuned parameters from {m.tuned_source}, "
-                        "which could not be read now (see the notes at the top)."}
-    from harness.report import figures
-
-    doc = m.tuned
-    d = lambda key: doc.get(key) if isinstance(doc.get(key), dict) else {}  # noqa: E731
-    space, fixed, tuned, budget, counts = (d("search_space"), d("fixed"), d("params"),
-                                           d("budget"), d("n_trials"))
-    raw = [t for t in doc.get("trials") or [] if isinstance(t, dict)]
-    starts = [w for w in (_when(t.get("datetime_start")) for t in raw) if w is not None]
-    t0 = None
-    for w in starts:  # min() would raise on naive and aware times mixed
-        t0 = w if t0 is None or (_seconds_between(w, t0) or 0) > 0 else t0
-    trials = []
-    for i, t in enumerate(raw):
-        curve = [_f(v) for v in t.get("curve") or [] if _f(v) is not None] \
-            if isinstance(t.get("curve"), list) else []
-        number = _f(t.get("number"))
-        trials.append({"number": int(number) if number is not None else i,
-                       "state": str(t.get("state") or "unknown").lower(),
-                       "value": _f(t.get("value")), "last": curve[-1] if curve else None,
-                       "t": _seconds_between(t0, _when(t.get("datetime_complete"))),
-                       "baseline": bool(t.get("baseline"))})
-
-    base = doc.get("baseline") if isinstance(doc.get("baseline"), dict) else None
-    if base is None:
-        bt = next((t for t in trials if t["baseline"] and t["value"] is not None), None)
-        base = {"trial": bt["number"], "value": bt["value"], "params": {}} if bt else None
-    base_params = base.get("params") if base and isinstance(base.get("params"), dict) else {}
-    best_value = _f(doc.get("best_value"))
-    base_value = _f(base.get("value")) if base else None
-
-    importances = {str(k): _f(v) for k, v in d("importances").items() if _f(v) is not None}
-    defaults = _model_defaults(m.name)
-    run_params = (run.manifest.get("params") or {}).get(m.name) \
-        if isinstance(run.manifest.get("params"), dict) else None
-    run_params = run_params if isinstance(run_params, dict) else {}
-    params = []
-    for name in dict.fromkeys([*space, *fixed, *tuned]):
-        has_default = name in base_params or name in defaults
-        default = base_params[name] if name in base_params else defaults.get(name)
-        params.append({
-            "name": name,
-            "space": "fixed (--fix)" if name in fixed else _space_text(space[name])
-            if name in space else "-",
-            "default": default if has_default else None, "has_default": has_default,
-            "tuned": tuned.get(name), "has_tuned": name in tuned,
-            "changed": has_default and name in tuned and not _same(default, tuned[name]),
-            "importance": importances.get(name),
-        })
-    stale = [n for n in tuned if n in run_params and not _same(run_params[n], tuned[n])]
-
-    return {
-        "available": True,
-        "source": m.tuned_source,
-        "study": doc.get("study_name"), "storage": doc.get("storage"),
-        "metric": doc.get("metric") or "cv_accuracy",
-        "updated": doc.get("updated"),
-        "best_value": best_value, "best_trial": doc.get("best_trial"),
-        "baseline_value": base_value, "baseline_trial": base.get("trial") if base else None,
-        "gain": best_value - base_value if best_value is not None and base_value is not None
-        else None,
-        "run_accuracy": lb_row.get("cv_accuracy"),
-        "counts": _pick(counts, "complete", "pruned", "fail", "running", "waiting"),
-        "budget": _pick(budget, "rows", "limit", "folds", "folds_used", "epochs", "seed",
-                        "pruner", "trials", "timeout_s", "trial_seconds"),
-        "params": params,
-        "stale": stale,
-        "figure": figures.tuning_trials(trials) if trials else None,
-        "importances": figures.param_importances(importances, doc.get("importance_evaluator"))
-        if importances else None,
-        "importances_note": doc.get("importances_note"),
-        "note": None,
-    }
-
-
 def _latency_section(run: RunData) -> dict[str, Any]:
-    from harness.report import figures
+    from harness.report import time_figures
 
     models = []
     for m in run.models:
@@ -512,8 +303,8 @@ def _latency_section(run: RunData) -> dict[str, Any]:
         "models": models,
         "benched": benched,
         "missing": [x["name"] for x in models if not x["bench"]],
-        "distribution": figures.latency_distribution(dist) if dist else None,
-        "throughput": figures.throughput_by_batch(tput) if tput else None,
+        "distribution": time_figures.latency_distribution(dist) if dist else None,
+        "throughput": time_figures.throughput_by_batch(tput) if tput else None,
     }
 
 
@@ -555,21 +346,15 @@ def _reproduction(run: RunData) -> dict[str, Any]:
     }
 
 
-def _pick(d: Any, *keys: str) -> dict[str, Any]:
-    """`d`'s values for `keys` (None where absent): the template never meets a missing key."""
-    d = d if isinstance(d, dict) else {}
-    return {k: d.get(k) for k in keys}
-
-
 def _summary(run: RunData, lb: dict[str, Any], models: list[dict[str, Any]]) -> dict[str, Any]:
     best = next((r for r in lb["rows"] if r["best"]), None)
     raw_sub = run.results.get("submission") if isinstance(run.results.get("submission"), dict) else {}
-    sub = _pick(raw_sub, "path", "sha256", "model", "public_score", "private_score")
+    sub = pick(raw_sub, "path", "sha256", "model", "public_score", "private_score")
     for key in ("public", "private"):  # a Score dict merged in has bare public/private keys
         if sub[f"{key}_score"] is None:
             sub[f"{key}_score"] = raw_sub.get(key)
     upload = run.results.get("upload")
-    upload = _pick(upload, "status", "ref", "public_score", "private_score", "error") \
+    upload = pick(upload, "status", "ref", "public_score", "private_score", "error") \
         if isinstance(upload, dict) else None
     bm = next((m for m in models if best and m["name"] == best["model"]), None)
     return {
