@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from harness import io
+from harness.device import machine
 from harness.errors import RunError, UsageError
 from harness.runs import model_dir
 
@@ -277,7 +277,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
         "onnxruntime": ort.__version__,
         "provider": "CPUExecutionProvider",
         "graph_optimization": "ORT_ENABLE_ALL",
-        "machine": _machine(),
+        "machine": machine(),
         "flops_per_image": flops.total,
         "flops_by_op": flops.by_op,
         "precision": precision,
@@ -473,24 +473,6 @@ def _positive_float(value: Any, what: str) -> float:
     if not v > 0:
         raise UsageError(f"{what} must be positive, got {value!r}")
     return v
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            info = f.read()
-        for line in info.splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        family = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("cpu family")), None)
-    except OSError:
-        family = None
-    from harness.device import cpu_class
-
-    return {"cpu": cpu, "cpu_family": family, "cpu_class": cpu_class(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _r(v: Any) -> float:

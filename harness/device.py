@@ -16,6 +16,8 @@ names what to uninstall rather than letting an import fail deep inside a run.
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
+import platform
 from typing import Any
 
 from harness.errors import UsageError
@@ -93,6 +95,21 @@ def cpu_class(flags: set[str] | None = None) -> str:
     if "avx2" in f:
         return "avx2-vnni" if "avx_vnni" in f else "avx2"
     return "other"
+
+
+def machine() -> dict[str, Any]:
+    """What a benchmark ran on (every bench JSON's `machine`): CPU name, family and class, cores,
+    Python and platform. Figures of two CPU classes are not comparable."""
+    cpu, family = platform.processor() or "", None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), cpu)
+        family = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("cpu family")), None)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_family": family, "cpu_class": cpu_class(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def int8_fast(flags: set[str] | None = None) -> bool:

@@ -354,9 +354,9 @@ class Gate:
     def write(self) -> None:
         import datetime
         import json
-        from harness.bench import _machine
+        from harness.device import machine
 
-        entry = {"measured": datetime.datetime.now().isoformat(timespec="seconds"), "machine": _machine(),
+        entry = {"measured": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                  "versions": versions(),
                  "figures": dict(sorted({**self.baseline.get("figures", {}), **self.figures}.items()))}
         doc = {
