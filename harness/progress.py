@@ -10,6 +10,14 @@ from collections import Counter
 from typing import Any, Callable
 
 
+def fmt_seconds(seconds: float) -> str:
+    """A duration as 42s, 3m05s or 1h06m (ETAs and elapsed times on stderr)."""
+    seconds = int(round(max(seconds, 0)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 class TrainingProgress:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -97,11 +105,9 @@ class TrainingProgress:
         return work / max(1, min(self._slots, self._total - self._done))
 
     def _status(self) -> str:
-        from harness.tune_summary import fmt_seconds as wall
-
         eta = self.eta()
         return (f"{self._done}/{self._total} done, {len(self._running)} running"
-                + (f", ETA {wall(eta)}" if eta is not None else ""))
+                + (f", ETA {fmt_seconds(eta)}" if eta is not None else ""))
 
     def _refresh(self) -> None:
         if self._jobs_bar is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness import __version__
+from harness.progress import fmt_seconds
 from harness.registry import ModelSpec
 from harness.tune_space import check_params
 
@@ -32,13 +33,6 @@ def _jsonable(value: Any) -> Any:
 def plain_json(obj: Any) -> Any:
     """Plain JSON values (tuples become lists), as the storage gives them back."""
     return json.loads(json.dumps(obj, default=_jsonable))
-
-
-def fmt_seconds(seconds: float) -> str:
-    seconds = int(round(max(seconds, 0)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 def finished_trials(study: Any) -> list[Any]:
