@@ -37,7 +37,7 @@ from harness.errors import (
 )
 from harness.io import write_text
 from harness.kaggle_client import (  # noqa: F401  (re-exported: this module's API too)
-    COMPETITION, DATA_FILES, Progress, _Net, _api, _network, _redact, _timeout, download_competition,
+    COMPETITION, Progress, _Net, _api, _network, _redact, _timeout, download_competition,
     has_credentials,
 )
 

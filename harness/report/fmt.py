@@ -94,6 +94,11 @@ def fmt_value(v: Any) -> str:
     return str(v)
 
 
+# The template's filters: {{ x | pct }}, {{ x | ms }}, ...
+FILTERS = dict(pct=fmt_pct, ms=fmt_ms, num=fmt_num, si=fmt_si, bytes=fmt_bytes, duration=fmt_duration,
+               value=fmt_value, score=fmt_score, status_class=status_class)
+
+
 def pick(d: Any, *keys: str) -> dict[str, Any]:
     """`d`'s values for `keys` (None where absent): the template never meets a missing key."""
     d = d if isinstance(d, dict) else {}

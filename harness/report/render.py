@@ -23,9 +23,7 @@ import numpy as np
 from harness import __version__, io
 from harness.report.bench_view import bench_view
 from harness.report.collect import ModelData, RunData, load_run
-from harness.report.fmt import (
-    as_float, fmt_bytes, fmt_duration, fmt_ms, fmt_num, fmt_pct, fmt_score, fmt_si, fmt_value, pick, status_class,
-)
+from harness.report.fmt import FILTERS, as_float, pick
 from harness.report.tuning_view import tuning_view
 
 N_MISTAKES = 16
@@ -57,8 +55,7 @@ def _environment():
         undefined=jinja2.StrictUndefined,  # a typo in the template is a bug, not a blank
         trim_blocks=True, lstrip_blocks=True,
     )
-    env.filters.update(pct=fmt_pct, ms=fmt_ms, num=fmt_num, si=fmt_si, bytes=fmt_bytes,
-                       duration=fmt_duration, value=fmt_value, score=fmt_score, status_class=status_class)
+    env.filters.update(FILTERS)
     return env
 
 
