@@ -43,8 +43,8 @@ from harness import io
 from harness.config import Settings
 from harness.errors import UsageError
 from harness.registry import get_model
-from harness.tune_space import suggest, active_space, check_params, in_space, tuned_path
-from harness.tune_summary import finished_trials, plain_json, TrialProgress, summarize
+from harness.tune_space import active_space, check_params, in_space, suggest, tuned_path
+from harness.tune_summary import TrialProgress, finished_trials, plain_json, summarize
 
 PRUNERS = ("median", "hyperband", "none")
 STARTUP_TRIALS = 5          # TPE: random trials (after the baseline) before it models the space
