@@ -46,6 +46,7 @@ class RunOptions:
     new: bool = False               # never resume, always start a fresh run
     source: str = "auto"
     bench: bool = True
+    baselines: bool = False         # Keras predict/tf.function baselines in the benchmark (opt-in: ~6 % of a run)
     report: bool = True
     submit: bool = False
     message: str | None = None
@@ -203,10 +204,11 @@ def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, fol
         if opts.bench and (run_dir / name / "model.onnx").is_file() \
                 and not _benched(run_dir / name / "bench.json", opts):
             progress.stage(f"{name}: benchmarking with ONNX Runtime")
-            # --quick skips the Keras baselines (a TensorFlow child process per model, ~45 s of a
-            # quick run) and the 2-thread rows: `harness bench --run RUN` adds them later
+            # The Keras baselines are opt-in (--baselines): a TensorFlow child process per model took
+            # 194 s of a 51-minute default run (issue 11 note, session 6); --quick also skips the
+            # 2-thread rows. `harness bench --run RUN` adds either later.
             bench_mod.bench_model(run_dir, name, batches=_batches(opts), threads=_threads(opts),
-                                  baselines=not opts.quick, quick=opts.quick, progress=progress.stage)
+                                  baselines=opts.baselines, quick=opts.quick, progress=progress.stage)
             checkpoint()
 
 
@@ -251,10 +253,14 @@ def _threads(opts: RunOptions) -> tuple[int, ...]:
 
 
 def _benched(path: Path, opts: RunOptions) -> bool:
-    """A bench JSON that already has every batch size this run needs (a new --latency-batch re-benches)."""
+    """A bench JSON that already has every batch size this run needs (a new --latency-batch re-benches),
+    and the Keras baselines when --baselines asks for them (an INT8 row never has any)."""
     if not path.is_file():
         return False
-    return set(_batches(opts)) <= set(io.read_json(path).get("settings", {}).get("batches", []))
+    rec = io.read_json(path)
+    wants_baselines = opts.baselines and rec.get("precision") != "int8"
+    return set(_batches(opts)) <= set(rec.get("settings", {}).get("batches", [])) \
+        and (not wants_baselines or "baselines" in rec)
 
 
 def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray, opts: RunOptions,

@@ -54,6 +54,7 @@ def test_usage_errors_are_one_line_exit_2(tmp_path):
     (["--max-latency-ms", "1", "--latency-batch", "0"], "--latency-batch must be between 1 and 65536"),
     (["--latency-batch", "64"], "--latency-batch needs --max-latency-ms"),
     (["--max-latency-ms", "1", "--no-bench"], "--max-latency-ms needs the benchmark"),
+    (["--baselines", "--no-bench"], "--baselines needs the benchmark"),
 ])
 def test_latency_budget_flags_are_usage_errors(tmp_path, args, needle):
     proc = harness_cli("run", "--all", *args, cwd=tmp_path)

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "with at least CONFIDENCE (default 0.9), as new `<model>+pl` rows (off by default)")
     p.add_argument("--no-ensemble", action="store_true",
                    help="no ensemble row (default: a greedy OOF-chosen weighted ensemble of the models)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also time keras.Model.predict and a tf.function of each model beside ONNX Runtime "
+                   "(off by default: ~6 %% of a default run; `harness bench --run RUN` adds them later)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="static INT8 variants: each exported model gets a `<model>@int8` row, gated on OOF "
                    "accuracy (default: on where the CPU has INT8 dot products, VNNI or AMX; off with --quick "
@@ -95,12 +98,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--latency-batch needs --max-latency-ms")
     if args.max_latency_ms is not None and args.no_bench:
         raise UsageError("--max-latency-ms needs the benchmark; drop --no-bench")
+    if args.baselines and args.no_bench:
+        raise UsageError("--baselines needs the benchmark; drop --no-bench")
     executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
                       seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
-                      bench=not args.no_bench, report=not args.no_report, ensemble=not args.no_ensemble, tta=args.tta,
+                      bench=not args.no_bench, baselines=args.baselines, report=not args.no_report,
+                      ensemble=not args.no_ensemble, tta=args.tta,
                       pseudo_label=args.pseudo_label, track=args.track, tracking_uri=args.tracking_uri,
                       int8=_int8_default(args.quick) if args.int8 is None else args.int8, max_latency_ms=args.max_latency_ms, latency_batch=args.latency_batch,
                       submit=args.submit,
