@@ -75,6 +75,7 @@ TINY = ["--model", "ann_tiny", "--model", "cnn_tiny", "--limit", "2000", "--fold
 
 
 @pytest.mark.e2e
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_pseudo_label_rows_are_opt_in_and_removed_when_off(project: Path):
     bad = harness_cli("run", *TINY, "--pseudo-label", "1.5", cwd=project, timeout=120)
     assert bad.returncode == 2 and "--pseudo-label" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -124,6 +124,7 @@ def int8_run(tmp_path_factory, replica_dir):
     return Path(results["run_dir"]), settings, opts, results
 
 
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_run_has_an_int8_row_per_exported_model(int8_run):
     run_dir, _, _, results = int8_run
     rows = {r["model"]: r for r in results["rows"]}
@@ -158,6 +159,7 @@ def test_run_has_an_int8_row_per_exported_model(int8_run):
                                (folds[0] + folds[1]) / 2, atol=1e-5)
 
 
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_ensemble_int8_is_built_from_its_members_int8_folds(int8_run):
     run_dir, _, _, results = int8_run
     if not (run_dir / "ensemble" / "ensemble.json").is_file():
@@ -169,6 +171,7 @@ def test_ensemble_int8_is_built_from_its_members_int8_folds(int8_run):
     np.testing.assert_allclose(np.load(run_dir / "ensemble" / "int8" / "oof.npy"), mix, atol=1e-6)
 
 
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_a_lossy_or_failed_variant_is_marked_and_never_chosen(int8_run, monkeypatch):
     run_dir, settings, _, _ = int8_run
     from harness import data
@@ -219,6 +222,7 @@ def test_latency_budget_chooses_the_most_accurate_model_that_fits(tmp_path):
     assert "fastest is small at 0.100 ms" in msg and "0.05" in msg
 
 
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_budget_in_a_run_chooses_resumes_and_fails_clearly(int8_run):
     from harness.pipeline import run
 
@@ -241,6 +245,7 @@ def test_budget_in_a_run_chooses_resumes_and_fails_clearly(int8_run):
     assert "fits" in text and f"p50 <= {generous:g} ms at batch 1" in text
 
 
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_report_shows_int8_rows_and_their_speedup(int8_run, tmp_path):
     from harness.report import render_report
 

@@ -91,6 +91,7 @@ def test_interrupted_run_resumes_from_last_finished_fold(project: Path):
     assert not list(run.rglob("*.tmp*")), "a temp file was left behind"
 
 
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_deterministic_runs_give_identical_cv(project: Path):
     args = ["run", "--model", "cnn_tiny", *SMALL, "--deterministic", "--new", "--no-bench", "--no-report",
             "--json"]

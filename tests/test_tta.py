@@ -43,6 +43,7 @@ SMALL = ["--model", "cnn_tiny", "--limit", "1500", "--folds", "2", "--epochs", "
 
 
 @pytest.mark.e2e
+@pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_tta_graph_matches_keras_and_a_changed_tta_resumes(project: Path, replica_dir: Path):
     import keras
 
