@@ -368,8 +368,8 @@ class Gate:
                  "versions": versions()}
         if self.merge and self.baseline:
             saved = self.baseline.get("figures", {})
-            pick = lambda k: max if self.higher_is_worse[k] else min  # noqa: E731
-            figures.update({k: pick(k)(v, saved[k]) for k, v in self.figures.items() if k in saved})
+            figures.update({k: (max if self.higher_is_worse[k] else min)(v, saved[k])
+                            for k, v in self.figures.items() if k in saved})
             entry["merged_with"] = [*self.baseline.get("merged_with", []),
                                     {"measured": self.baseline.get("measured"), "machine": self.baseline.get("machine")}]
         entry["figures"] = dict(sorted(figures.items()))
