@@ -12,7 +12,10 @@ pools are process-wide) on the same stratified rows, validating on a fixed 4,000
 - `val/epoch`: Keras's validation pass after every epoch, on a quarter as many rows as it trains
   on (a 5-fold run's proportion): its cost;
 - `2 procs x 1 thread`: two folds at once in two one-thread processes (total images/s; accuracy
-  of the first); `2 procs x 1 thread bf16`: the same with the bf16 policy.
+  of the first); `2 procs x 1 thread bf16`: the same with the bf16 policy;
+- `fused bn`: batch norm through TensorFlow's fused kernel while training (harness.batchnorm,
+  what `harness run` now trains with); `bf16 fused bn`: both; `2 procs x 1 thread bf16 fused bn`: all three.
+`fp32` and the probe keep Keras's own batch norm, so that they compare with earlier sessions.
 images/s is training images over the median epoch time, first epoch (tracing) excluded.
 
 The reference probe (`--probe`): the cnn_deep recipe, one epoch after a warm-up on fixed 8,192
@@ -78,6 +81,10 @@ def worker(cfg: dict) -> dict:
     epochs = cfg["epochs"]
     keras.utils.set_random_seed(cfg.get("seed", 0))
     model = spec.build(params)
+    if "fused bn" in cfg["setting"]:  # also "bf16 fused bn": both at once
+        from harness.batchnorm import fused_for_training
+
+        model = fused_for_training(model)
     steps = -(-len(x) // params["batch_size"])
     compile_model(model, params, steps * epochs, steps_per_execution=8 if cfg["setting"] == "spe 8" else 1)
     times: list[float] = []

@@ -138,3 +138,25 @@ def test_unknown_precision_is_an_error(tmp_path):
     with pytest.raises(Exception, match="unknown precision 'fp8'"):
         run_cv(tmp_path, spec, {**spec.params(), "precision": "fp8"}, x, y, x[:5], make_folds(y, 2, 0),
                seed=0, epochs=1)
+    with pytest.raises(Exception, match="unknown batch_norm 'fast'"):
+        run_cv(tmp_path, spec, {**spec.params(), "batch_norm": "fast"}, x, y, x[:5], make_folds(y, 2, 0),
+               seed=0, epochs=1)
+
+
+def test_fused_batch_norm_trains_and_saves_plain_keras_layers(tmp_path):
+    """Training takes the fused batch norm (harness.batchnorm); the saved fold model has Keras's own
+    layers, loads without custom objects, and `batch_norm: keras` still trains the plain layers."""
+    import keras
+
+    x, y = _toy(400)
+    folds = make_folds(y, 2, 0)
+    for name, mode, epochs in (("ann_tiny", "fused", 2), ("ann_tiny", "keras", 2), ("cnn_tiny", "fused", 1)):
+        spec = get_model(name)
+        cv, _ = run_cv(tmp_path / mode, spec, {**spec.params(), "batch_norm": mode}, x, y, x[:10], folds,
+                       seed=0, epochs=epochs)
+        saved = keras.saving.load_model(tmp_path / mode / name / "fold_0" / "model.keras", compile=False)
+        kinds = {type(layer).__name__ for layer in saved.layers}
+        assert "BatchNormalization" in kinds and "FusedBatchNormalization" not in kinds
+        assert json.loads((tmp_path / mode / name / "fold_0" / "fold.json").read_text())["batch_norm"] == mode
+        if name == "ann_tiny":  # the toy digits are made for an MLP (see _toy)
+            assert cv.oof_accuracy > 0.5
