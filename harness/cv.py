@@ -245,7 +245,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     if init_from is not None:
         model.set_weights(keras.saving.load_model(init_from, compile=False).get_weights())
     plain = model
-    batch_norm = params.get("batch_norm", "fused")
+    batch_norm = params.get("batch_norm", "fused")  # older params files lack it
     if batch_norm not in ("fused", "keras"):
         raise RunError(f"unknown batch_norm {batch_norm!r} (fused, keras)")
     if batch_norm == "fused":  # 1.4-1.8x a training step (harness.batchnorm)
