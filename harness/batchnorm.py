@@ -6,8 +6,10 @@ Keras 3's `BatchNormalization` computes its moments and its normalisation as sep
 float32 even under `mixed_bfloat16` (casts both ways): on one CPU thread that was more than half
 of a `cnn_deep` training step under bf16 (550 -> 1,218 images/s with the layers removed) and about
 a third under float32. TensorFlow's `FusedBatchNormV3` (what tf.keras used with `fused=True`) does
-the same sums in one oneDNN kernel, forward and backward: 1.8x the step under bf16, 1.4x under
-float32 (issue 11 speed audit, `docs/SPEED_AUDIT.md`).
+the same sums in one kernel, forward and backward: 1.8x that step under bf16, 1.4x under float32;
+2.7x cnn_deep's images/s as `harness run` trains it (two one-thread bf16 processes), about 1.6x
+a whole fold in a default run (per-epoch validation and predictions did not get faster; issue 11,
+`docs/SPEED_AUDIT.md` section 6).
 
 Only training changes. The copy's layers are `FusedBatchNormalization`, a subclass whose `call`
 takes the fused path when it trains (NHWC or [N,C] inputs, the last axis, plain settings) and
