@@ -24,10 +24,13 @@ the 1x1 map of cnn_deep's last conv), as it did in tf.keras's fused path.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
-def _layer_class():
+@functools.cache
+def layer_class():
+    """The `FusedBatchNormalization` class (built on first use: it needs TensorFlow)."""
     import keras
     import tensorflow as tf
 
@@ -56,17 +59,6 @@ def _layer_class():
             return tf.cast(y, self.compute_dtype)
 
     return FusedBatchNormalization
-
-
-_CLASS = None
-
-
-def layer_class():
-    """The `FusedBatchNormalization` class (built on first use: it needs TensorFlow)."""
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = _layer_class()
-    return _CLASS
 
 
 def fused_for_training(model: Any) -> Any:
