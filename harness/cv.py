@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from harness import io
+from harness.augment import augment_fn
 from harness.errors import RunError
 from harness.registry import ModelSpec
 from harness.runs import fold_dir, model_dir
@@ -97,37 +98,6 @@ class CVResult:
     train_ips: float
 
 
-def _augment_fn(strength: float, seed: int):
-    """Random affine per image (rotation, zoom, shift), one resampling, stateless-seeded so that
-    deterministic mode reproduces it exactly."""
-    import tensorflow as tf
-
-    max_rot = math.radians(12.0) * strength
-    max_zoom = 0.12 * strength
-    max_shift = 28 * 0.12 * strength
-
-    def augment(step, x, y):
-        n = tf.shape(x)[0]
-        s = tf.stack([tf.cast(seed, tf.int64), step])
-        u = tf.random.stateless_uniform((n, 4), seed=s, minval=-1.0, maxval=1.0)
-        theta, zoom = u[:, 0] * max_rot, 1.0 + u[:, 1] * max_zoom
-        tx, ty = u[:, 2] * max_shift, u[:, 3] * max_shift
-        c, si = tf.cos(theta) / zoom, tf.sin(theta) / zoom
-        cx = cy = 13.5  # rotate/zoom about the image centre: output -> input coordinates
-        a0, a1 = c, -si
-        b0, b1 = si, c
-        a2 = cx - a0 * cx - a1 * cy - tx
-        b2 = cy - b0 * cx - b1 * cy - ty
-        zeros = tf.zeros_like(a0)
-        transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-        x = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x, transforms=transforms, output_shape=tf.constant([28, 28]),
-            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-        return x, y
-
-    return augment
-
-
 def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, epochs: int):
     import tensorflow as tf
 
@@ -135,10 +105,10 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(int(params["batch_size"])).repeat(epochs)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
-    if params.get("augment", 0) > 0:
+    if params.get("augment", 0) > 0 or params.get("elastic", 0) > 0:
         counter = tf.data.Dataset.counter()
         ds = tf.data.Dataset.zip((counter, ds)).map(
-            lambda i, xy: _augment_fn(float(params["augment"]), seed)(i, *xy),
+            lambda i, xy: augment_fn(float(params["augment"]), seed, float(params.get("elastic", 0.0)))(i, *xy),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if params.get("label_smoothing", 0) > 0:
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, 10)))
