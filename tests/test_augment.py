@@ -12,7 +12,7 @@ configure_threads()
 
 import tensorflow as tf  # noqa: E402
 
-from harness.augment import GRID, affine_transforms, augment_fn, bilinear_sample, displacement  # noqa: E402
+from harness.augment import GRID, _resize_matrix, affine_transforms, augment_fn, bilinear_sample, displacement  # noqa: E402
 from harness.errors import RunError  # noqa: E402
 
 
@@ -43,6 +43,23 @@ def test_identity_sampling_returns_the_image():
     gy, gx = [tf.cast(g, tf.float32) for g in tf.meshgrid(tf.range(28), tf.range(28), indexing="ij")]
     got = bilinear_sample(x, tf.broadcast_to(gx, (4, 28, 28)), tf.broadcast_to(gy, (4, 28, 28)))
     np.testing.assert_array_equal(got.numpy(), x.numpy())
+
+
+def test_resize_matrix_is_tensorflows_bicubic_resize():
+    noise = tf.random.stateless_uniform((3, GRID, GRID, 1), seed=[5, 6], minval=-1.0, maxval=1.0)
+    want = tf.image.resize(noise, (28, 28), method="bicubic")[..., 0]
+    m = _resize_matrix()
+    got = tf.einsum("yi,nij,xj->nyx", m, noise[..., 0], m)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
+def test_sampling_far_outside_the_image_reads_zero():
+    x = tf.constant(_images(2)) + 1.0  # no zero pixels inside
+    for sx, sy in ((-1.0, 5.0), (-7.3, 5.0), (28.0, 3.0), (40.5, 3.2), (5.0, -1.0), (5.0, 28.0), (5.0, 99.9)):
+        got = bilinear_sample(x, tf.fill((2, 28, 28), sx), tf.fill((2, 28, 28), sy))
+        assert float(tf.reduce_max(got)) == 0.0, (sx, sy)
+    inside = bilinear_sample(x, tf.fill((2, 28, 28), 27.0), tf.fill((2, 28, 28), 0.0))
+    np.testing.assert_array_equal(inside.numpy()[:, 0, 0, 0], x.numpy()[:, 0, 27, 0])
 
 
 def test_displacement_field_is_smooth_bounded_and_seeded():
