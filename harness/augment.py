@@ -9,7 +9,8 @@ Without `elastic` the resampling is TensorFlow's ImageProjectiveTransformV3 (bil
 as it always was. With it, the affine map's source coordinates are displaced by a smooth random
 field and sampled by `bilinear_sample`, which is the same bilinear sampler written with gathers
 (equal to the TensorFlow op at zero displacement: tests/test_augment.py), batched: Keras's
-`RandomElasticTransform` loops over images in Python (../shared/ACCURACY.md).
+`RandomElasticTransform` loops over images in Python (../shared/ACCURACY.md). No built-in recipe
+uses the field: it cost accuracy at their epoch budgets (docs/SPEED_AUDIT.md, section 7).
 """
 
 from __future__ import annotations
