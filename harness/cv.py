@@ -105,11 +105,11 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(int(params["batch_size"])).repeat(epochs)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
-    if params.get("augment", 0) > 0 or params.get("elastic", 0) > 0:
-        counter = tf.data.Dataset.counter()
-        ds = tf.data.Dataset.zip((counter, ds)).map(
-            lambda i, xy: augment_fn(float(params["augment"]), seed, float(params.get("elastic", 0.0)))(i, *xy),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    strength, elastic = float(params.get("augment", 0.0)), float(params.get("elastic", 0.0))
+    if strength > 0 or elastic > 0:
+        augment = augment_fn(strength, seed, elastic)
+        ds = tf.data.Dataset.zip((tf.data.Dataset.counter(), ds)).map(
+            lambda i, xy: augment(i, *xy), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if params.get("label_smoothing", 0) > 0:
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, 10)))
     from harness.tfquiet import threads

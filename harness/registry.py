@@ -41,7 +41,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,     # adamw only
     "label_smoothing": 0.0,
     "augment": 0.0,          # strength 0..1: rotation 12 deg, zoom 12 %, shift 12 % at 1.0
-    "elastic": 0.0,          # elastic distortion on top of augment: pixels at the field's control points; 0 = off
+    "elastic": 0.0,          # elastic distortion on top of augment: its largest displacement in pixels; 0 = off
     "ema": 0.0,              # momentum of an EMA of the weights (e.g. 0.999); 0 = off
     "precision": "float32",  # float32 | bfloat16 (mixed_bfloat16 training where the CPU has bf16)
     "batch_norm": "fused",   # fused (TensorFlow's fused kernel while training: harness.batchnorm) | keras
