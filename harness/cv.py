@@ -85,6 +85,7 @@ class FoldResult:
     pid: int | None = None
     threads: int | None = None
     device: str | None = None        # "CPU" or "GPU (<name>, cc X.Y, <policy>)" (harness.device)
+    seed: int | None = None          # the training seed (harness.bags.job_seed); None in older folds
 
 
 @dataclass
@@ -263,7 +264,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                         n_val=len(x_val), epochs=epochs, seconds=round(seconds, 2),
                         images_per_s=round(len(x_tr) * epochs / seconds, 1),
                         n_params=int(model.count_params()), precision=policy,
-                        batch_norm="fused" if fused else "keras", **(record or {}))
+                        batch_norm="fused" if fused else "keras", seed=seed, **(record or {}))
     io.write_json(out / "fold.json", result.__dict__)  # last: marks the fold complete
     return result
 

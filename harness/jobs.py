@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import io, pseudo
+from harness import bags, io, pseudo
 
 
 # A fold's per-epoch validation (its learning curve) runs on this many of its validation rows:
@@ -181,13 +181,14 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
     if fold_complete(final):
         return {**io.read_json(final / "fold.json"), "status": "skipped"}
     configure_worker(where.threads, job.deterministic)
-    spec = get_model(pseudo.base(job.model))
+    round_one = pseudo.base(job.model)  # `cnn_deep~2+pl` fine-tunes `cnn_deep~2`, a bag of `cnn_deep`
+    spec = get_model(bags.base(round_one))
     tr, va = data.folds != job.fold, data.folds == job.fold
     x_tr, y_tr, init = data.x[tr], data.y[tr], None
-    if job.model != spec.name:  # a pseudo-label fine-tune: the fold's rows plus its test labels
+    if job.model != round_one:  # a pseudo-label fine-tune: the fold's rows plus its test labels
         index, labels = pseudo.load_labels(Path(job.run_dir), job.fold)
         x_tr, y_tr = np.concatenate([x_tr, data.x_test[index]]), np.concatenate([y_tr, labels])
-        init = fold_dir(Path(job.run_dir), spec.name, job.fold) / "model.keras"
+        init = fold_dir(Path(job.run_dir), round_one, job.fold) / "model.keras"
     stage = final.with_name(f".{final.name}.{where.host}.{where.pid}.{secrets.token_hex(4)}")
     from harness.device import device_label
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import __version__, io, lock, training
+from harness import __version__, bags, io, lock, training
 from harness.config import Settings
 from harness.cv import configure_threads, enable_determinism, make_folds, stratified_subset
 from harness.errors import HarnessError, ModelError, RunError
@@ -59,6 +59,7 @@ class RunOptions:
     ray_timeout: float = 30.0
     ensemble: bool = True           # greedy OOF ensemble of the models (harness.ensemble)
     tta: int = 1                    # test-time views (harness.tta); 1 = off
+    bags: int = 1                   # trainings of each model with other seeds (harness.bags); 1 = off
     pseudo_label: float | None = None  # confidence threshold of pseudo-labels (harness.pseudo); None = off
     int8: bool = True               # static INT8 variants `<model>@int8` (harness.quantize)
     max_latency_ms: float | None = None  # choose the best model whose p50 at `latency_batch` fits this
@@ -323,10 +324,12 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     info = data_mod.ensure_data(settings, source=opts.source, progress=progress.stage)
     progress.stage(f"data: {info.source} ({settings.data_dir})")
     ds = data_mod.load(settings.data_dir)
-    names = [s.name for s in specs]
 
     # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
     model_params, param_sources = _resolve_params(specs, opts, settings, progress)
+    # --bags N: each model's bags 2..N as models of their own; their names make them part of the fingerprint.
+    specs, model_params, param_sources = bags.expand(specs, model_params, param_sources, opts.bags)
+    names = [s.name for s in specs]
 
     fingerprint = _fingerprint(opts, names, folds_k, seed, info.sha256)
     run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
@@ -359,7 +362,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
             "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": folds_k, "seed": seed,
                        "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
                        "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
-                       "ensemble": opts.ensemble, "tta": opts.tta, "pseudo_label": opts.pseudo_label,
+                       "ensemble": opts.ensemble, "tta": opts.tta, "bags": opts.bags, "pseudo_label": opts.pseudo_label,
                        "int8": opts.int8, "max_latency_ms": opts.max_latency_ms, "latency_batch": opts.latency_batch,
                        "n_train_rows": int(len(index))},
             "params": model_params, "param_sources": param_sources,

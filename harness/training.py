@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness import io, pseudo
+from harness import bags, io, pseudo
 from harness.cv import assemble_cv
 from harness.progress import TrainingProgress
 from harness.registry import ModelSpec
@@ -104,7 +104,7 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
                 continue
             left[spec.name] += 1
             jobs.append(FoldJob(run_dir=str(run_dir.resolve()), model=spec.name, fold=f, k=k, params=params,
-                                seed=seed * 100 + f, epochs=int(params["epochs"]),
+                                seed=bags.job_seed(seed, params, f), epochs=int(params["epochs"]),
                                 deterministic=opts.deterministic))
         if not left[spec.name]:
             finish(spec)

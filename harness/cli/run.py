@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, default=1, metavar="N",
                    help="test-time augmentation: average each model over N shifted views (1-9; default 1 = off); "
                    "the exported graph computes the same views")
+    p.add_argument("--bags", type=int, default=1, metavar="N",
+                   help="train each model N times with other seeds on the same folds (1-50; default 1): "
+                   "rows `<model>~2`..`<model>~N` that the ensemble picks among on OOF; N times the training")
     p.add_argument("--pseudo-label", nargs="?", type=float, const=0.9, metavar="CONFIDENCE",  # pseudo.DEFAULT_THRESHOLD
                    help="opt-in: also fine-tune each model on the test rows its fold's round-one models label "
                    "with at least CONFIDENCE (default 0.9), as new `<model>+pl` rows (off by default)")
@@ -81,6 +84,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.tta import check as check_tta
 
     check_tta(args.tta)
+    from harness.bags import check as check_bags
+
+    check_bags(args.bags)
     from harness.track import check as check_track
 
     check_track(args.track)
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                       seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,
                       bench=not args.no_bench, baselines=args.baselines, report=not args.no_report,
-                      ensemble=not args.no_ensemble, tta=args.tta,
+                      ensemble=not args.no_ensemble, tta=args.tta, bags=args.bags,
                       pseudo_label=args.pseudo_label, track=args.track, tracking_uri=args.tracking_uri,
                       int8=_int8_default(args.quick) if args.int8 is None else args.int8, max_latency_ms=args.max_latency_ms, latency_batch=args.latency_batch,
                       submit=args.submit,
