@@ -86,6 +86,7 @@ class FoldResult:
     threads: int | None = None
     device: str | None = None        # "CPU" or "GPU (<name>, cc X.Y, <policy>)" (harness.device)
     seed: int | None = None          # the training seed (harness.bags.job_seed); None in older folds
+    init_from: str | None = None     # a fine-tune's starting fold model, relative to the run folder
 
 
 @dataclass

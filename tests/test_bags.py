@@ -69,3 +69,15 @@ def test_bags_are_models_of_their_own_and_bag_one_is_the_plain_model(project: Pa
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["bags"] == 2 and manifest["params"]["ann_tiny~2"]["bag"] == 2
     assert (run / "ann_tiny~2" / "model.onnx").is_file()  # exported behind the parity gate like any model
+
+
+@pytest.mark.e2e
+@pytest.mark.integration  # a longer end-to-end run: CI's second step (README, Tests)
+def test_a_bags_pseudo_label_fine_tune_starts_from_its_own_bag(project: Path):
+    out = harness_cli("run", *TINY, "--bags", "2", "--pseudo-label", "0.5", cwd=project, timeout=900)
+    assert out.returncode == 0, out.stderr
+    run = Path(json.loads(out.stdout)["run_dir"])
+    assert {"ann_tiny+pl", "ann_tiny~2+pl"} <= {r["model"] for r in json.loads(out.stdout)["rows"]}
+    fold = json.loads((run / "ann_tiny~2+pl" / "fold_0" / "fold.json").read_text())
+    assert fold["seed"] == 104200  # bag 2's seeds; the fine-tune's weights came from ann_tiny~2 (harness.jobs)
+    assert fold["init_from"] == "ann_tiny~2/fold_0/model.keras"
