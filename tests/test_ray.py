@@ -98,6 +98,19 @@ def test_grid_runs_on_both_nodes_and_matches_local(project: Path, cluster):
 
 
 @pytest.mark.e2e
+def test_bags_run_on_the_cluster(project: Path, cluster):
+    proc = harness_cli("run", "--model", "ann_tiny", "--bags", "2", "--limit", "1200", "--folds", "2", "--epochs", "1",
+                       "--no-bench", "--no-report", "--no-int8", "--json", "--executor", "ray",
+                       "--ray-address", cluster.address, cwd=project, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run = Path(json.loads(proc.stdout)["run_dir"])
+    folds = _folds(run, ("ann_tiny", "ann_tiny~2"))
+    assert len(folds) == 4 and {f["executor"] for f in folds} == {"ray"}
+    assert [f["seed"] for f in folds] == [4200, 4201, 104200, 104201]
+    assert "training 4 fold job(s) on the ray executor" in proc.stderr
+
+
+@pytest.mark.e2e
 def test_killed_driver_resumes(project: Path, cluster):
     args = [sys.executable, "-m", "harness", "run", "--model", "cnn_tiny", "--limit", "3000", "--folds", "3",
             "--epochs", "2", "--no-bench", "--no-report", "--executor", "ray", "--ray-address", cluster.address]
