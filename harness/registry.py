@@ -23,6 +23,7 @@ import importlib
 import importlib.metadata
 import inspect
 import pkgutil
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -103,6 +104,10 @@ _discovered = False
 def register_model(name: str, *, family: str, description: str, recipe: dict[str, Any] | None = None,
                    search_space: dict[str, Any] | None = None, tiny: bool = False) -> Callable:
     """Decorator registering `builder` under `name`. A duplicate name raises ModelError."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        # `~` (bags), `+` (pseudo-labels) and `@` (INT8) build derived names; a name is also a folder
+        raise ModelError(f"model name {name!r}: use letters, digits, '_', '-' and '.' (starting with a letter "
+                         f"or digit); '~', '+' and '@' mark bags, pseudo-label and INT8 rows")
     unknown = set(recipe or {}) - set(RECIPE_DEFAULTS)
     if unknown:
         raise ModelError(f"model {name!r}: unknown recipe field(s) {sorted(unknown)} "

@@ -129,3 +129,9 @@ def test_models_cli_text_and_unknown_pattern(tmp_path):
     assert "cnn_small" in proc.stdout and "models/cnn.py" in proc.stdout and "ann" not in proc.stdout
     proc = harness_cli("models", "nothing*", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout == "" and "no model matches" in proc.stderr
+
+
+def test_names_that_would_read_as_derived_rows_are_refused():
+    for bad in ("cnn~2", "cnn+pl", "cnn@int8", "a/b", "", "_x"):
+        with pytest.raises(ModelError, match="model name"):
+            registry.register_model(bad, family="ann", description="x")
