@@ -120,6 +120,7 @@ def _worker(conn: Any, data: JobData, threads: int) -> None:
     """Entry point of a spawned worker process: TensorFlow is imported once, then jobs arrive over
     `conn` one at a time (None: stop). Each job starts from a cleared Keras session and sets its own
     seeds (harness.cv.train_fold), so a reused worker trains a fold exactly as a fresh one does."""
+    _exit_with_parent()
     while True:
         try:
             job = conn.recv()
@@ -139,6 +140,22 @@ def _worker(conn: Any, data: JobData, threads: int) -> None:
             conn.send(message)
         except (BrokenPipeError, OSError):
             return
+
+
+def _exit_with_parent(poll_s: float = 1.0) -> None:
+    """Stop this worker within `poll_s` of its driver's death. A driver killed by SIGTERM or
+    SIGKILL runs no clean-up, and an orphan would train its fold on, beside the workers of the
+    command that resumes the run (two trainings of one fold on the same cores; the first to
+    finish wins). Its staging folder is left for that command to remove (harness.jobs)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:  # re-parented: the driver is gone
+                os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _clear_keras() -> None:

@@ -252,3 +252,42 @@ def test_ray_executor_without_ray_names_the_install_command(monkeypatch):
     with pytest.raises(UsageError, match=r"--executor ray needs Ray, which is not installed: "
                                          r"pip install 'harness\[ray\]' \(installs ray==2\.60\.0\)"):
         make_executor("ray")
+
+
+@pytest.mark.e2e
+def test_workers_stop_when_their_driver_is_killed(project: Path):
+    """A driver killed with SIGKILL runs no clean-up: its workers must not train on as orphans."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [sys.executable, "-m", "harness", "run", "--model", "cnn_tiny", "--limit", "3000", "--folds", "2",
+            "--epochs", "40", "--jobs", "2", "--no-bench", "--no-report"]
+    driver = subprocess.Popen(args, cwd=project, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, pids = time.monotonic() + 180, set()
+        while len(pids) < 2 and time.monotonic() < deadline and driver.poll() is None:
+            pids = {int(p.name.split(".")[-2]) for p in (project / "runs").glob("*/cnn_tiny/.fold_*")}
+            time.sleep(0.1)
+        assert len(pids) == 2, "the two workers never started training"
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"worker(s) {left} still training after their driver died"
+    assert not any((project / "runs").glob("*/cnn_tiny/fold_*/fold.json"))  # nothing published by an orphan
