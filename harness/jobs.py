@@ -194,7 +194,7 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
 
     record = {"executor": where.executor, "host": where.host, "node": where.node, "pid": where.pid,
               "threads": where.threads, "device": device_label(),
-              "init_from": None if init is None else f"{round_one}/fold_{job.fold}/model.keras"}
+              "init_from": None if init is None else init.relative_to(job.run_dir).as_posix()}
     stage.mkdir(parents=True)  # now, not when training ends: its name tells whose attempt it is
     try:
         result = train_fold(spec, job.params, x_tr, y_tr, data.x[va], data.y[va], data.x_test,

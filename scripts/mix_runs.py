@@ -1,9 +1,9 @@
 """Greedy OOF ensembles over models of several runs that share their folds (same seed, folds and
 rows): what a run with all of them would have chosen, without training them again.
 
-    python scripts/mix_runs.py RUN_A RUN_B [--models cnn_deep,ann,cnn_small,cnn_small~2] [--mix "a+b;a+b+c"]
+    python scripts/mix_runs.py RUN_A RUN_B [--models cnn_deep,ann,cnn_small~2] [--mix "a,b;a,b,c"]
 
-Each model is `RUN:NAME` internally (a name found in two runs is taken from the first that has it).
+A name found in two runs is taken from the first run given that has it.
 Prints each model's and each mix's OOF errors, and private/public errors where the replica's hidden
 solution exists (HARNESS_DATA_DIR, default data/digit-recognizer); the mixes are chosen exactly as
 `harness run` chooses its ensemble (harness.ensemble.select: OOF errors, then log-loss), never by
@@ -45,7 +45,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--models", help="comma-separated models to list (default: all)")
-    ap.add_argument("--mix", default="", help="';'-separated candidate sets ('+'-joined models) to select among")
+    ap.add_argument("--mix", default="", help="';'-separated candidate sets (','-joined models: names may hold '+') "
+                    "to select among")
     args = ap.parse_args()
 
     from harness.data import load as load_data, solution_path
@@ -69,7 +70,7 @@ def main() -> int:
     for m in names:
         print(row(m, *models[m]))
     for mix in filter(None, args.mix.split(";")):
-        members = mix.split("+")
+        members = mix.split(",")
         doc = select({m: models[m][0] for m in members}, y)
         w = doc["weights"]
         oof = sum(wt * models[m][0] for m, wt in w.items())

@@ -26,14 +26,16 @@ def profile(path: str, batch: int, calls: int) -> tuple[collections.Counter, dic
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.enable_profiling = True
-    so.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="harness-profile-"), "ort")
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).integers(0, 256, (batch, 28, 28, 1), dtype=np.uint8)
-    name = sess.get_inputs()[0].name
-    sess.run(None, {name: x})  # the first call: profiled, but left out below
-    for _ in range(calls):
-        sess.run(None, {name: x})
-    events = json.load(open(sess.end_profiling()))
+    with tempfile.TemporaryDirectory(prefix="harness-profile-") as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "ort")
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        sess.run(None, {name: x})  # the first call: profiled, but left out below
+        for _ in range(calls):
+            sess.run(None, {name: x})
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
     warm_end = runs[0][1] if runs else -1  # the first call (allocations) is left out
     per_node: collections.Counter = collections.Counter()
