@@ -11,10 +11,12 @@ What is measured, in one process and one run (BENCHMARKING.md explains why each 
   MLPerf's minimums); batch 1 gets >= 1,000 calls by default. Throughput = batch / p50.
 - Cold start apart: session creation + first run, on a fresh session (median of 3).
 - Per-call overhead: the same timing on a trivial graph with the same input and output.
-- FLOPs per image from the ONNX graph (harness.flops). Floor = overhead + batch * FLOPs / peak,
-  peak = `peak_gflops` per core times the threads; efficiency = floor / p50. Beside it, a
-  roofline that also charges each layer for reading its weights (max of compute and weight bytes
-  / bandwidth, layer by layer): at batch 1 a dense layer is memory-bound, which the floor ignores.
+- A roofline floor per row: overhead + max(batch * FLOPs / peak, bytes / bandwidth), bytes = the
+  graph's constants plus its activations at that batch (harness.flops), bandwidth = the rate at
+  which ONNX Runtime's one-thread GEMV streams that many bytes (`stream_call`), timed in the same
+  call. Efficiency = floor / p50, and `bound` says which term set the floor: at batch 1 the 5-fold
+  `ann` graph reads 48 MB of weights per call (memory), the CNNs are bound by their FLOPs
+  (compute). The FLOPs-only floor stays beside it (`flop_floor_ms`, `efficiency_flops`).
 - Baselines on the same images: `keras.Model.predict` of the fold ensemble and the `tf.function`
   that was converted to ONNX (harness.export.ensemble_function), at batch 1 and the largest batch.
   They run in a child process whose TensorFlow uses exactly `baseline_threads` intra-op threads
@@ -27,6 +29,12 @@ an efficiency means the same on every machine (these Xeons measured 157-205 GFLO
 ~1,640 GOPS INT8, AMX). `peak_gflops=` (`--peak-gflops N`) gives a fixed FP32 figure instead;
 DEFAULT_PEAK_GFLOPS_PER_CORE (280, the AMD Zen 5 these notes first described) is kept only as a
 documented reference for the CI gate's fixed-peak variant.
+
+Why the bandwidth is measured at the graph's own byte count and not once past the last-level
+cache: what a call streams partly stays in a large L3 between calls. On an AVX-512 Zen 5 (32 MB
+L3) the 48 MB `ann` graph read its weights at 46 GB/s, the GEMV at 268 MB only at 31 GB/s, so a
+floor from the DRAM rate lay 1.5x above the measured time; a GEMV of the same bytes sees the same
+caches as the graph on any machine, and so the efficiency compares across machines of a class.
 """
 
 from __future__ import annotations
@@ -50,12 +58,10 @@ DEFAULT_THREADS = (1, 2)
 DEFAULT_PEAK_GFLOPS_PER_CORE = 280.0
 PEAK_SOURCE = ("documented: AMD EPYC Zen 5 core, 2x512-bit FMA = 64 FP32 FLOP/cycle at ~4.4 GHz; "
                "ONNX Runtime 1-thread MatMul 1024^3 measured 273-281 GFLOP/s")
-# The floor above counts FLOPs only. A dense layer at batch 1 is a matrix-vector product that must
-# read all its weights on every call: memory-bound. The roofline column adds that cost per layer,
-# max(FLOPs / peak, weight bytes / bandwidth), with this per-core bandwidth: weights that do not
-# stay in the 1 MB L2 stream from L3; ONNX Runtime's 1-thread GEMV of a 1600x256 float32 matrix
-# (1.64 MB) took 16-19 us here, 86-100 GB/s.
-DEFAULT_BANDWIDTH_GBS_PER_CORE = 100.0
+# The bandwidth probe streams at most this much: well past any last-level cache these machines
+# have (16-32 MB here), where the rate stops changing with the size.
+STREAM_MAX_BYTES = 256 * 2 ** 20
+STREAM_ROWS = 1024
 PERCENTILE_MIN_N = {50: 3, 90: 64, 99: 662}
 INPUT_NAME, OUTPUT_NAME = "pixels", "probs"
 
@@ -201,18 +207,52 @@ def matmul_call(op: str, a: np.ndarray, w: np.ndarray, threads: int = 1) -> Call
     return lambda: sess.run(None, {"a": a})
 
 
+def stream_call(nbytes: int, threads: int = 1) -> tuple[Callable[[], Any], int]:
+    """(one call of ONNX Runtime's GEMV, a [1, 1024] vector times a constant [1024, n] FP32 matrix
+    of about `nbytes` (at most STREAM_MAX_BYTES), the bytes of that matrix). At batch 1 every weight
+    is read once for two FLOPs, so its time is the rate at which this machine streams that many
+    bytes through the kernel a dense layer uses, with the caches a graph of that size sees."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    cols = max(1, min(int(nbytes), STREAM_MAX_BYTES) // (4 * STREAM_ROWS))
+    w = np.random.default_rng(0).standard_normal((STREAM_ROWS, cols), dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "stream",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, STREAM_ROWS])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    sess = make_session(model.SerializeToString(), threads)
+    a = np.ones((1, STREAM_ROWS), np.float32)
+    return (lambda: sess.run(None, {"a": a})), int(w.nbytes)
+
+
+def roofline(overhead_s: float, flops: float, peak_flops_s: float, nbytes: float, stream_s: float,
+             stream_bytes: float) -> dict[str, Any]:
+    """The floor of one call: overhead + max(FLOPs / peak, bytes / bandwidth), in seconds, with the
+    bandwidth from a stream of `stream_bytes` that took `stream_s` per call (its own overhead, the
+    same per-call cost as `overhead_s`, taken off). Returns floor_s, compute_s, memory_s,
+    bandwidth_gbs and bound ("compute" or "memory")."""
+    compute = flops / peak_flops_s
+    moving = stream_s - overhead_s  # <= 0: a stream too small to time apart from the call itself
+    bandwidth = stream_bytes / moving if moving > 0 else None
+    memory = nbytes / bandwidth if bandwidth else 0.0
+    return {"floor_s": overhead_s + max(compute, memory), "compute_s": compute, "memory_s": memory,
+            "bandwidth_gbs": bandwidth / 1e9 if bandwidth else None,
+            "bound": "memory" if memory > compute else "compute"}
+
+
 # ----------------------------------------------------------------------------- ONNX Runtime part
 
 def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATCHES,
                threads: Iterable[int] = DEFAULT_THREADS, peak_gflops: float | str | None = None,
                budget: Budget = DEFAULT_BUDGET, x: np.ndarray | None = None,
-               progress: Callable[[str], None] | None = None,
-               bandwidth_gbs: float | None = None, label: str | None = None,
+               progress: Callable[[str], None] | None = None, label: str | None = None,
                precision: str = "fp32") -> dict[str, Any]:
     """Measure one ONNX file; returns the bench record without `baselines` (nothing written).
 
     The floor's peak is the one-thread MatMul measured in this call (FP32 MatMul, or for
-    `precision="int8"` a uint8 x int8 MatMulInteger) unless `peak_gflops` gives a number."""
+    `precision="int8"` a uint8 x int8 MatMulInteger) unless `peak_gflops` gives a number; its
+    bandwidth is a GEMV of the row's bytes, timed in this call at the row's thread count."""
     import onnxruntime as ort
 
     from harness.flops import count_flops
@@ -237,8 +277,6 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
     else:
         peak, source = _positive_float(peak_gflops, "--peak-gflops"), "given (--peak-gflops)"
 
-    bandwidth = _positive_float(bandwidth_gbs, "bandwidth") if bandwidth_gbs else DEFAULT_BANDWIDTH_GBS_PER_CORE
-
     label = label or path.name
     say(f"{label}: cold start")
     cold = _cold_start(path, images[:1], budget.cold_repeats)
@@ -254,6 +292,10 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
                                warmup_iters=20, warmup_seconds=0.02)
             over_ms = float(np.median(ref_s) * 1e3)
             overhead.append({"threads": t, "batch": b, "n": len(ref_s), "p50_ms": _r(over_ms)})
+            nbytes = flops.bytes_per_call(b)
+            stream, stream_bytes = stream_call(nbytes, t)
+            stream_s = time_calls(stream, iters=300, seconds=0.3, min_iters=10, warmup_iters=3, warmup_seconds=0.02)
+            del stream
             iters = budget.b1_iters if b == 1 else 10 ** 6
             min_iters = PERCENTILE_MIN_N[99] if b == 1 else budget.min_iters
             samples = time_calls(lambda: sess.run(None, {INPUT_NAME: xb}), iters=max(iters, min_iters),
@@ -261,12 +303,15 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
                                  warmup_iters=budget.warmup_iters, warmup_seconds=budget.warmup_seconds)
             row = {"threads": t, **stats(samples, b, keep_samples=(b == 1))}
             cores_used = min(t, cores)
-            floor_ms = over_ms + b * flops.total / (peak * 1e9 * cores_used) * 1e3
-            roofline_ms = over_ms + 1e3 * sum(max(b * f / (peak * 1e9), w / (bandwidth * 1e9))
-                                              for _, _, f, w in flops.by_node) / cores_used
+            roof = roofline(over_ms / 1e3, b * flops.total, peak * 1e9 * cores_used, nbytes,
+                            float(np.median(stream_s)), stream_bytes)
+            flop_floor_ms = over_ms + b * flops.total / (peak * 1e9 * cores_used) * 1e3
             p50 = float(np.percentile(samples, 50)) * 1e3
-            row.update(floor_ms=_r(floor_ms), overhead_ms=_r(over_ms), efficiency=round(floor_ms / p50, 3),
-                       roofline_ms=_r(roofline_ms), efficiency_roofline=round(roofline_ms / p50, 3),
+            row.update(floor_ms=_r(roof["floor_s"] * 1e3), overhead_ms=_r(over_ms),
+                       efficiency=round(roof["floor_s"] * 1e3 / p50, 3), bound=roof["bound"],
+                       compute_ms=_r(roof["compute_s"] * 1e3), memory_ms=_r(roof["memory_s"] * 1e3),
+                       bytes=nbytes, bandwidth_gbs=_r(roof["bandwidth_gbs"]) if roof["bandwidth_gbs"] else None,
+                       flop_floor_ms=_r(flop_floor_ms), efficiency_flops=round(flop_floor_ms / p50, 3),
                        gflops=round(b * flops.total / (p50 / 1e3) / 1e9, 1))
             rows.append(row)
         del sess, ref
@@ -285,8 +330,12 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
                  "unit": "GOPS (int8)" if int8 else "GFLOP/s (fp32)"},
         "peak_gflops": peak,
         "weight_bytes": flops.weight_bytes,
-        "bandwidth": {"gbs_per_core": bandwidth,
-                      "source": "given" if bandwidth_gbs else "documented: 1-thread GEMV of a 1.64 MB matrix"},
+        "param_bytes": flops.param_bytes,
+        "activation_bytes_per_image": flops.activation_bytes,
+        "bandwidth": {"source": "measured in this run, per row: ONNX Runtime GEMV ([1, 1024] x [1024, n] FP32) "
+                                "streaming the row's bytes (at most 256 MiB), at the row's threads, less the "
+                                "per-call overhead",
+                      "floor": "overhead + max(batch x FLOPs / peak, bytes / bandwidth)"},
         "cold_start": cold,
         "overhead": overhead,
         "latency": rows,
@@ -328,8 +377,8 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "threads": t1,
         "throughput_threads": big["threads"],
         "floor_ms_b1": b1["floor_ms"] if b1 else None,
-        "roofline_ms_b1": b1["roofline_ms"] if b1 else None,
-        "efficiency_roofline_b1": b1["efficiency_roofline"] if b1 else None,
+        "bound_b1": b1.get("bound") if b1 else None,
+        "efficiency_flops_b1": b1.get("efficiency_flops") if b1 else None,
         "cold_start_ms": record["cold_start"]["total_ms"],
     }
     speed = record.get("speedup") or {}

@@ -97,19 +97,33 @@ def cpu_class(flags: set[str] | None = None) -> str:
     return "other"
 
 
-def machine() -> dict[str, Any]:
-    """What a benchmark ran on (every bench JSON's `machine`): CPU name, family and class, cores,
-    Python and platform. Figures of two CPU classes are not comparable."""
-    cpu, family = platform.processor() or "", None
+def _cpuinfo(field: str) -> str | None:
+    """The first value of `field` in /proc/cpuinfo (None where it cannot be read: not Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            info = f.read().splitlines()
-        cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), cpu)
-        family = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("cpu family")), None)
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cpu_family": family, "cpu_class": cpu_class(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """What a benchmark ran on (every bench JSON's `machine`): CPU name, vendor, family, model and
+    class, cores, Python and platform. Figures of two CPU classes are not comparable."""
+    return {"cpu": _cpuinfo("model name") or platform.processor() or "", "cpu_vendor": _cpuinfo("vendor_id"),
+            "cpu_family": _cpuinfo("cpu family"), "cpu_model": _cpuinfo("model"), "cpu_class": cpu_class(),
+            "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def machine_key(info: dict[str, Any] | None = None) -> str:
+    """"vendor/family/model" of a CPU (this one by default), e.g. "AuthenticAMD/25/1": finer than
+    its class. Two EPYCs of the AVX2 class (Zen 2, family 23; Zen 3, family 25) have other cache
+    sizes, and a memory-bound ratio such as INT8 over FP32 moves with them."""
+    m = info or machine()
+    return "/".join(str(m.get(k) or "?") for k in ("cpu_vendor", "cpu_family", "cpu_model"))
 
 
 def int8_fast(flags: set[str] | None = None) -> bool:

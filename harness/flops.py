@@ -17,6 +17,12 @@ MatMulInteger) and ONNX Runtime's fused ops are counted like their float forms.
 Shapes come from `onnx.shape_inference` with the batch dimension fixed to 1; where inference
 leaves a shape unknown (reshapes whose target is computed at run time) the graph is run once at
 batch 1 by ONNX Runtime to read the shapes off, so the count never silently drops a layer.
+
+Bytes, for the roofline floor of harness.bench: `param_bytes`, every constant the graph holds (each
+call reads them all), and `activation_bytes`, per image, the graph's input and every tensor a node
+writes, each counted once (`bytes_per_call(batch)` adds them up). A tensor that ONNX Runtime fuses
+away still counts, so it is an upper estimate of the traffic; it matters only where activations
+rather than weights or FLOPs bound a call.
 """
 
 from __future__ import annotations
@@ -44,13 +50,20 @@ class FlopCount:
     by_op: dict[str, int] = field(default_factory=dict)
     # (node name, op, flops, bytes of its constant weights): what one call must read besides data
     by_node: list[tuple[str, str, int, int]] = field(default_factory=list)
+    param_bytes: int = 0        # every initializer of the graph
+    activation_bytes: int = 0   # per image: the input and each tensor a node writes, once
 
     @property
     def weight_bytes(self) -> int:
         return sum(n[3] for n in self.by_node)
 
+    def bytes_per_call(self, batch: int) -> int:
+        """What one call at `batch` reads or writes at least once: constants plus activations."""
+        return self.param_bytes + batch * self.activation_bytes
+
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_op": dict(self.by_op), "weight_bytes": self.weight_bytes}
+        return {"total": self.total, "by_op": dict(self.by_op), "weight_bytes": self.weight_bytes,
+                "param_bytes": self.param_bytes, "activation_bytes": self.activation_bytes}
 
 
 def count_flops(model: Any, batch: int = 1) -> FlopCount:
@@ -61,7 +74,7 @@ def count_flops(model: Any, batch: int = 1) -> FlopCount:
     proto = _load(model)
     shapes = _shapes(proto, batch)
     sizes = {i.name: math.prod(i.dims) * _ITEM_BYTES.get(i.data_type, 4) for i in proto.graph.initializer}
-    fc = FlopCount()
+    fc = FlopCount(param_bytes=sum(sizes.values()), activation_bytes=_activation_bytes(proto, shapes) // batch)
     for node in proto.graph.node:
         flops = _node_flops(node, shapes)
         if flops is None:
@@ -150,6 +163,37 @@ def _shapes(proto, batch: int) -> dict[str, list[int]]:
     return shapes
 
 
+def _activation_bytes(proto, shapes: dict[str, list[int]]) -> int:
+    """Bytes of the graph's inputs and node outputs, each once, at the batch `_shapes` fixed (1).
+    Element types come from shape inference; tensors it leaves unknown are read off one run."""
+    import onnx
+
+    inits = {i.name for i in proto.graph.initializer}
+    names = [i.name for i in proto.graph.input if i.name not in inits]
+    names += [o for node in proto.graph.node for o in node.output if o]
+    names = list(dict.fromkeys(names))
+    types: dict[str, int] = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                types[vi.name] = vi.type.tensor_type.elem_type
+                s = _shape_of(vi)
+                if s is not None:
+                    shapes.setdefault(vi.name, s)
+    except Exception:  # contrib ops: the probe below reads what inference could not
+        pass
+    missing = [n for n in names if n not in shapes or n not in types]
+    probed = _probe_values(proto, missing) if missing else {}
+    total = 0
+    for n in names:
+        if n in probed:
+            total += probed[n].nbytes
+        elif n in shapes:
+            total += math.prod(shapes[n]) * _ITEM_BYTES.get(types.get(n, 1), 4)
+    return int(total)
+
+
 def _counted(node) -> bool:
     return node.op_type in _CONV or node.op_type in _CONV_T or node.op_type in _GEMM \
         or node.op_type in _MATMUL
@@ -186,6 +230,11 @@ def exposing_session(proto, names: Any):
 
 def _probe_shapes(proto, names: list[str]) -> dict[str, list[int]]:
     """Run the graph once (zeros at the fixed batch) with `names` exposed as outputs."""
+    return {n: list(v.shape) for n, v in _probe_values(proto, names).items()}
+
+
+def _probe_values(proto, names: list[str]) -> dict[str, Any]:
+    """The arrays `names` hold in one run of the graph on zeros at its fixed batch."""
     import numpy as np
 
     sess, outs = exposing_session(proto, names)
@@ -195,10 +244,10 @@ def _probe_shapes(proto, names: list[str]) -> dict[str, list[int]]:
         feeds[i.name] = np.zeros(shape, dtype=_NP_TYPES.get(i.type, "float32"))
     values = dict(zip(outs, sess.run(outs, feeds)))
     values.update(feeds)
-    return {n: list(values[n].shape) for n in names if n in values}
+    return {n: np.asarray(values[n]) for n in names if n in values}
 
 
-_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 10: 2, 11: 8, 16: 2}  # onnx.TensorProto element types
+_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # onnx.TensorProto element types
 _NP_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(double)": "float64",
              "tensor(float16)": "float16"}

@@ -85,6 +85,25 @@ def test_peak_is_measurable():
     assert bench.measure_peak_gflops(1, n=128, repeats=2) > 0.1
 
 
+def test_roofline_takes_the_larger_term():
+    # 1 GFLOP at 100 GFLOP/s = 10 ms; 80 MB at (40 MB per 2 ms - 1 ms of overhead) = 40 GB/s = 2 ms
+    r = bench.roofline(0.001, 1e9, 100e9, 80e6, 0.002, 40e6)
+    assert r["bound"] == "compute" and r["floor_s"] == pytest.approx(0.011)
+    assert r["bandwidth_gbs"] == pytest.approx(40.0) and r["memory_s"] == pytest.approx(0.002)
+    r = bench.roofline(0.001, 1e6, 100e9, 800e6, 0.002, 40e6)  # 20 ms of bytes against 0.01 ms of FLOPs
+    assert r["bound"] == "memory" and r["floor_s"] == pytest.approx(0.021)
+    # a stream no slower than an empty call: no memory term, never a division by zero
+    r = bench.roofline(0.001, 1e6, 100e9, 1e3, 0.0009, 1e3)
+    assert r["memory_s"] == 0 and r["bandwidth_gbs"] is None and r["bound"] == "compute"
+
+
+def test_stream_call_reads_the_bytes_asked_up_to_its_cap():
+    call, nbytes = bench.stream_call(3 * 2 ** 20)
+    assert nbytes == 3 * 2 ** 20 and call()[0].shape == (1, 3 * 2 ** 20 // (4 * bench.STREAM_ROWS))
+    assert bench.stream_call(10)[1] == 4 * bench.STREAM_ROWS  # at least one column
+    assert bench.STREAM_MAX_BYTES == 256 * 2 ** 20  # what the cap is (a 256 MiB matrix is not built here)
+
+
 # ----------------------------------------------------------------------------- bench.json schema
 
 def test_bench_record_schema(record, onnx_file):
@@ -98,26 +117,32 @@ def test_bench_record_schema(record, onnx_file):
     assert s["flops_per_image"] == record["flops_per_image"] == 2 * 784 * 10
     assert 0 < s["efficiency_b1"] and s["floor_ms_b1"] > 0
     assert {(r["threads"], r["batch"]) for r in record["latency"]} == {(1, 1), (1, 8), (2, 1), (2, 8)}
+    peak = record["peak"]["gflops_per_core"]
+    # bytes per call: the 784x10 float32 weights and the int64 shape (31,376 B), and per image the
+    # uint8 input (784), its float32 cast and reshape (2 x 3,136) and the two [1, 10] outputs (80)
+    assert record["param_bytes"] == 31376 and record["activation_bytes_per_image"] == 7136
     for r in record["latency"]:
         assert {"n", "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "floor_ms", "efficiency", "overhead_ms",
-                "roofline_ms", "efficiency_roofline", "gflops"} <= set(r)
-        # the roofline charges the 31 KB weight read too, so it never lies below the FLOP floor
-        assert r["roofline_ms"] >= r["floor_ms"] - 1e-4
+                "bound", "compute_ms", "memory_ms", "bytes", "bandwidth_gbs", "flop_floor_ms", "efficiency_flops",
+                "gflops"} <= set(r)
         assert (r["batch"] == 1) == ("samples_ms" in r)
-    peak = record["peak"]["gflops_per_core"]
-    for r in record["latency"]:
-        assert r["floor_ms"] == pytest.approx(r["overhead_ms"] + r["batch"] * 15680
-                                              / (peak * 1e9 * min(r["threads"], os.cpu_count())) * 1e3,
-                                              rel=1e-3, abs=2e-4)
+        assert r["bytes"] == 31376 + r["batch"] * 7136
+        assert r["compute_ms"] == pytest.approx(r["batch"] * 15680 / (peak * 1e9 * min(r["threads"], os.cpu_count()))
+                                                * 1e3, rel=1e-3, abs=1e-4)
+        # the roofline: overhead + the larger of the compute and memory terms, never below the FLOP floor
+        assert r["floor_ms"] == pytest.approx(r["overhead_ms"] + max(r["compute_ms"], r["memory_ms"]), abs=2e-4)
+        assert r["bound"] == ("memory" if r["memory_ms"] > r["compute_ms"] else "compute")
+        assert r["floor_ms"] >= r["flop_floor_ms"] - 1e-4
+        assert r["flop_floor_ms"] == pytest.approx(r["overhead_ms"] + r["compute_ms"], abs=2e-4)
+        assert r["efficiency"] == pytest.approx(r["floor_ms"] / r["p50_ms"], rel=0.02, abs=2e-3)
+        assert r["bandwidth_gbs"] is None or r["bandwidth_gbs"] > 0
     assert record["cold_start"]["total_ms"] >= record["cold_start"]["session_ms"] > 0
     # the floor's peak is the MatMul measured in the same call, on the same machine
     assert peak == record["peak"]["matmul_gflops_1_thread"] > 0 and "measured in this run" in record["peak"]["source"]
-    assert record["weight_bytes"] == 784 * 10 * 4 and record["bandwidth"]["gbs_per_core"] > 0
+    assert record["weight_bytes"] == 784 * 10 * 4 and "measured in this run" in record["bandwidth"]["source"]
     w1 = next(r for r in record["latency"] if (r["threads"], r["batch"]) == (1, 1))
-    expected = w1["overhead_ms"] + 1e3 * max(15680 / (peak * 1e9),
-                                             31360 / (bench.DEFAULT_BANDWIDTH_GBS_PER_CORE * 1e9))
-    assert w1["roofline_ms"] == pytest.approx(expected, abs=2e-4)
-    assert s["roofline_ms_b1"] == w1["roofline_ms"]
+    assert (s["floor_ms_b1"], s["bound_b1"], s["efficiency_flops_b1"]) == \
+        (w1["floor_ms"], w1["bound"], w1["efficiency_flops"])
     assert record["provider"] == "CPUExecutionProvider" and record["graph_optimization"] == "ORT_ENABLE_ALL"
 
 

@@ -45,6 +45,29 @@ def test_small_conv_net_matches_hand_count():
     assert [b for _, _, _, b in fc.by_node] == [4 * (72 + 8), 4 * 1152, 4 * 64]  # weights + bias, float32
     assert fc.weight_bytes == 4 * (80 + 1152 + 64)
     assert count_flops(m, batch=8).total == 8 * fc.total
+    # bytes of the roofline: every constant, and per image the input and each node's output once
+    assert fc.param_bytes == 4 * (72 + 8 + 1152 + 64)
+    act = 4 * (28 * 28 + 2 * 8 * 26 * 26 + 2 * 16 * 13 * 13)  # x; c1 and r1; c2 and c3
+    assert fc.activation_bytes == act == 68_032
+    assert count_flops(m, batch=8).activation_bytes == act  # per image, whatever batch it is counted at
+    assert fc.bytes_per_call(8) == fc.param_bytes + 8 * act
+
+
+def test_activation_bytes_of_a_reshape_computed_at_run_time():
+    # Reshape to a shape computed at run time (read off one run where inference leaves it unknown)
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "one"], ["n"]),
+             helper.make_node("Concat", ["n", "minus1"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1"), _w("w", 12, 3)]
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi("y", ["N", 3])], inits)
+    fc = count_flops(m)
+    assert fc.total == 2 * 12 * 3
+    # x and flat (12 floats each), y (3 floats), the int64 shape tensors s (3), n (1), target (2)
+    assert fc.activation_bytes == 4 * (12 + 12 + 3) + 8 * (3 + 1 + 2)
 
 
 def test_dense_net_gemm_and_matmul_match_hand_count():

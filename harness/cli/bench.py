@@ -14,7 +14,8 @@ from harness.errors import RunError, UsageError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark exported models with ONNX Runtime",
                        description="Latency percentiles (p50/p90/p99 with n), throughput, cold start, size, "
-                       "FLOPs and efficiency (floor = per-call overhead + FLOPs / peak) of each model.onnx, "
+                       "FLOPs and efficiency against a roofline floor (per-call overhead + max(FLOPs / peak, bytes / "
+                       "bandwidth), both measured in the run) of each model.onnx, "
                        "with keras.Model.predict and tf.function baselines on the same images. With --run, "
                        "results go to runs/<run>/<model>/bench.json and the leaderboard.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -98,14 +99,16 @@ def render(rec: dict) -> str:
              f"{unit}/core ({peak.get('source', '?').split(':')[0]}; {kernel} measured "
              f"{peak.get('matmul_gflops_1_thread', 0):g})",
              f"{'threads':>7} {'batch':>6} {'n':>6} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
-             f"{'images/s':>10} {'floor ms':>9} {'eff':>5} {'roofline':>9} {'eff':>5} {unit:>8}"]
+             f"{'images/s':>10} {'floor ms':>9} {'bound':>7} {'GB/s':>6} {'eff':>5} {unit:>8}"]
     for r in rec["latency"]:
+        bw = r.get("bandwidth_gbs")
         lines.append(f"{r['threads']:>7} {r['batch']:>6} {r['n']:>6} {_ms(r['p50_ms'])} {_ms(r['p90_ms'])} "
                      f"{_ms(r['p99_ms'])} {_num(r['throughput_ips']):>10} {_ms(r['floor_ms'])} "
-                     f"{r['efficiency']:>5.2f} {_ms(r.get('roofline_ms'))} {r.get('efficiency_roofline') or 0:>5.2f} "
+                     f"{r.get('bound') or '-':>7} {f'{bw:.0f}' if bw else '-':>6} {r['efficiency']:>5.2f} "
                      f"{r['gflops']:>8.1f}")
-    lines.append("floor = per-call overhead + FLOPs / peak; roofline also charges each layer for reading "
-                 f"its weights at {rec.get('bandwidth', {}).get('gbs_per_core', '?')} GB/s; eff = that / p50")
+    lines.append("floor = per-call overhead + max(FLOPs / peak, bytes / bandwidth), bytes = constants + "
+                 "activations, bandwidth = a GEMV of those bytes timed in the run; bound = the larger term; "
+                 "eff = floor / p50")
     c = rec["cold_start"]
     lines.append(f"cold start: {c['total_ms']:.1f} ms (session {c['session_ms']:.1f} ms + first run "
                  f"{c['first_run_ms']:.2f} ms; median of {c['n']}, 1 thread)")
@@ -136,7 +139,8 @@ def render(rec: dict) -> str:
     lines.append(f"summary: p50 b1 {_ms(s['p50_ms_b1']).strip()} ms, p99 b1 {_ms(s['p99_ms_b1']).strip()} ms "
                  f"(n={s['n_b1']}, {s['threads']} thread), {_num(s['throughput_ips'])} images/s at batch "
                  f"{s['max_batch']} ({s['throughput_threads']} threads), efficiency b1 "
-                 f"{s['efficiency_b1'] if s['efficiency_b1'] is not None else '-'}")
+                 f"{s['efficiency_b1'] if s['efficiency_b1'] is not None else '-'}"
+                 + (f" ({s['bound_b1']}-bound)" if s.get("bound_b1") else ""))
     return "\n".join(lines)
 
 
