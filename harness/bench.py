@@ -155,6 +155,21 @@ def time_calls(fn: Callable[[], Any], *, iters: int, seconds: float | None = Non
     return samples[:n] / 1e9
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, calls: int | dict[str, int],
+                q: float = 25) -> dict[str, float]:
+    """Seconds per call of each fn (the q-th percentile of all its calls), timed in alternating
+    blocks so that the machine's drift (other processes, clock changes) hits them all alike. The
+    lower quartile by default, not the median: on a shared machine interference only ever adds
+    time, and at large batches it hits a good share of the calls. `calls`: per block, or per fn."""
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            n = calls[k] if isinstance(calls, dict) else calls
+            samples[k].append(time_calls(fns[k], iters=n, warmup_iters=2, warmup_seconds=0))
+    return {k: float(np.percentile(np.concatenate(v), q)) for k, v in samples.items()}
+
+
 def stats(samples_s: np.ndarray, batch: int, keep_samples: bool = False) -> dict[str, Any]:
     """n, p50/p90/p99 (null where n is too small for them), mean, min, throughput, in ms."""
     ms = np.asarray(samples_s, dtype=np.float64) * 1e3
