@@ -29,7 +29,7 @@ from harness.runs import run_models
 
 ROW_KEYS = ["rank", "model", "family", "precision", "status", "cv_accuracy", "fold_mean", "fold_std", "params",
             "train_seconds", "train_ips", "public_score", "private_score", "p50_ms_b1", "p99_ms_b1",
-            "throughput_ips", "size_bytes", "efficiency_b1", "speedup_vs_fp32", "p50_ms_budget", "fits",
+            "throughput_ips", "size_bytes", "efficiency_b1", "bound_b1", "speedup_vs_fp32", "p50_ms_budget", "fits",
             "best", "pareto", "members"]
 KEEP = object()  # build_results: keep the budget results.json already has
 
@@ -65,7 +65,7 @@ def model_row(run_dir: Path, model: str) -> dict[str, Any]:
                public_score=scores.get("public"), private_score=scores.get("private"),
                p50_ms_b1=bench.get("p50_ms_b1"), p99_ms_b1=bench.get("p99_ms_b1"),
                throughput_ips=bench.get("throughput_ips"), size_bytes=bench.get("size_bytes"),
-               efficiency_b1=bench.get("efficiency_b1"), best=False, pareto=False)
+               efficiency_b1=bench.get("efficiency_b1"), bound_b1=bench.get("bound_b1"), best=False, pareto=False)
     mix = (_read(run_dir / model / "ensemble.json") or {}).get("members")
     if mix:  # the run's ensemble (harness.ensemble): its members and weights
         row["members"] = " + ".join(f"{w:.2f} {m}" for m, w in mix.items())
@@ -94,7 +94,8 @@ def int8_row(run_dir: Path, model: str, fp32: dict[str, Any]) -> dict[str, Any] 
                params=fp32.get("params"), public_score=scores.get("public"), private_score=scores.get("private"),
                p50_ms_b1=bench.get("p50_ms_b1"), p99_ms_b1=bench.get("p99_ms_b1"),
                throughput_ips=bench.get("throughput_ips"), size_bytes=bench.get("size_bytes") or doc.get("size_bytes"),
-               efficiency_b1=bench.get("efficiency_b1"), speedup_vs_fp32=bench.get("speedup_vs_fp32_b1"),
+               efficiency_b1=bench.get("efficiency_b1"), bound_b1=bench.get("bound_b1"),
+               speedup_vs_fp32=bench.get("speedup_vs_fp32_b1"),
                members=fp32.get("members"), best=False, pareto=False, _latency=_p50_by_batch(full))
     return row
 
@@ -212,6 +213,7 @@ COLUMNS = [  # (key, header, formatter)
     ("throughput_ips", "img/s", lambda v: f"{v:,.0f}"),
     ("size_bytes", "size KB", lambda v: f"{v / 1024:,.0f}"),
     ("efficiency_b1", "eff %", lambda v: f"{100 * v:.0f}"),
+    ("bound_b1", "bound", str),
     ("speedup_vs_fp32", "vs fp32", lambda v: f"{v:.2f}x"),
     ("status", "status", str),
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 # The fixed keys of bench.json's summary (docs/ARCHITECTURE.md), plus throughput_threads.
 SUMMARY_KEYS = ("p50_ms_b1", "p99_ms_b1", "n_b1", "throughput_ips", "max_batch", "size_bytes",
-                "flops_per_image", "efficiency_b1", "threads", "throughput_threads")
+                "flops_per_image", "efficiency_b1", "bound_b1", "threads", "throughput_threads")
 _PCT = re.compile(r"^p(\d+(?:\.\d+)?)(?:_ms)?$")
 _BASELINE_NAMES = {"keras_predict": "keras Model.predict", "tf_function": "tf.function"}
 
@@ -66,6 +66,8 @@ def entry(e: dict[str, Any]) -> dict[str, Any]:
         "ips": ips,
         "floor_ms": _f(e.get("floor_ms")),
         "efficiency": _f(e.get("efficiency")),
+        "bound": e.get("bound") if e.get("bound") in ("compute", "memory") else None,
+        "bandwidth_gbs": _f(e.get("bandwidth_gbs")),
         "gflops": _f(e.get("gflops")),
         "samples_ms": samples if isinstance(samples, list) and samples else None,
     }
@@ -118,7 +120,8 @@ def _extras(bench: dict[str, Any], summary: dict[str, Any],
     out: dict[str, str] = {}
     floor = _f(summary.get("floor_ms_b1")) or (b1 or {}).get("floor_ms")
     if floor is not None:
-        out["floor at batch 1"] = f"{floor:.4g} ms"
+        bound = summary.get("bound_b1") or (b1 or {}).get("bound")
+        out["floor at batch 1"] = f"{floor:.4g} ms" + (f" ({bound}-bound)" if bound else "")
     over = bench.get("overhead")
     if isinstance(over, list):
         o = next((x for x in over if isinstance(x, dict) and x.get("batch") == 1), None)
@@ -170,6 +173,7 @@ def bench_view(bench: dict[str, Any] | None) -> dict[str, Any] | None:
         "entries": entries,
         "pct_keys": sorted({k for e in entries for k in e["percentiles"]}, key=lambda k: float(k[1:])),
         "has_floor": any(e["floor_ms"] is not None for e in entries),
+        "has_bound": any(e["bound"] for e in entries),
         "samples_b1": b1_one["samples_ms"] if b1_one else None,
         "percentiles_b1": b1_one["percentiles"] if b1_one else
         {k: v for k, v in (("p50", p50), ("p99", p99)) if v},

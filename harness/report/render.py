@@ -103,7 +103,7 @@ def _baseline(run: RunData) -> dict[str, Any] | None:
 def _leaderboard(run: RunData) -> dict[str, Any]:
     cols = ("rank", "family", "status", "cv_accuracy", "fold_mean", "fold_std", "public_score",
             "private_score", "p50_ms_b1", "p99_ms_b1", "throughput_ips", "size_bytes",
-            "efficiency_b1", "params", "train_seconds", "train_ips", "best", "pareto")
+            "efficiency_b1", "bound_b1", "params", "train_seconds", "train_ips", "best", "pareto")
     rows = []
     for m in run.models:
         r = {"model": m.name, **{c: _row_value(m, c) for c in cols}}
