@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from harness.errors import RunError
+from harness.core.errors import RunError
 
 SIZE = 28
 # The displacement field: uniform noise on GRID x GRID control points, upsampled bicubically, so

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 from harness.registry import ModelSpec
 
 SEP = "~"

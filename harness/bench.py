@@ -48,10 +48,10 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from harness import io
-from harness.device import machine
-from harness.errors import RunError, UsageError
-from harness.runs import model_dir
+from harness.core import io
+from harness.core.device import machine
+from harness.core.errors import RunError, UsageError
+from harness.core.runs import model_dir
 
 DEFAULT_BATCHES = (1, 64, 1024)
 DEFAULT_THREADS = (1, 2)
@@ -360,7 +360,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
                      "uniform random uint8 images (seed 0); FP32 latency does not depend on pixel values"},
     }
     if not int8:  # beside the CPU rows, the GPU's where this ONNX Runtime has CUDA (onnxruntime-gpu)
-        from harness.device import cuda_provider
+        from harness.core.device import cuda_provider
 
         if cuda_provider():
             from harness.bench_gpu import bench_cuda

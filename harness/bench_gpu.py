@@ -16,7 +16,7 @@ def bench_cuda(path: Path, images: np.ndarray, batches: Iterable[int], budget: B
     on every call, as a caller's would be). Never raises: a provider that cannot start is a note."""
     import onnxruntime as ort
 
-    from harness.device import nvidia_gpus
+    from harness.core.device import nvidia_gpus
 
     out: dict[str, Any] = {"provider": "CUDAExecutionProvider", "device": (nvidia_gpus() or ["?"])[0],
                            "timing": "host numpy in, host numpy out, back-to-back run() calls"}

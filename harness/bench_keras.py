@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import io
+from harness.core import io
 from harness.bench import DEFAULT_BUDGET, INPUT_NAME, Budget, make_session, stats, time_calls
-from harness.runs import model_dir
+from harness.core.runs import model_dir
 
 
 def keras_baselines(run_dir: Path, model: str, images: np.ndarray, batches: list[int], threads: int = 1,

@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import io
+from harness.core import io
 from harness.augment import augment_fn
-from harness.errors import RunError
+from harness.core.errors import RunError
 from harness.registry import ModelSpec
-from harness.runs import fold_dir, model_dir
+from harness.core.runs import fold_dir, model_dir
 
 
 # ----------------------------------------------------------------------------- folds
@@ -84,7 +84,7 @@ class FoldResult:
     node: str | None = None
     pid: int | None = None
     threads: int | None = None
-    device: str | None = None        # "CPU" or "GPU (<name>, cc X.Y, <policy>)" (harness.device)
+    device: str | None = None        # "CPU" or "GPU (<name>, cc X.Y, <policy>)" (harness.core.device)
     seed: int | None = None          # the training seed (harness.bags.job_seed); None in older folds
     init_from: str | None = None     # a fine-tune's starting fold model, relative to the run folder
 
@@ -114,7 +114,7 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
             lambda i, xy: augment(i, *xy), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if params.get("label_smoothing", 0) > 0:
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, 10)))
-    from harness.tfquiet import threads
+    from harness.core.tfquiet import threads
 
     if threads() is not None:  # a job given k CPUs: tf.data's pool too, not one thread per core
         options = tf.data.Options()
@@ -159,13 +159,13 @@ PRECISIONS = ("float32", "bfloat16")
 
 def training_policy(params: dict[str, Any]) -> str:
     """The Keras dtype policy a recipe trains under. On a GPU every model trains in the mixed
-    precision that suits the GPU (harness.device.gpu_policy). On the CPU `precision: bfloat16` means
+    precision that suits the GPU (harness.core.device.gpu_policy). On the CPU `precision: bfloat16` means
     mixed_bfloat16 where the CPU has native bf16 (measured 1.2x on cnn_deep and ann, issue 11),
     else float32."""
     want = params.get("precision", "float32")
     if want not in PRECISIONS:
         raise RunError(f"unknown precision {want!r} ({', '.join(PRECISIONS)})")
-    from harness.device import bf16_fast, visible_gpu
+    from harness.core.device import bf16_fast, visible_gpu
 
     gpu = visible_gpu()
     if gpu is not None:
@@ -313,8 +313,8 @@ def assemble_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], y: np.nd
 
 
 def configure_threads() -> None:
-    """Import TensorFlow quietly (see harness.tfquiet); call before anything touches Keras."""
-    from harness.tfquiet import import_tensorflow
+    """Import TensorFlow quietly (see harness.core.tfquiet); call before anything touches Keras."""
+    from harness.core.tfquiet import import_tensorflow
 
     import_tensorflow()
 

@@ -33,10 +33,10 @@ from typing import Any, Callable
 import numpy as np
 
 from harness import replica
-from harness.config import Settings, load_settings
-from harness.errors import (DataError, KaggleCredentialsMissing, KaggleError, KaggleNetworkError,
+from harness.core.config import Settings, load_settings
+from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleError, KaggleNetworkError,
                             KaggleRulesNotAccepted, KaggleServerError, UsageError)
-from harness.io import read_json, write_json, write_npy
+from harness.core.io import read_json, write_json, write_npy
 from harness.validate import SUBMISSION, TEST, TRAIN, Schema, read_table, sha256_bytes
 
 FILES = {"train": "train.csv", "test": "test.csv", "sample_submission": "sample_submission.csv"}

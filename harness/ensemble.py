@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import io
+from harness.core import io
 
 NAME = "ensemble"
 ITERATIONS = 25

@@ -30,7 +30,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from harness.errors import RunError, UsageError
+from harness.core.errors import RunError, UsageError
 from harness.jobs import FoldJob, JobData, TrialJob, Where, execute
 
 Job = FoldJob | TrialJob
@@ -266,7 +266,7 @@ def auto_jobs() -> int:
     processes train 1.2-1.5x faster than one two-thread process, issue 11 speed audit), else one
     two-thread job per two cores; never more than memory holds. With an NVIDIA GPU: one job, in
     this process, which trains on the GPU (TensorFlow uses its first GPU)."""
-    from harness.device import nvidia_gpus
+    from harness.core.device import nvidia_gpus
 
     if nvidia_gpus():
         return 1

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from harness.errors import RunError, UsageError
+from harness.core.errors import RunError, UsageError
 from harness.executor import RAY_INSTALL, RAY_PIN, Executor, Failure, Job, call_with_timeout, tcp_reachable
 from harness.jobs import JobData, Where, execute
 

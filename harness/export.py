@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from harness import io
-from harness.errors import RunError, UsageError
+from harness.core import io
+from harness.core.errors import RunError, UsageError
 from harness.onnx_graph import simplify
-from harness.runs import model_dir
-from harness.tfquiet import quiet_stderr
+from harness.core.runs import model_dir
+from harness.core.tfquiet import quiet_stderr
 
 OPSET = 17
 INPUT_NAME = "pixels"
@@ -193,7 +193,7 @@ def load_fold_models(run_dir: Path, model: str) -> list[Any]:
     paths = fold_model_paths(run_dir, model)
     if not paths:
         raise RunError(f"{model}: no fold models (fold_*/model.keras) in {model_dir(Path(run_dir), model)}")
-    from harness.tfquiet import import_tensorflow
+    from harness.core.tfquiet import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -26,10 +26,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import bags, io, pseudo
+from harness import bags, pseudo
 
 
 # A fold's per-epoch validation (its learning curve) runs on this many of its validation rows:
+
+from harness.core import io
 # on all of them it cost 5-12 % of a 5-fold epoch and ~25 % of a 2-fold (--quick) one, where
 # the validation fold is as large as the training folds. Tuning's pruner still sees every row.
 CURVE_VAL_ROWS = 2048
@@ -160,7 +162,7 @@ def _publish(stage: Path, final: Path) -> bool:
 def configure_worker(threads: int | None, deterministic: bool = False) -> None:
     """TensorFlow for this process: `threads` intra-op threads, one inter-op thread, so that jobs
     running side by side use exactly the CPUs they were given. Must run before TF's first op."""
-    from harness.tfquiet import import_tensorflow
+    from harness.core.tfquiet import import_tensorflow
 
     import_tensorflow(threads)
     if deterministic:
@@ -175,7 +177,7 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
     (trained | skipped: already complete | duplicate: another attempt published first)."""
     from harness.cv import train_fold
     from harness.registry import get_model
-    from harness.runs import fold_dir
+    from harness.core.runs import fold_dir
 
     final = fold_dir(Path(job.run_dir), job.model, job.fold)
     if fold_complete(final):
@@ -190,7 +192,7 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
         x_tr, y_tr = np.concatenate([x_tr, data.x_test[index]]), np.concatenate([y_tr, labels])
         init = fold_dir(Path(job.run_dir), round_one, job.fold) / "model.keras"
     stage = final.with_name(f".{final.name}.{where.host}.{where.pid}.{secrets.token_hex(4)}")
-    from harness.device import device_label
+    from harness.core.device import device_label
 
     record = {"executor": where.executor, "host": where.host, "node": where.node, "pid": where.pid,
               "threads": where.threads, "device": device_label(),

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness.errors import (
+from harness.core.errors import (
     HarnessError, KaggleAuthError, KaggleError, KaggleLimitReached, KaggleNetworkError, KaggleNotFound,
     KaggleRulesNotAccepted, KaggleServerError, KaggleUploadFailed, SubmissionError,
 )
-from harness.io import write_text
+from harness.core.io import write_text
 from harness.kaggle_client import (  # noqa: F401  (re-exported: this module's API too)
     COMPETITION, Progress, _Net, _api, _network, _redact, _timeout, download_competition,
     has_credentials,

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from harness.errors import (
+from harness.core.errors import (
     HarnessError, KaggleAuthError, KaggleCredentialsMissing, KaggleError, KaggleLimitReached,
     KaggleNetworkError, KaggleNotFound, KaggleRulesNotAccepted, KaggleServerError, UsageError,
 )
-from harness.io import atomic_path
+from harness.core.io import atomic_path
 
 COMPETITION = "digit-recognizer"
 DATA_FILES = ("train.csv", "test.csv", "sample_submission.csv")

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import io
-from harness.errors import RunError
-from harness.runs import run_models
+from harness.core import io
+from harness.core.errors import RunError
+from harness.core.runs import run_models
 
 ROW_KEYS = ["rank", "model", "family", "precision", "status", "cv_accuracy", "fold_mean", "fold_std", "params",
             "train_seconds", "train_ips", "public_score", "private_score", "p50_ms_b1", "p99_ms_b1",

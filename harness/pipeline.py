@@ -22,13 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from harness import __version__, bags, io, lock, training
-from harness.config import Settings
+from harness import __version__, bags, training
+
+from harness.core import io
+
+from harness.core import lock
+from harness.core.config import Settings
 from harness.cv import configure_threads, enable_determinism, make_folds, stratified_subset
-from harness.errors import HarnessError, ModelError, RunError
-from harness.progress import TrainingProgress
+from harness.core.errors import HarnessError, ModelError, RunError
+from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec, select_models
-from harness.runs import list_runs, new_run_id, resolve_run
+from harness.core.runs import list_runs, new_run_id, resolve_run
 
 
 @dataclass
@@ -394,7 +398,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         # Stage (opt-in): pseudo-labelled fine-tunes, new `+pl` models beside the plain ones.
         names = names + training.pseudo_round(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts,
                                               progress, manifest, checkpoint)
-        from harness.device import run_devices
+        from harness.core.device import run_devices
 
         manifest["devices"] = run_devices(run_dir, names)
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import io
-from harness.errors import UsageError
+from harness.core import io
+from harness.core.errors import UsageError
 from harness.registry import ModelSpec
 
 SUFFIX = "+pl"

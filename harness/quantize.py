@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import io
-from harness.runs import model_dir
+from harness.core import io
+from harness.core.runs import model_dir
 
 SUFFIX = "@int8"
 CALIB_ROWS = 512

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.errors import ModelError
+from harness.core.errors import ModelError
 
 ENTRY_POINT_GROUP = "harness.models"
 

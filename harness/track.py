@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from harness import io
+from harness.core import io
 
 TRACKERS = ("none", "mlflow")
 EXPERIMENT = "harness-digit-recognizer"
@@ -34,7 +34,7 @@ PROBE_TIMEOUT_S = 5.0
 
 
 def check(tracker: str) -> str:
-    from harness.errors import UsageError
+    from harness.core.errors import UsageError
 
     if tracker not in TRACKERS:
         raise UsageError(f"--track must be one of {', '.join(TRACKERS)}, got {tracker!r}")

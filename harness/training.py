@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness import bags, io, pseudo
+from harness import bags, pseudo
+
+from harness.core import io
 from harness.cv import assemble_cv
-from harness.progress import TrainingProgress
+from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
     """Train every unfinished fold as a job and assemble each model's CV once its folds are in."""
     from harness.executor import make_executor, run_jobs
     from harness.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
-    from harness.runs import fold_dir
+    from harness.core.runs import fold_dir
 
     k = int(folds.max()) + 1
     jobs: list[FoldJob] = []

@@ -17,7 +17,7 @@ MAX_VIEWS = len(VIEWS)
 
 
 def check(n: int) -> int:
-    from harness.errors import UsageError
+    from harness.core.errors import UsageError
 
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_VIEWS:
         raise UsageError(f"--tta must be a whole number from 1 (off) to {MAX_VIEWS}, got {n!r}")
@@ -66,8 +66,8 @@ def fold_predictions(run_dir: Any, model: str, n: int, x: np.ndarray, folds: np.
 
     import keras
 
-    from harness import io
-    from harness.runs import fold_dir
+    from harness.core import io
+    from harness.core.runs import fold_dir
 
     start = time.perf_counter()
     for f in range(int(folds.max()) + 1):

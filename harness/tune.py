@@ -39,9 +39,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import io
-from harness.config import Settings
-from harness.errors import UsageError
+from harness.core import io
+from harness.core.config import Settings
+from harness.core.errors import UsageError
 from harness.registry import get_model
 from harness.tune_space import active_space, check_params, in_space, suggest, tuned_path
 from harness.tune_summary import TrialProgress, finished_trials, plain_json, summarize
@@ -176,8 +176,8 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
     """Run (or resume) the study of `opts.model`; returns and saves the runs/tuned/<model>.json document.
 
     `pruner` overrides `opts.pruner` with any Optuna pruner (tests use it). One command at a time
-    per study database (harness.lock): a second one stops with a line naming the first."""
-    from harness import lock
+    per study database (harness.core.lock): a second one stops with a line naming the first."""
+    from harness.core import lock
 
     _, db_path = storage_url(settings.runs_dir, get_model(opts.model).name)
     with lock.hold(db_path.with_suffix(".lock"), what=f"the tuning study database {db_path}"):

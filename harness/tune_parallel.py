@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import Any, Callable
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 
 def thresholds(study: Any, pruner: str, epochs: int, startup: int, warmup_fraction: int) -> tuple:

@@ -17,8 +17,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness import io
-from harness.errors import ModelError, UsageError
+from harness.core import io
+from harness.core.errors import ModelError, UsageError
 from harness.registry import ModelSpec
 
 KINDS = ("int", "float", "log", "categorical")

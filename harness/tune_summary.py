@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness import __version__
-from harness.progress import fmt_seconds
+from harness.core.progress import fmt_seconds
 from harness.registry import ModelSpec
 from harness.tune_space import check_params
 

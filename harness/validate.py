@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import DataError, HarnessError
-from harness.io import atomic_path
+from harness.core.errors import DataError, HarnessError
+from harness.core.io import atomic_path
 
 N_PIXELS = 784
 _CHUNK_ROWS = 1024          # rows per vectorised step: bounds memory (~25 MB of int64 temporaries)

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.config import load_settings
-from harness.runs import resolve_run
+from harness.core.config import load_settings
+from harness.core.runs import resolve_run
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--run")

@@ -25,7 +25,7 @@ du -sh "$work/.venv" | awk '{print "venv size: " $1}'
 
 say "engines and devices"
 python - <<'EOF'
-from harness.device import check_engines, device_label, cuda_provider, nvidia_gpus
+from harness.core.device import check_engines, device_label, cuda_provider, nvidia_gpus
 print("engines:", check_engines())
 print("training device:", device_label())
 print("ONNX Runtime CUDA provider:", cuda_provider())

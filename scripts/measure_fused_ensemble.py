@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness.tfquiet import import_tensorflow
+from harness.core.tfquiet import import_tensorflow
 import_tensorflow(1)
 import keras, tensorflow as tf, tf2onnx, onnx
 from harness.registry import get_model

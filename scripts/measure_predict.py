@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=8192)
     args = ap.parse_args()
 
-    from harness.tfquiet import import_tensorflow
+    from harness.core.tfquiet import import_tensorflow
 
     import_tensorflow(1)
     import tensorflow as tf

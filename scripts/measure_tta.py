@@ -32,7 +32,7 @@ def main() -> None:
     import keras
 
     from harness import data, tta
-    from harness.runs import fold_dir
+    from harness.core.runs import fold_dir
     from harness.submission import read_solution, score_labels
 
     run = args.run.resolve()

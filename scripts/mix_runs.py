@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.ensemble import select  # noqa: E402
-from harness.errors import RunError  # noqa: E402
+from harness.core.errors import RunError  # noqa: E402
 
 
 def load(runs: list[Path]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:

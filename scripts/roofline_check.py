@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hog", action="store_true", help="a streaming copy in another process throughout")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
     args = ap.parse_args(argv)
-    from harness.device import machine
+    from harness.core.device import machine
 
     images = np.random.default_rng(0).integers(0, 256, size=(1000, 28, 28, 1)).astype(np.uint8)
     images[np.random.default_rng(1).random(images.shape) < 0.75] = 0

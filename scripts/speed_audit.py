@@ -55,7 +55,7 @@ def _data(rows: int, seed: int = 0):
 
 def worker(cfg: dict) -> dict:
     """One setting, in this (fresh) process."""
-    from harness.tfquiet import import_tensorflow
+    from harness.core.tfquiet import import_tensorflow
 
     import_tensorflow(cfg.get("threads"))
     import keras

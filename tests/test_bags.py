@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness import bags
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 from harness.registry import get_model
 from tests.conftest import harness_cli
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness import __version__
 from harness.cli import COMMANDS, build_parser, main
-from harness.errors import EXIT_CODES
+from harness.core.errors import EXIT_CODES
 from tests.conftest import ROOT, harness_cli
 
 

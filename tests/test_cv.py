@@ -11,7 +11,7 @@ import pytest
 from harness.cv import assemble_cv, make_folds, stratified_subset
 from harness.executor import InProcess, run_jobs
 from harness.jobs import FoldJob, JobData
-from harness.errors import RunError
+from harness.core.errors import RunError
 from harness.registry import get_model
 
 
@@ -117,7 +117,7 @@ def test_half_written_fold_is_retrained(tmp_path):
 def test_bfloat16_recipe_trains_mixed_and_keeps_a_float32_model(tmp_path):
     import keras
 
-    from harness.device import bf16_fast
+    from harness.core.device import bf16_fast
 
     x, y = _toy(400)
     folds = make_folds(y, 2, 0)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from harness import data, replica, validate
-from harness.config import Settings
+from harness.core.config import Settings
 from harness.data import ensure_data, load, solution_path
-from harness.errors import (DataError, KaggleCredentialsMissing, KaggleNetworkError,
+from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleNetworkError,
                             KaggleRulesNotAccepted, UsageError)
 from harness.replica import Digits
 from harness.validate import SUBMISSION, TEST, TRAIN, write_table

@@ -1,4 +1,4 @@
-"""Engines and devices (harness.device): the engine check, the GPU's mixed precision, which device
+"""Engines and devices (harness.core.device): the engine check, the GPU's mixed precision, which device
 trained what; and, where an NVIDIA GPU is visible, training and benchmarking on it (skipped here
 with the reason when there is none)."""
 
@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from harness import device
-from harness.errors import UsageError
+from harness.core import device
+from harness.core.errors import UsageError
 from tests.conftest import harness_cli
 
 

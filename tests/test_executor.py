@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 from harness.executor import InProcess, JobFailed, Processes, make_executor, run_jobs
 from harness.jobs import FoldJob, JobData, clean_stale_stages
 from tests.conftest import kill_worker_of
@@ -81,7 +81,7 @@ def test_run_defaults_to_jobs_auto_and_env_overrides(monkeypatch):
 
 
 def test_longest_jobs_go_first_and_the_eta_scales_by_cost(tmp_path):
-    from harness.progress import TrainingProgress
+    from harness.core.progress import TrainingProgress
     from harness.registry import get_model
     from harness.training import job_costs, longest_first
 
@@ -216,7 +216,7 @@ def test_stale_stage_of_a_dead_process_is_cleaned(tmp_path):
 
 
 def test_progress_eta_counts_jobs_in_flight_per_model():
-    from harness.progress import TrainingProgress
+    from harness.core.progress import TrainingProgress
 
     class J:
         kind = "fold"

@@ -192,7 +192,7 @@ def test_flops_of_exported_conv_match_hand_count(exported):
 
 
 def test_predict_onnx_accepts_flat_and_integral_float(exported, images):
-    from harness.errors import UsageError
+    from harness.core.errors import UsageError
     from harness.export import predict_onnx
 
     run_dir, result = exported["tiny_dense"]
@@ -222,7 +222,7 @@ def _perturbed(convert):
 
 def test_broken_export_is_caught(tmp_path, images, monkeypatch):
     from harness import export
-    from harness.errors import RunError
+    from harness.core.errors import RunError
 
     run_dir = make_run(tmp_path / "run-broken", "tiny_conv", seed=3)
     (run_dir / "tiny_conv" / "model.onnx").write_bytes(b"stale")  # an earlier export must not survive
@@ -258,7 +258,7 @@ def test_broken_simplification_falls_back_to_plain_graph(tmp_path, images, monke
 
 def test_gate_needs_enough_images_and_fold_models(tmp_path, images):
     from harness import export
-    from harness.errors import RunError, UsageError
+    from harness.core.errors import RunError, UsageError
 
     run_dir = make_run(tmp_path / "run-small", "tiny_dense", folds=1)
     with pytest.raises(UsageError, match="at least 1000"):

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from harness import errors
+from harness.core import errors
 from harness.kaggle import download_competition
 from kaggle_server import ARCHIVE, empty_home, home, isolate, run_subprocess, standin  # noqa: F401
 

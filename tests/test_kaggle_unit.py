@@ -13,7 +13,9 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from harness import errors, kaggle, kaggle_client
+from harness import kaggle, kaggle_client
+
+from harness.core import errors
 from harness.cli.submissions import render_table
 
 pytestmark = [pytest.mark.kaggle]

@@ -18,7 +18,7 @@ _SPEC.loader.exec_module(bench_conftest)
 
 def _gate(tmp_path, monkeypatch, *, machine: str = "AuthenticAMD/25/1", cls: str = "avx2",
           update: str = "") -> object:
-    import harness.device
+    import harness.core.device
 
     doc = {"tolerance": {"roofline_efficiency": 0.35, "default": 0.25},
            "machine_scoped": ["int8_speedup"],
@@ -27,8 +27,8 @@ def _gate(tmp_path, monkeypatch, *, machine: str = "AuthenticAMD/25/1", cls: str
                                 "machines": {"AuthenticAMD/23/?": {"figures": {"shipped/ann/b1/int8_speedup": 2.8}}}}}}
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(doc))
-    monkeypatch.setattr(harness.device, "cpu_class", lambda flags=None: cls)
-    monkeypatch.setattr(harness.device, "machine_key", lambda info=None: machine)
+    monkeypatch.setattr(harness.core.device, "cpu_class", lambda flags=None: cls)
+    monkeypatch.setattr(harness.core.device, "machine_key", lambda info=None: machine)
     monkeypatch.setenv("HARNESS_BENCH_UPDATE", update)
     monkeypatch.delenv("HARNESS_BENCH_TOLERANCE", raising=False)
     return bench_conftest.Gate(path)

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from harness import io, leaderboard
-from harness.errors import RunError
+from harness import leaderboard
+
+from harness.core import io
+from harness.core.errors import RunError
 
 
 def _row(model, acc, p50, status="ok"):

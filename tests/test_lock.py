@@ -1,4 +1,4 @@
-"""One writer per run folder and per study (harness.lock), with real processes: a second command
+"""One writer per run folder and per study (harness.core.lock), with real processes: a second command
 stops naming the first; a lock whose holder was killed is taken over."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import lock
-from harness.errors import BusyError
+from harness.core import lock
+from harness.core.errors import BusyError
 from tests.conftest import ROOT, harness_cli
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 HOLD = """
 import sys, time
 from pathlib import Path
-from harness import lock
+from harness.core import lock
 with lock.hold(Path(sys.argv[1]), what="the thing"):
     print("held", flush=True)
     time.sleep(60)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_settings
+from harness.core.config import load_settings
 from tests.conftest import harness_cli
 
 FILES = ("train.csv", "test.csv", "sample_submission.csv")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from harness import io
+from harness.core import io
 from harness.pipeline import RunOptions, _benched, _fingerprint
 from harness.training import check_params as _check_params
-from harness.progress import TrainingProgress
+from harness.core.progress import TrainingProgress
 
 
 def test_fingerprint_follows_command_line_choices_and_data():

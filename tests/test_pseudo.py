@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import io, pseudo
-from harness.errors import UsageError
+from harness import pseudo
+
+from harness.core import io
+from harness.core.errors import UsageError
 from tests.conftest import harness_cli
 
 

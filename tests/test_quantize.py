@@ -12,8 +12,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from harness import io, leaderboard, quantize  # noqa: E402
-from harness.errors import RunError  # noqa: E402
+from harness import leaderboard, quantize  # noqa: E402
+
+from harness.core import io
+from harness.core.errors import RunError  # noqa: E402
 
 
 def _tiny_conv(seed: int):
@@ -101,7 +103,7 @@ def test_names_and_paths_of_a_variant(tmp_path):
 @pytest.fixture(scope="module")
 def int8_run(tmp_path_factory, replica_dir):
     """cnn_tiny and cnn_deep_tiny, 2 folds on 1,200 replica rows, with the INT8 stage and the ensemble."""
-    from harness.config import Settings
+    from harness.core.config import Settings
     from harness.pipeline import RunOptions, run
 
     root = tmp_path_factory.mktemp("int8")

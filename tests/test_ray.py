@@ -224,7 +224,7 @@ def test_worker_that_dies_twice_stops_the_run(executor, tmp_path: Path):
 
 def test_version_mismatch_is_caught_before_training(cluster, tmp_path: Path, monkeypatch):
     import harness
-    from harness.errors import RunError
+    from harness.core.errors import RunError
     from harness.executor import make_executor
     from harness.jobs import JobData
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness import registry
-from harness.errors import ModelError
+from harness.core.errors import ModelError
 from tests.conftest import harness_cli
 
 

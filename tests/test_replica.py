@@ -14,9 +14,9 @@ import pytest
 
 from harness import replica
 from harness.cli import main
-from harness.config import load_settings
+from harness.core.config import load_settings
 from harness.data import check_data, load, solution_path
-from harness.errors import DataError
+from harness.core.errors import DataError
 from harness.submission import read_solution, score_submission
 
 # The replica's files, pinned: a change here changes every score (e.g. numpy's Generator stream).

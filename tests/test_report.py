@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import io
-from harness.errors import RunError
+from harness.core import io
+from harness.core.errors import RunError
 from harness.report import render_report
 
 EVIL = '<script>alert("x")</script>'

@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.data import ensure_data, solution_path
-from harness.errors import SubmissionError
+from harness.core.errors import SubmissionError
 from harness.submission import (Solution, read_solution, score_labels, score_submission, validate_submission,
                                 write_submission)
 

@@ -22,7 +22,7 @@ def _numpy_shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def test_views_are_zero_filled_whole_pixel_shifts():
-    from harness.tfquiet import import_tensorflow
+    from harness.core.tfquiet import import_tensorflow
 
     import_tensorflow()
     x = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype(np.float32)

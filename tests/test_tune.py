@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.config import load_settings
-from harness.errors import ModelError, UsageError
+from harness.core.config import load_settings
+from harness.core.errors import ModelError, UsageError
 from harness.registry import get_model, list_models, register_model, unregister_model
 from harness.tune import TuneOptions, protocol_rows, tune
 from harness.tune_space import active_space, in_space, load_tuned, parse_assignments, search_space, tuned_path

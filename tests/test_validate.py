@@ -9,7 +9,7 @@ import pytest
 
 from harness import validate
 from harness.data import check_data, ensure_data
-from harness.errors import DataError, SubmissionError
+from harness.core.errors import DataError, SubmissionError
 from harness.validate import SUBMISSION, TEST, TRAIN, read_table, write_table
 
 FIXTURES = Path(__file__).parent / "fixtures"

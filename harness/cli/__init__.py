@@ -14,8 +14,8 @@ import sys
 import traceback
 
 from harness import __version__
-from harness.config import load_settings
-from harness.errors import EXIT_CODES, HarnessError, UsageError
+from harness.core.config import load_settings
+from harness.core.errors import EXIT_CODES, HarnessError, UsageError
 
 # Order here is the order in `harness --help`.
 COMMANDS = [
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         if args.command in ENGINE_COMMANDS:  # missing or doubled TensorFlow/ONNX Runtime: one clear line
-            from harness.device import check_engines
+            from harness.core.device import check_engines
 
             check_engines()
         return int(args.func(args, load_settings()) or 0)

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from harness.io import _json_default
+from harness.core.io import _json_default
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def add_executor(parser: argparse.ArgumentParser, what: str, auto: bool = False)
 
 def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The executor flags, checked (bad values are usage errors before any work starts)."""
-    from harness.errors import UsageError
+    from harness.core.errors import UsageError
     from harness.executor import make_executor, parse_jobs
 
     if args.ray_address and args.executor != "ray":

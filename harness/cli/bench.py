@@ -7,8 +7,8 @@ from pathlib import Path
 
 from harness.cli._common import add_json, print_json, say
 from harness import leaderboard
-from harness.config import Settings
-from harness.errors import RunError, UsageError
+from harness.core.config import Settings
+from harness.core.errors import RunError, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                    budget=budget, progress=say)
             records.append({"model": path.stem if path.stem != "model" else path.parent.name, **rec})
     else:
-        from harness.runs import resolve_run
+        from harness.core.runs import resolve_run
 
         run_dir = resolve_run(settings.runs_dir, None if args.run in (None, "latest") else args.run)
         for name in _models(run_dir, args.model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.cli._common import add_data_dir, add_json, print_json, say
-from harness.config import Settings
+from harness.core.config import Settings
 from harness.data import SOURCES, ensure_data
 
 _SOURCES_HELP = """sources:

@@ -6,8 +6,8 @@ import argparse
 
 from harness.cli._common import add_data_dir, add_json, print_json, say
 from harness import leaderboard
-from harness.config import Settings
-from harness.errors import DataError, RunError
+from harness.core.config import Settings
+from harness.core.errors import DataError, RunError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import export
-    from harness.runs import resolve_run
+    from harness.core.runs import resolve_run
 
     settings = settings.replace(data_dir=args.data_dir)
     run_dir = resolve_run(settings.runs_dir, args.run)
@@ -78,7 +78,9 @@ def _int8(run_dir, models: list[str], settings: Settings) -> list[dict]:
     which is built from its members' INT8 folds)."""
     import numpy as np
 
-    from harness import data, io, quantize
+    from harness import data, quantize
+
+    from harness.core import io
 
     ds = data.load(settings.data_dir)
     index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
@@ -123,7 +125,7 @@ def _parity_images(settings: Settings, n: int):
 
 
 def _read_export(run_dir, name: str) -> dict:
-    from harness import io
+    from harness.core import io
 
     path = run_dir / name / "export.json"
     return io.read_json(path) if path.is_file() else {"model": name, "ok": False}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.config import Settings
+from harness.core.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness import leaderboard
-    from harness.runs import resolve_run
+    from harness.core.runs import resolve_run
 
     run_dir = resolve_run(settings.runs_dir, args.run)
     sys.stdout.write(leaderboard.render(leaderboard.load_results(run_dir), args.fmt))

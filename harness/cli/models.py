@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from harness.cli._common import add_json, print_json
-from harness.config import Settings
+from harness.core.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from harness.cli._common import say
-from harness.config import Settings
-from harness.io import read_json
-from harness.runs import RUN_MARKER, resolve_run
+from harness.core.config import Settings
+from harness.core.io import read_json
+from harness.core.runs import RUN_MARKER, resolve_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

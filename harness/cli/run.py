@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from harness.cli._common import add_data_dir, add_executor, add_json, executor_kwargs, print_json
-from harness.config import Settings
-from harness.errors import UsageError
+from harness.core.config import Settings
+from harness.core.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,7 +131,7 @@ def _int8_default(quick: bool) -> bool:
     FP32 graphs (issue 13 note, session 4). Says so on stderr when the CPU is the reason."""
     if quick:
         return False
-    from harness.device import cpu_class, int8_fast
+    from harness.core.device import cpu_class, int8_fast
 
     if not int8_fast():
         print(f"harness: no INT8 variants by default on this CPU ({cpu_class()}: no VNNI or AMX, INT8 is no "

@@ -11,7 +11,7 @@ import argparse
 
 from harness import kaggle
 from harness.cli._common import add_json, print_json, say
-from harness.config import Settings
+from harness.core.config import Settings
 
 COLUMNS = ("time", "status", "public_score", "ref", "model", "run", "file_name", "message")
 HEADERS = ("time", "status", "score", "ref", "model", "run", "file", "message")

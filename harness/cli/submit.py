@@ -12,10 +12,10 @@ from pathlib import Path
 
 from harness import kaggle
 from harness.cli._common import add_json, print_json, say
-from harness.config import Settings
-from harness.errors import KaggleUploadFailed, RunError, UsageError
-from harness.io import read_json
-from harness.runs import list_runs, resolve_run
+from harness.core.config import Settings
+from harness.core.errors import KaggleUploadFailed, RunError, UsageError
+from harness.core.io import read_json
+from harness.core.runs import list_runs, resolve_run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

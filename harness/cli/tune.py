@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from harness.cli._common import add_data_dir, add_executor, add_json, executor_kwargs, print_json, say
-from harness.config import Settings
-from harness.errors import UsageError
+from harness.core.config import Settings
+from harness.core.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

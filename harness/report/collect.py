@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import RunError
+from harness.core.errors import RunError
 from harness.quantize import SUFFIX, artefact, base_of, predictions
-from harness.runs import RUN_MARKER
+from harness.core.runs import RUN_MARKER
 
 
 @dataclass

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import __version__, io
+from harness import __version__
+
+from harness.core import io
 from harness.report.bench_view import bench_view
 from harness.report.collect import ModelData, RunData, load_run
 from harness.report.fmt import FILTERS, as_float, pick
@@ -217,7 +219,8 @@ def _executor(man: dict[str, Any]) -> dict[str, Any] | None:
 
 def _pseudo_note(run: RunData, name: str) -> str | None:
     """How a `+pl` model was made (harness.pseudo), from runs/<run>/pseudo/labels.json."""
-    from harness import io, pseudo
+    from harness import pseudo
+    from harness.core import io
 
     path = run.run_dir / "pseudo" / "labels.json"
     if not name.endswith(pseudo.SUFFIX) or not path.is_file():

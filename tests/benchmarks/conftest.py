@@ -304,9 +304,9 @@ class Gate:
     beyond its hard limit (which holds on any machine). With HARNESS_BENCH_UPDATE=1 nothing is
     compared and the session's figures are written to baseline.json at the end.
 
-    Scope. Most figures hold for a CPU class (harness.device.cpu_class) and are saved once per
+    Scope. Most figures hold for a CPU class (harness.core.device.cpu_class) and are saved once per
     class. Those named in MACHINE_SCOPED (by their last part) move with the cache sizes of one CPU
-    model, so each machine (harness.device.machine_key: vendor/family/model) keeps its own under
+    model, so each machine (harness.core.device.machine_key: vendor/family/model) keeps its own under
     the class's `machines`; a saved key may hold '?' for a part its machine did not record.
 
     The rule for what the baseline has not seen: a figure with no saved value for this class, or
@@ -317,7 +317,7 @@ class Gate:
     def __init__(self, path: Path) -> None:
         import json
 
-        from harness.device import cpu_class, machine_key
+        from harness.core.device import cpu_class, machine_key
 
         self.path = path
         mode = os.environ.get("HARNESS_BENCH_UPDATE", "")
@@ -416,7 +416,7 @@ class Gate:
         import datetime
         import json
 
-        from harness.device import machine
+        from harness.core.device import machine
 
         now = datetime.datetime.now().isoformat(timespec="seconds")
         ours = {k: v for k, v in self.figures.items() if not self.scoped_to_machine(k)}
@@ -438,8 +438,8 @@ class Gate:
         entry["machines"] = dict(sorted(machines.items()))
         doc = {
             "about": "Ratios measured in one session by tests/benchmarks/test_gate.py, one entry per CPU "
-                     "class (harness.device.cpu_class), the machine-scoped ones per CPU model under the class's "
-                     "`machines` (harness.device.machine_key); refresh this machine's with "
+                     "class (harness.core.device.cpu_class), the machine-scoped ones per CPU model under the class's "
+                     "`machines` (harness.core.device.machine_key); refresh this machine's with "
                      "HARNESS_BENCH_UPDATE=merge python -m pytest tests/benchmarks -m benchmark --benchmark-enable",
             "tolerance": self.saved.get("tolerance", DEFAULT_TOLERANCE),
             "machine_scoped": list(self.machine_scoped),

@@ -130,7 +130,7 @@ def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, sh
     import onnx
 
     from harness.bench import make_session
-    from harness.device import int8_fast
+    from harness.core.device import int8_fast
     from harness.export import convert, load_fold_models, simplify
     from harness.quantize import merge, quantize_graph
 

@@ -20,7 +20,7 @@ import os
 import platform
 from typing import Any
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
 
 # distribution -> which engine and build it is
 TENSORFLOW = {"tensorflow-cpu": "cpu", "tensorflow": "gpu-capable", "tf-nightly": "gpu-capable"}
@@ -148,7 +148,7 @@ def visible_gpu() -> dict[str, Any] | None:
     global _GPU
     if _GPU is not ...:
         return _GPU
-    from harness.tfquiet import import_tensorflow
+    from harness.core.tfquiet import import_tensorflow
 
     import_tensorflow()
     import tensorflow as tf
@@ -205,7 +205,7 @@ def cuda_provider() -> str | None:
 def run_devices(run_dir, names: list[str]) -> dict[str, Any]:
     """Which device did what in a run, for its manifest: each model's training device(s) (from its
     folds' records) and the ONNX Runtime providers of the benchmark and the submission."""
-    from harness import io
+    from harness.core import io
 
     training = {}
     for name in names:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from harness.errors import RunError
+from harness.core.errors import RunError
 
 RUN_MARKER = "manifest.json"
 

@@ -54,7 +54,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         if full:
-            from harness.errors import RunError
+            from harness.core.errors import RunError
 
             raise RunError(f"no space left on the device while writing {path}; nothing was corrupted: free "
                            "some space and run the same command again to resume") from e

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from harness.errors import BusyError
+from harness.core.errors import BusyError
 
 LOCK_NAME = ".lock"
 

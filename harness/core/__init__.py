@@ -1,0 +1,13 @@
+"""core: what every stage uses and nothing above it.
+
+- errors: the exception classes and their exit codes
+- io: atomic writes, JSON and NumPy files
+- lock: one writer per run folder
+- config: settings from pyproject.toml, HARNESS_* variables and flags
+- runs: the run folder and the paths inside it
+- progress: progress bars and lines on stderr
+- device: the CPU class, engines, GPUs
+- tfquiet: TensorFlow imported without its start-up noise, with fixed thread pools
+"""
+
+__all__ = ["config", "device", "errors", "io", "lock", "progress", "runs", "tfquiet"]
