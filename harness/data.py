@@ -5,7 +5,7 @@
     ds = load(settings.data_dir)          # Dataset: x_train uint8 [N,28,28,1], y_train, x_test, image_ids
 
 The data folder holds Kaggle's three files in Kaggle's exact layout. Sources: `kaggle` (the real
-files via harness.kaggle), `replica` / `npz` / `idx` (the offline replica from real MNIST, see
+files via harness.kaggle.api), `replica` / `npz` / `idx` (the offline replica from real MNIST, see
 harness.replica), and `auto`: keep valid files already there, else Kaggle when credentials are
 configured, else the replica. New files are built in a hidden staging folder, validated, and only
 then moved into place, so a failure leaves the folder as it was. Files a user put there are never
@@ -37,7 +37,7 @@ from harness.core.config import Settings, load_settings
 from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleError, KaggleNetworkError,
                             KaggleRulesNotAccepted, KaggleServerError, UsageError)
 from harness.core.io import read_json, write_json, write_npy
-from harness.validate import SUBMISSION, TEST, TRAIN, Schema, read_table, sha256_bytes
+from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, Schema, read_table, sha256_bytes
 
 FILES = {"train": "train.csv", "test": "test.csv", "sample_submission": "sample_submission.csv"}
 SCHEMAS = {"train": TRAIN, "test": TEST, "sample_submission": SUBMISSION}
@@ -325,11 +325,11 @@ def _build(data_dir: Path, cache: Path, source: str, path: Path | None, say) -> 
 
 
 def _kaggle_module():
-    """harness.kaggle, or None while it does not exist (auto then falls back to the replica)."""
+    """harness.kaggle.api, or None while it does not exist (auto then falls back to the replica)."""
     try:
-        from harness import kaggle as kaggle_api
+        from harness.kaggle import api as kaggle_api
     except ModuleNotFoundError as e:
-        if e.name == "harness.kaggle":
+        if e.name == "harness.kaggle.api":
             return None
         raise
     return kaggle_api
@@ -350,7 +350,7 @@ _RULES_HINT = ("accept the competition rules at https://www.kaggle.com/competiti
 def _fetch_kaggle(staging: Path, say) -> None:
     kaggle_api = _kaggle_module()
     if kaggle_api is None:
-        raise KaggleError("Kaggle support (harness.kaggle) is not available in this install; "
+        raise KaggleError("Kaggle support (harness.kaggle.api) is not available in this install; "
                           "use --source replica")
     if not kaggle_api.has_credentials():
         what = getattr(kaggle_api, "NO_CREDENTIALS", f"no Kaggle credentials: {_CREDENTIALS_HINT}")

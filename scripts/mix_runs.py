@@ -50,7 +50,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from harness.data import load as load_data, solution_path
-    from harness.submission import read_solution, score_labels
+    from harness.kaggle.submission import read_solution, score_labels
 
     data_dir = Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer"))
     ds = load_data(data_dir)

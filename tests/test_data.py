@@ -13,13 +13,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness import data, replica, validate
+from harness import data, replica
+
+from harness.kaggle import formats as validate
 from harness.core.config import Settings
 from harness.data import ensure_data, load, solution_path
 from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleNetworkError,
                             KaggleRulesNotAccepted, UsageError)
 from harness.replica import Digits
-from harness.validate import SUBMISSION, TEST, TRAIN, write_table
+from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, write_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NPZ = FIXTURES / "mnist-small.npz"
@@ -188,7 +190,7 @@ def test_damaged_cache_is_a_miss(tmp_path: Path) -> None:
     assert load(tmp_path).x_train.shape == (60, 28, 28, 1)
 
 
-# --- Kaggle (a fake harness.kaggle) -----------------------------------------------------------
+# --- Kaggle (a fake harness.kaggle.api) -----------------------------------------------------------
 
 def _fake_kaggle(monkeypatch: pytest.MonkeyPatch, *, creds: bool = True, fail: Exception | None = None,
                  train: np.ndarray | None = None) -> list[Path]:

@@ -1,5 +1,5 @@
 """Downloading the competition through the real `kaggle` client and the stand-in server:
-`harness data --source kaggle` as a subprocess, and `harness.kaggle.download_competition` in
+`harness data --source kaggle` as a subprocess, and `harness.kaggle.api.download_competition` in
 process for the failures."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from harness.core import errors
-from harness.kaggle import download_competition
+from harness.kaggle.api import download_competition
 from kaggle_server import ARCHIVE, empty_home, home, isolate, run_subprocess, standin  # noqa: F401
 
 pytestmark = [pytest.mark.kaggle]

@@ -1,4 +1,4 @@
-"""harness.kaggle and harness.kaggle_client in process, without the client: credentials lookup, redaction, error mapping,
+"""harness.kaggle.api and harness.kaggle.client in process, without the client: credentials lookup, redaction, error mapping,
 the history file, and the `harness submissions` table. Nothing here touches the network."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from harness import kaggle, kaggle_client
+from harness.kaggle import api as kaggle
+
+from harness.kaggle import client as kaggle_client
 
 from harness.core import errors
 from harness.cli.submissions import render_table

@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.core.config import load_settings
 from harness.data import check_data, load, solution_path
 from harness.core.errors import DataError
-from harness.submission import read_solution, score_submission
+from harness.kaggle.submission import read_solution, score_submission
 
 # The replica's files, pinned: a change here changes every score (e.g. numpy's Generator stream).
 EXPECTED_SHA256 = {

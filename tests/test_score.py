@@ -13,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.data import ensure_data, solution_path
 from harness.core.errors import SubmissionError
-from harness.submission import (Solution, read_solution, score_labels, score_submission, validate_submission,
+from harness.kaggle.submission import (Solution, read_solution, score_labels, score_submission, validate_submission,
                                 write_submission)
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import validate
+from harness.kaggle import formats as validate
 from harness.data import check_data, ensure_data
 from harness.core.errors import DataError, SubmissionError
-from harness.validate import SUBMISSION, TEST, TRAIN, read_table, write_table
+from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, read_table, write_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness import kaggle
+from harness.kaggle import api as kaggle
 from harness.cli._common import add_json, print_json, say
 from harness.core.config import Settings
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import kaggle
+from harness.kaggle import api as kaggle
 from harness.cli._common import add_json, print_json, say
 from harness.core.config import Settings
 from harness.core.errors import KaggleUploadFailed, RunError, UsageError

@@ -1,5 +1,5 @@
 """Talking to Kaggle's client: credentials, the network guard, error translation, the download.
-The only module that imports the `kaggle` client, lazily; `harness.kaggle` builds submissions and
+The only module that imports the `kaggle` client, lazily; `harness.kaggle.api` builds submissions and
 their history on it.
 
     has_credentials()                 cheap check, no network, no `kaggle` import

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from harness.core.errors import DataError, SubmissionError
-from harness.validate import SUBMISSION, read_table, write_table
+from harness.kaggle.formats import SUBMISSION, read_table, write_table
 
 SOLUTION_HEADER = ["ImageId", "Label", "Usage"]
 

@@ -1,4 +1,4 @@
-"""Submitting to Kaggle and keeping the history of attempts (the client itself: harness.kaggle_client).
+"""Submitting to Kaggle and keeping the history of attempts (the client itself: harness.kaggle.client).
 
     has_credentials()                 cheap check, no network, no `kaggle` import
     download_competition(dest)        competition zip -> train.csv, test.csv, sample_submission.csv
@@ -36,7 +36,7 @@ from harness.core.errors import (
     KaggleRulesNotAccepted, KaggleServerError, KaggleUploadFailed, SubmissionError,
 )
 from harness.core.io import write_text
-from harness.kaggle_client import (  # noqa: F401  (re-exported: this module's API too)
+from harness.kaggle.client import (  # noqa: F401  (re-exported: this module's API too)
     COMPETITION, Progress, _Net, _api, _network, _redact, _timeout, download_competition,
     has_credentials,
 )
@@ -134,7 +134,7 @@ def _submit(snapshot: Path, result: SubmitResult, *, wait: float, dry_run: bool,
             history_path: Path, say: Progress) -> SubmitResult | None:
     """The steps of `submit_file`, filling `result`; returns an earlier attempt that already
     delivered these bytes, if any (then nothing is uploaded)."""
-    from harness.submission import validate_submission
+    from harness.kaggle.submission import validate_submission
 
     result.status = "invalid"
     say(f"validating {result.file} ({result.bytes} bytes, sha256 {result.sha256[:12]})")
