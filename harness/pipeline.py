@@ -315,7 +315,7 @@ def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, sol
 
 
 def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None = None) -> dict[str, Any]:
-    from harness import data as data_mod
+    from harness.data import dataset as data_mod
 
     progress = progress or TrainingProgress()
     t_start = time.perf_counter()

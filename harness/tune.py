@@ -186,7 +186,7 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
 
 def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | None = None,
           pruner: Any = None, tty: bool | None = None) -> dict[str, Any]:
-    from harness import data as data_mod
+    from harness.data import dataset as data_mod
     from harness.cv import configure_threads, train_fold
 
     say = say or (lambda _msg: None)

@@ -30,7 +30,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from harness.cv import make_folds, stratified_subset
-    from harness.data import load
+    from harness.data.dataset import load
     from harness.executor import Processes, run_jobs
     from harness.jobs import FoldJob, JobData
     from harness.registry import get_model

@@ -1,6 +1,6 @@
-"""Time harness.data.load cold (parse cache deleted) and warm. Usage: python scripts/measure_load.py [DATA_DIR]"""
+"""Time harness.data.dataset.load cold (parse cache deleted) and warm. Usage: python scripts/measure_load.py [DATA_DIR]"""
 import shutil, statistics, sys, time
-from harness.data import load
+from harness.data.dataset import load
 d = sys.argv[1] if len(sys.argv) > 1 else "data/digit-recognizer"
 def once(cold: bool) -> float:
     if cold:

@@ -31,7 +31,9 @@ def main() -> None:
     configure_threads()
     import keras
 
-    from harness import data, tta
+    from harness import tta
+
+    from harness.data import dataset as data
     from harness.core.runs import fold_dir
     from harness.kaggle.submission import read_solution, score_labels
 

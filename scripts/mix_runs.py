@@ -49,7 +49,7 @@ def main() -> int:
                     "to select among")
     args = ap.parse_args()
 
-    from harness.data import load as load_data, solution_path
+    from harness.data.dataset import load as load_data, solution_path
     from harness.kaggle.submission import read_solution, score_labels
 
     data_dir = Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer"))

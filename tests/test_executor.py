@@ -20,7 +20,7 @@ from tests.conftest import kill_worker_of
 @pytest.fixture(scope="module")
 def data(replica_dir: Path) -> JobData:
     from harness.cv import make_folds, stratified_subset
-    from harness.data import load
+    from harness.data.dataset import load
 
     ds = load(replica_dir)
     rows = stratified_subset(ds.y_train, 3000, 0)

@@ -16,7 +16,7 @@ SPECS = list_models()
 
 @pytest.fixture(scope="module")
 def digits(replica_dir):
-    from harness.data import load
+    from harness.data.dataset import load
 
     ds = load(replica_dir)
     return ds.x_train[:64], ds.y_train[:64]

@@ -152,7 +152,7 @@ def test_run_has_an_int8_row_per_exported_model(int8_run):
     from harness.export import predict_onnx
 
     x = np.load(run_dir / "train_index.npy")[:50]
-    from harness import data
+    from harness.data import dataset as data
 
     ds = data.load(int8_run[1].data_dir)
     xs = ds.x_train[x]
@@ -176,7 +176,7 @@ def test_ensemble_int8_is_built_from_its_members_int8_folds(int8_run):
 @pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_a_lossy_or_failed_variant_is_marked_and_never_chosen(int8_run, monkeypatch):
     run_dir, settings, _, _ = int8_run
-    from harness import data
+    from harness.data import dataset as data
 
     ds = data.load(settings.data_dir)
     idx, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")

@@ -150,7 +150,7 @@ def _job(run_dir: Path, fold: int = 0, **params):
 def executor(cluster, replica_dir: Path, tmp_path: Path):
     """A Ray executor connected to the cluster, with the data of a small 2-fold grid."""
     from harness.cv import make_folds, stratified_subset
-    from harness.data import load
+    from harness.data.dataset import load
     from harness.executor import make_executor
     from harness.jobs import JobData
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import replica
+from harness.data import replica
 from harness.cli import main
 from harness.core.config import load_settings
-from harness.data import check_data, load, solution_path
+from harness.data.dataset import check_data, load, solution_path
 from harness.core.errors import DataError
 from harness.kaggle.submission import read_solution, score_submission
 

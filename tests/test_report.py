@@ -33,7 +33,7 @@ class FakeDataset:
     y_train: np.ndarray
     x_test: np.ndarray
     image_ids: np.ndarray
-    y_test: np.ndarray  # not in harness.data.Dataset; the fixture's stand-in for solution.csv
+    y_test: np.ndarray  # not in harness.data.dataset.Dataset; the fixture's stand-in for solution.csv
 
 
 def _glyphs() -> np.ndarray:

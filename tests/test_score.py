@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.data import ensure_data, solution_path
+from harness.data.dataset import ensure_data, solution_path
 from harness.core.errors import SubmissionError
 from harness.kaggle.submission import (Solution, read_solution, score_labels, score_submission, validate_submission,
                                 write_submission)

@@ -47,7 +47,7 @@ SMALL = ["--model", "cnn_tiny", "--limit", "1500", "--folds", "2", "--epochs", "
 def test_tta_graph_matches_keras_and_a_changed_tta_resumes(project: Path, replica_dir: Path):
     import keras
 
-    from harness.data import load
+    from harness.data.dataset import load
     from harness.export import onnx_metadata, predict_onnx
 
     proc = harness_cli("run", *SMALL, "--tta", "3", cwd=project, timeout=600)

@@ -143,7 +143,7 @@ def test_tiny_study_saves_best_params_and_run_tuned_uses_them(project: Path):
     assert manifest["param_sources"]["ann_tiny"] == str(tuned_path(settings.runs_dir, "ann_tiny"))
     used = manifest["params"]["ann_tiny"]
     assert {k: used[k] for k in saved["params"]} == saved["params"] and used["epochs"] == 1
-    from harness.data import load
+    from harness.data.dataset import load
 
     index, folds = protocol_rows(load(settings.data_dir).y_train, 1100, 2, 42)
     assert np.array_equal(np.load(run_dir / "train_index.npy"), index)

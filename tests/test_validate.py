@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.kaggle import formats as validate
-from harness.data import check_data, ensure_data
+from harness.data.dataset import check_data, ensure_data
 from harness.core.errors import DataError, SubmissionError
 from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, read_table, write_table
 

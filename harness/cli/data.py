@@ -6,7 +6,7 @@ import argparse
 
 from harness.cli._common import add_data_dir, add_json, print_json, say
 from harness.core.config import Settings
-from harness.data import SOURCES, ensure_data
+from harness.data.dataset import SOURCES, ensure_data
 
 _SOURCES_HELP = """sources:
   auto     keep valid files already in the data folder; else Kaggle when credentials are

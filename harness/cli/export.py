@@ -78,7 +78,9 @@ def _int8(run_dir, models: list[str], settings: Settings) -> list[dict]:
     which is built from its members' INT8 folds)."""
     import numpy as np
 
-    from harness import data, quantize
+    from harness import quantize
+
+    from harness.data import dataset as data
 
     from harness.core import io
 
@@ -113,7 +115,7 @@ def _parity_images(settings: Settings, n: int):
     """`n` evenly spaced test.csv images: real digits, and the very images the submission predicts."""
     import numpy as np
 
-    from harness import data
+    from harness.data import dataset as data
 
     try:
         ds = data.load(settings.data_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.cli._common import add_data_dir, add_json, print_json, say
 from harness.core.config import Settings
-from harness.data import check_data, data_paths, solution_path
+from harness.data.dataset import check_data, data_paths, solution_path
 from harness.kaggle.submission import score_submission, validate_submission
 
 

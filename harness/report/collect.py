@@ -45,7 +45,7 @@ class RunData:
     models: list[ModelData]
     train_index: np.ndarray | None = None
     folds: np.ndarray | None = None
-    dataset: Any = None  # harness.data.Dataset (x_train, y_train, x_test, image_ids) or None
+    dataset: Any = None  # harness.data.dataset.Dataset (x_train, y_train, x_test, image_ids) or None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -191,9 +191,9 @@ def _load_dataset(run: RunData, data_dir: Path | None) -> Any:
         run.notes.append("the data folder is unknown: data plots and mistakes are left out")
         return None
     try:
-        from harness import data as _data
+        from harness.data import dataset as _data
     except ImportError:
-        run.notes.append("harness.data is not available: data plots and mistakes are left out")
+        run.notes.append("harness.data.dataset is not available: data plots and mistakes are left out")
         return None
     try:
         return _data.load(path)

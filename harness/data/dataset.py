@@ -1,12 +1,12 @@
 """The competition data: get it (`ensure_data`), check it, and load it fast (`load`).
 
-    from harness.data import ensure_data, load
+    from harness.data.dataset import ensure_data, load
     info = ensure_data(settings)          # validate what is there, or fetch/build it; DataInfo
     ds = load(settings.data_dir)          # Dataset: x_train uint8 [N,28,28,1], y_train, x_test, image_ids
 
 The data folder holds Kaggle's three files in Kaggle's exact layout. Sources: `kaggle` (the real
 files via harness.kaggle.api), `replica` / `npz` / `idx` (the offline replica from real MNIST, see
-harness.replica), and `auto`: keep valid files already there, else Kaggle when credentials are
+harness.data.replica), and `auto`: keep valid files already there, else Kaggle when credentials are
 configured, else the replica. New files are built in a hidden staging folder, validated, and only
 then moved into place, so a failure leaves the folder as it was. Files a user put there are never
 replaced without `force`.
@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import replica
+from harness.data import replica
 from harness.core.config import Settings, load_settings
 from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleError, KaggleNetworkError,
                             KaggleRulesNotAccepted, KaggleServerError, UsageError)
