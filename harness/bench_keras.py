@@ -75,7 +75,7 @@ def _keras_baselines_worker(job: dict[str, Any]) -> None:
     elif weights is None:
         inp = keras.Input((28, 28, 1))
         ensemble = keras.Model(inp, keras.layers.Average()([m(inp) for m in models]))
-    else:  # the run's weighted ensemble (harness.ensemble)
+    else:  # the run's weighted ensemble (harness.train.ensemble)
         inp = keras.Input((28, 28, 1))
         ensemble = keras.Model(inp, keras.layers.Add()([keras.layers.Rescaling(w)(m(inp))
                                                          for m, w in zip(models, weights)]))

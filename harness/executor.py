@@ -1,4 +1,4 @@
-"""Executors: who runs the jobs of a run or a study (harness.jobs), and how many at once.
+"""Executors: who runs the jobs of a run or a study (harness.train.jobs), and how many at once.
 
     executor = make_executor("local", jobs=2)            # or ("ray", address="10.0.0.5:6379")
     with executor.session(data, run_dir):                 # connects, checks the workers, puts the data
@@ -12,7 +12,7 @@
   on a cluster at `--ray-address`, or on a Ray started for the run and stopped after it.
 
 Only the driver writes model-level files; workers write fold folders (published whole, see
-harness.jobs). A worker that dies is retried once; a second death, or a job that raises, stops the
+harness.train.jobs). A worker that dies is retried once; a second death, or a job that raises, stops the
 run with one line naming the job, and everything finished is kept.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.core.errors import RunError, UsageError
-from harness.jobs import FoldJob, JobData, TrialJob, Where, execute
+from harness.train.jobs import FoldJob, JobData, TrialJob, Where, execute
 
 Job = FoldJob | TrialJob
 RAY_PIN = "ray==2.60.0"
@@ -119,7 +119,7 @@ class InProcess(Executor):
 def _worker(conn: Any, data: JobData, threads: int) -> None:
     """Entry point of a spawned worker process: TensorFlow is imported once, then jobs arrive over
     `conn` one at a time (None: stop). Each job starts from a cleared Keras session and sets its own
-    seeds (harness.cv.train_fold), so a reused worker trains a fold exactly as a fresh one does."""
+    seeds (harness.train.cv.train_fold), so a reused worker trains a fold exactly as a fresh one does."""
     _exit_with_parent()
     while True:
         try:
@@ -146,7 +146,7 @@ def _exit_with_parent(poll_s: float = 1.0) -> None:
     """Stop this worker within `poll_s` of its driver's death. A driver killed by SIGTERM or
     SIGKILL runs no clean-up, and an orphan would train its fold on, beside the workers of the
     command that resumes the run (two trainings of one fold on the same cores; the first to
-    finish wins). Its staging folder is left for that command to remove (harness.jobs)."""
+    finish wins). Its staging folder is left for that command to remove (harness.train.jobs)."""
     parent = os.getppid()
 
     def watch() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.core.errors import RunError, UsageError
 from harness.executor import RAY_INSTALL, RAY_PIN, Executor, Failure, Job, call_with_timeout, tcp_reachable
-from harness.jobs import JobData, Where, execute
+from harness.train.jobs import JobData, Where, execute
 
 AUTH_HINT = ("if the cluster uses token authentication, this driver needs the same token "
              "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token / RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token)")

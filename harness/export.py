@@ -203,9 +203,9 @@ def load_fold_models(run_dir: Path, model: str) -> list[Any]:
 
 def load_members(run_dir: Path, model: str) -> tuple[list[Any], list[float] | None]:
     """The Keras models behind `model`'s graph and their weights: a model's folds (equal weights,
-    None), or for the run's ensemble (harness.ensemble) every member's folds, each fold weighted
+    None), or for the run's ensemble (harness.train.ensemble) every member's folds, each fold weighted
     by its member's weight over its member's number of folds."""
-    from harness.ensemble import members
+    from harness.train.ensemble import members
 
     chosen = members(Path(run_dir), model)
     if chosen is None:
@@ -227,10 +227,10 @@ def model_tta(run_dir: Path, model: str) -> int:
 
 def ensemble_function(models: list[Any], weights: list[float] | None = None, tta: int = 1):
     """A `tf.function`: uint8 [N,28,28,1] pixels -> {"probs": the (weighted) mean of the softmaxes},
-    each model's softmax averaged over `tta` shifted views (harness.tta)."""
+    each model's softmax averaged over `tta` shifted views (harness.train.tta)."""
     import tensorflow as tf
 
-    from harness.tta import probs as tta_probs
+    from harness.train.tta import probs as tta_probs
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.uint8, name=INPUT_NAME)])
     def ensemble(pixels):
@@ -260,7 +260,7 @@ def convert(models: list[Any], opset: int = OPSET, weights: list[float] | None =
 def keras_ensemble_probs(models: list[Any], x: np.ndarray, batch_size: int = 1000,
                          weights: list[float] | None = None, tta: int = 1) -> np.ndarray:
     """The reference: the (weighted) mean over models of each Keras model's (TTA) softmax."""
-    from harness.tta import predict as tta_predict
+    from harness.train.tta import predict as tta_predict
 
     xf = x.astype(np.float32)
     w = weights or [1.0 / len(models)] * len(models)

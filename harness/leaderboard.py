@@ -67,7 +67,7 @@ def model_row(run_dir: Path, model: str) -> dict[str, Any]:
                throughput_ips=bench.get("throughput_ips"), size_bytes=bench.get("size_bytes"),
                efficiency_b1=bench.get("efficiency_b1"), bound_b1=bench.get("bound_b1"), best=False, pareto=False)
     mix = (_read(run_dir / model / "ensemble.json") or {}).get("members")
-    if mix:  # the run's ensemble (harness.ensemble): its members and weights
+    if mix:  # the run's ensemble (harness.train.ensemble): its members and weights
         row["members"] = " + ".join(f"{w:.2f} {m}" for m, w in mix.items())
     row["precision"] = "fp32"
     row["_latency"] = _p50_by_batch(_read(run_dir / model / "bench.json"))

@@ -22,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from harness import __version__, bags, training
+from harness import __version__, training
+
+from harness.train import bags
 
 from harness.core import io
 
 from harness.core import lock
 from harness.core.config import Settings
-from harness.cv import configure_threads, enable_determinism, make_folds, stratified_subset
+from harness.train.cv import configure_threads, enable_determinism, make_folds, stratified_subset
 from harness.core.errors import HarnessError, ModelError, RunError
 from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec, select_models
@@ -61,10 +63,10 @@ class RunOptions:
     cpus_per_job: int | None = None
     ray_address: str | None = None
     ray_timeout: float = 30.0
-    ensemble: bool = True           # greedy OOF ensemble of the models (harness.ensemble)
-    tta: int = 1                    # test-time views (harness.tta); 1 = off
-    bags: int = 1                   # trainings of each model with other seeds (harness.bags); 1 = off
-    pseudo_label: float | None = None  # confidence threshold of pseudo-labels (harness.pseudo); None = off
+    ensemble: bool = True           # greedy OOF ensemble of the models (harness.train.ensemble)
+    tta: int = 1                    # test-time views (harness.train.tta); 1 = off
+    bags: int = 1                   # trainings of each model with other seeds (harness.train.bags); 1 = off
+    pseudo_label: float | None = None  # confidence threshold of pseudo-labels (harness.train.pseudo); None = off
     int8: bool = True               # static INT8 variants `<model>@int8` (harness.quantize)
     max_latency_ms: float | None = None  # choose the best model whose p50 at `latency_batch` fits this
     latency_batch: int = 1
@@ -270,8 +272,8 @@ def _benched(path: Path, opts: RunOptions) -> bool:
 
 def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray, opts: RunOptions,
               progress: TrainingProgress) -> list[str]:
-    """Greedy OOF ensemble of the exported models (harness.ensemble); [its name] or []."""
-    from harness import ensemble
+    """Greedy OOF ensemble of the exported models (harness.train.ensemble); [its name] or []."""
+    from harness.train import ensemble
 
     if not opts.ensemble:
         if ensemble.remove(run_dir):

@@ -255,7 +255,7 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
     int8.json records the sha256 of the FP32 file it came from (see `ensure`)."""
     import onnx
 
-    from harness.ensemble import members
+    from harness.train.ensemble import members
     from harness.export import add_metadata, predict_onnx
 
     say = progress or (lambda _m: None)
@@ -300,7 +300,7 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
     test8 = predict_onnx(target, x_test)
     io.write_npy(predictions(run_dir, variant(model), "test"), test8)
     test32 = np.load(d / "test.npy")  # the FP32 graph's, to 1e-4 (its parity gate)
-    from harness.cv import oof_fold_stats
+    from harness.train.cv import oof_fold_stats
 
     fold_acc, fold_mean, fold_std = oof_fold_stats(oof, y, folds)
     drop = acc32 - acc8

@@ -45,7 +45,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "elastic": 0.0,          # elastic distortion on top of augment: its largest displacement in pixels; 0 = off
     "ema": 0.0,              # momentum of an EMA of the weights (e.g. 0.999); 0 = off
     "precision": "float32",  # float32 | bfloat16 (mixed_bfloat16 training where the CPU has bf16)
-    "batch_norm": "fused",   # fused (TensorFlow's fused kernel while training: harness.batchnorm) | keras
+    "batch_norm": "fused",   # fused (TensorFlow's fused kernel while training: harness.train.batchnorm) | keras
 }
 
 

@@ -1,6 +1,6 @@
 """The training stage of `harness run`: every unfinished (model, fold) as a job on an executor,
 longest first, and each model's CV assembled by the driver as soon as its last fold is in; then,
-with --pseudo-label, the second round of fine-tunes (harness.pseudo).
+with --pseudo-label, the second round of fine-tunes (harness.train.pseudo).
 
     cross_validate(run_dir, specs, params, x, y, x_test, folds, seed, opts, progress, manifest, checkpoint)
     names += pseudo_round(...)        # the `+pl` models, when opts.pseudo_label is set
@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness import bags, pseudo
+from harness.train import bags
+
+from harness.train import pseudo
 
 from harness.core import io
-from harness.cv import assemble_cv
+from harness.train.cv import assemble_cv
 from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec
 
@@ -64,7 +66,7 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
                     opts: "RunOptions", progress: TrainingProgress, manifest: dict, checkpoint: Any) -> None:
     """Train every unfinished fold as a job and assemble each model's CV once its folds are in."""
     from harness.executor import make_executor, run_jobs
-    from harness.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
+    from harness.train.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
     from harness.core.runs import fold_dir
 
     k = int(folds.max()) + 1
@@ -81,7 +83,7 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
                        f"(folds {100 * cv.fold_mean:.3f} ± {100 * cv.fold_std:.3f})"
                        + (f", {opts.tta}-view TTA" if opts.tta > 1 else ""))
 
-    from harness import tta as tta_mod
+    from harness.train import tta as tta_mod
 
     for spec in specs:
         check_params(run_dir, spec.name, model_params[spec.name], progress)

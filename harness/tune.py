@@ -126,7 +126,7 @@ class _PerTrialTPE:
 
 def protocol_rows(y_train: np.ndarray, limit: int | None, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows of train.csv, fold of each row): what `harness run --limit N --folds K --seed S` uses."""
-    from harness.cv import make_folds, stratified_subset
+    from harness.train.cv import make_folds, stratified_subset
 
     index = stratified_subset(y_train, limit, seed) if limit else np.arange(len(y_train))
     return index, make_folds(y_train[index], k, seed)
@@ -187,7 +187,7 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
 def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | None = None,
           pruner: Any = None, tty: bool | None = None) -> dict[str, Any]:
     from harness.data import dataset as data_mod
-    from harness.cv import configure_threads, train_fold
+    from harness.train.cv import configure_threads, train_fold
 
     say = say or (lambda _msg: None)
     spec = get_model(opts.model)
@@ -317,7 +317,7 @@ def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] |
     remaining = opts.trials - done
     if executor is not None and remaining > 0:
         from harness import tune_parallel
-        from harness.jobs import JobData, TrialJob
+        from harness.train.jobs import JobData, TrialJob
 
         def make_job(trial: Any) -> TrialJob:
             sampled = {n: suggest(trial, n, e) for n, e in space.items()}

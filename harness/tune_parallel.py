@@ -46,7 +46,7 @@ def requeue_orphans(study: Any, say: Callable[[str], None]) -> None:
     """Fail and queue again the trials a dead driver on this host left running."""
     from optuna.trial import TrialState
 
-    from harness.jobs import dead_here
+    from harness.train.jobs import dead_here
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get("driver") or {}

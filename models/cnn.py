@@ -86,7 +86,7 @@ def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.4):
     description="Deotte-style CNN: 3x3-3x3-5x5/2 blocks, batch norm, 40% dropout, affine augmentation",
     # bfloat16: 1.22-1.25x images/s, accuracy within seed noise (issue 11 speed audit)
     # 30 epochs (was 14, and 24 before that): the fused batch norm made a step 2.7x faster
-    # (harness.batchnorm); the time went back into epochs (issue 11 note, session 7)
+    # (harness.train.batchnorm); the time went back into epochs (issue 11 note, session 7)
     recipe=dict(epochs=30, quick_epochs=7, batch_size=128, learning_rate=3e-3, augment=1.0,
                 label_smoothing=0.05, precision="bfloat16"),
     search_space={

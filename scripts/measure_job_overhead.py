@@ -6,7 +6,7 @@ plus the job's fixed work (building the model, the OOF and test predictions, wri
     python scripts/measure_job_overhead.py [--jobs 8] [--rows 4000] [--test-rows 2000]
 
 Run it at two commits (e.g. in a `git worktree`) to compare executors side by side; it uses only
-`harness.executor.Processes`, `run_jobs` and `harness.jobs.FoldJob`, which both keep.
+`harness.executor.Processes`, `run_jobs` and `harness.train.jobs.FoldJob`, which both keep.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ def main() -> int:
     ap.add_argument("--data-dir", default="data/digit-recognizer")
     args = ap.parse_args()
 
-    from harness.cv import make_folds, stratified_subset
+    from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
     from harness.executor import Processes, run_jobs
-    from harness.jobs import FoldJob, JobData
+    from harness.train.jobs import FoldJob, JobData
     from harness.registry import get_model
 
     ds = load(Path(args.data_dir))

@@ -1,5 +1,5 @@
 """Eager Keras calls against a traced `tf.function` for the fold jobs' OOF and test predictions
-(`harness.cv.predict`): each registered model (random weights, its default parameters) predicts the
+(`harness.train.cv.predict`): each registered model (random weights, its default parameters) predicts the
 same 8,192 images both ways on one TensorFlow thread, twice, and the outputs are compared.
 
     python scripts/measure_predict.py [--models cnn_deep,cnn_small,ann] [--images 8192]

@@ -5,7 +5,7 @@ public/private errors (shown, never used to choose), and the extra inference it 
     python scripts/measure_tta.py runs/RUN [--views 1,3,5,9] [--models cnn_deep,cnn_small]
 
 Every fold model predicts every view of its own validation rows and of the test rows once; a
-setting of N views averages the first N (harness.tta.VIEWS order). With the run's ensemble
+setting of N views averages the first N (harness.train.tta.VIEWS order). With the run's ensemble
 weights (ensemble/ensemble.json) the ensemble's row is computed the same way.
 """
 
@@ -26,12 +26,12 @@ def main() -> None:
     ap.add_argument("--models", default=None, help="comma-separated (default: every trained model)")
     args = ap.parse_args()
 
-    from harness.cv import configure_threads
+    from harness.train.cv import configure_threads
 
     configure_threads()
     import keras
 
-    from harness import tta
+    from harness.train import tta
 
     from harness.data import dataset as data
     from harness.core.runs import fold_dir

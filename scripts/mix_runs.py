@@ -6,7 +6,7 @@ rows): what a run with all of them would have chosen, without training them agai
 A name found in two runs is taken from the first run given that has it.
 Prints each model's and each mix's OOF errors, and private/public errors where the replica's hidden
 solution exists (HARNESS_DATA_DIR, default data/digit-recognizer); the mixes are chosen exactly as
-`harness run` chooses its ensemble (harness.ensemble.select: OOF errors, then log-loss), never by
+`harness run` chooses its ensemble (harness.train.ensemble.select: OOF errors, then log-loss), never by
 the hidden labels.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.ensemble import select  # noqa: E402
+from harness.train.ensemble import select  # noqa: E402
 from harness.core.errors import RunError  # noqa: E402
 
 

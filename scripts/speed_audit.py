@@ -13,7 +13,7 @@ pools are process-wide) on the same stratified rows, validating on a fixed 4,000
   on (a 5-fold run's proportion): its cost;
 - `2 procs x 1 thread`: two folds at once in two one-thread processes (total images/s; accuracy
   of the first); `2 procs x 1 thread bf16`: the same with the bf16 policy;
-- `fused bn`: batch norm through TensorFlow's fused kernel while training (harness.batchnorm,
+- `fused bn`: batch norm through TensorFlow's fused kernel while training (harness.train.batchnorm,
   what `harness run` now trains with); `bf16 fused bn`: both; `2 procs x 1 thread bf16 fused bn`: all three.
 `fp32` and the probe keep Keras's own batch norm, so that they compare with earlier sessions.
 images/s is training images over the median epoch time, first epoch (tracing) excluded.
@@ -41,7 +41,7 @@ SETTINGS = ["fp32", "bf16", "amp", "batch x2", "spe 8", "no aug", "val/epoch", "
 
 
 def _data(rows: int, seed: int = 0):
-    from harness.cv import stratified_subset
+    from harness.train.cv import stratified_subset
     from harness.data.dataset import load
 
     ds = load(Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer")))
@@ -65,7 +65,7 @@ def worker(cfg: dict) -> dict:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     if cfg["setting"] == "amp":
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-    from harness.cv import _train_dataset, compile_model
+    from harness.train.cv import _train_dataset, compile_model
     from harness.registry import get_model
 
     spec = get_model(cfg["model"])
@@ -82,7 +82,7 @@ def worker(cfg: dict) -> dict:
     keras.utils.set_random_seed(cfg.get("seed", 0))
     model = spec.build(params)
     if "fused bn" in cfg["setting"]:  # also "bf16 fused bn": both at once
-        from harness.batchnorm import fused_for_training
+        from harness.train.batchnorm import fused_for_training
 
         model = fused_for_training(model)
     steps = -(-len(x) // params["batch_size"])

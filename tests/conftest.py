@@ -58,7 +58,7 @@ def harness_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeou
 
 def kill_worker_of(model_dir: Path, killed: set[int], timeout: float = 120) -> int:
     """SIGKILL the worker training a fold of `model_dir` that is not in `killed` yet: its pid is in
-    its staging folder's name (.fold_<k>.<host>.<pid>.<token>, harness.jobs). Returns the pid."""
+    its staging folder's name (.fold_<k>.<host>.<pid>.<token>, harness.train.jobs). Returns the pid."""
     import signal
     import time
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.cv import configure_threads
+from harness.train.cv import configure_threads
 
 configure_threads()
 
 import tensorflow as tf  # noqa: E402
 
-from harness.augment import GRID, _resize_matrix, affine_transforms, augment_fn, bilinear_sample, displacement  # noqa: E402
+from harness.train.augment import GRID, _resize_matrix, affine_transforms, augment_fn, bilinear_sample, displacement  # noqa: E402
 from harness.core.errors import RunError  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def test_negative_elastic_is_an_error():
 
 
 def test_train_dataset_applies_elastic_without_affine():
-    from harness.cv import _train_dataset
+    from harness.train.cv import _train_dataset
 
     x = _images(32).astype(np.uint8)
     y = np.arange(32) % 10

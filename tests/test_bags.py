@@ -1,4 +1,4 @@
-"""Bags (harness.bags): `--bags N` adds `<model>~2..N`, trained with other seeds on the same folds;
+"""Bags (harness.train.bags): `--bags N` adds `<model>~2..N`, trained with other seeds on the same folds;
 bag 1 is the model exactly as a run without the flag trains it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import bags
+from harness.train import bags
 from harness.core.errors import UsageError
 from harness.registry import get_model
 from tests.conftest import harness_cli
@@ -79,5 +79,5 @@ def test_a_bags_pseudo_label_fine_tune_starts_from_its_own_bag(project: Path):
     run = Path(json.loads(out.stdout)["run_dir"])
     assert {"ann_tiny+pl", "ann_tiny~2+pl"} <= {r["model"] for r in json.loads(out.stdout)["rows"]}
     fold = json.loads((run / "ann_tiny~2+pl" / "fold_0" / "fold.json").read_text())
-    assert fold["seed"] == 104200  # bag 2's seeds; the fine-tune's weights came from ann_tiny~2 (harness.jobs)
+    assert fold["seed"] == 104200  # bag 2's seeds; the fine-tune's weights came from ann_tiny~2 (harness.train.jobs)
     assert fold["init_from"] == "ann_tiny~2/fold_0/model.keras"

@@ -1,4 +1,4 @@
-"""The fused batch norm used while training (harness.batchnorm): the same layer maths as Keras's,
+"""The fused batch norm used while training (harness.train.batchnorm): the same layer maths as Keras's,
 the same weights in and out, and nothing of it in what is saved."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.batchnorm import fused_for_training, layer_class
+from harness.train.batchnorm import fused_for_training, layer_class
 
 
 def _pair(shape, policy="float32", momentum=0.9, seed=0):

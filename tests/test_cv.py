@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from harness.cv import assemble_cv, make_folds, stratified_subset
+from harness.train.cv import assemble_cv, make_folds, stratified_subset
 from harness.executor import InProcess, run_jobs
-from harness.jobs import FoldJob, JobData
+from harness.train.jobs import FoldJob, JobData
 from harness.core.errors import RunError
 from harness.registry import get_model
 
@@ -144,7 +144,7 @@ def test_unknown_precision_is_an_error(tmp_path):
 
 
 def test_fused_batch_norm_trains_and_saves_plain_keras_layers(tmp_path):
-    """Training takes the fused batch norm (harness.batchnorm); the saved fold model has Keras's own
+    """Training takes the fused batch norm (harness.train.batchnorm); the saved fold model has Keras's own
     layers, loads without custom objects, and `batch_norm: keras` still trains the plain layers."""
     import keras
 

@@ -66,7 +66,7 @@ def test_auto_jobs_is_one_job_per_gpu_machine(monkeypatch):
 
 
 def test_cpu_training_policy_is_unchanged_without_a_gpu(monkeypatch):
-    from harness import cv
+    from harness.train import cv
 
     monkeypatch.setattr(device, "visible_gpu", lambda: None)
     assert cv.training_policy({"precision": "float32"}) == "float32"

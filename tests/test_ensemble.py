@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import ensemble
+from harness.train import ensemble
 from tests.conftest import harness_cli
 
 

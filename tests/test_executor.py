@@ -13,13 +13,13 @@ import pytest
 
 from harness.core.errors import UsageError
 from harness.executor import InProcess, JobFailed, Processes, make_executor, run_jobs
-from harness.jobs import FoldJob, JobData, clean_stale_stages
+from harness.train.jobs import FoldJob, JobData, clean_stale_stages
 from tests.conftest import kill_worker_of
 
 
 @pytest.fixture(scope="module")
 def data(replica_dir: Path) -> JobData:
-    from harness.cv import make_folds, stratified_subset
+    from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
 
     ds = load(replica_dir)

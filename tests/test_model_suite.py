@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.cv import compile_model, configure_threads
+from harness.train.cv import compile_model, configure_threads
 from harness.registry import list_models
 
 configure_threads()

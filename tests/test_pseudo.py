@@ -1,4 +1,4 @@
-"""Pseudo-labelling (harness.pseudo): fold f's labels come from round one's fold-f models only, a
+"""Pseudo-labelling (harness.train.pseudo): fold f's labels come from round one's fold-f models only, a
 changed threshold redoes them and the `+pl` models, and the CLI makes it an opt-in row."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import pseudo
+from harness.train import pseudo
 
 from harness.core import io
 from harness.core.errors import UsageError

@@ -138,7 +138,7 @@ def test_killed_driver_resumes(project: Path, cluster):
 
 
 def _job(run_dir: Path, fold: int = 0, **params):
-    from harness.jobs import FoldJob
+    from harness.train.jobs import FoldJob
     from harness.registry import get_model
 
     spec = get_model("cnn_tiny")
@@ -149,10 +149,10 @@ def _job(run_dir: Path, fold: int = 0, **params):
 @pytest.fixture
 def executor(cluster, replica_dir: Path, tmp_path: Path):
     """A Ray executor connected to the cluster, with the data of a small 2-fold grid."""
-    from harness.cv import make_folds, stratified_subset
+    from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
     from harness.executor import make_executor
-    from harness.jobs import JobData
+    from harness.train.jobs import JobData
 
     ds = load(replica_dir)
     rows = stratified_subset(ds.y_train, 3000, 0)
@@ -226,7 +226,7 @@ def test_version_mismatch_is_caught_before_training(cluster, tmp_path: Path, mon
     import harness
     from harness.core.errors import RunError
     from harness.executor import make_executor
-    from harness.jobs import JobData
+    from harness.train.jobs import JobData
 
     monkeypatch.setattr(harness, "__version__", "0.0.0-other")  # the driver's view only
     ex = make_executor("ray", address=cluster.address, timeout=60)

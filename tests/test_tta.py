@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import tta
+from harness.train import tta
 from tests.conftest import harness_cli
 
 

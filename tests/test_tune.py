@@ -187,11 +187,11 @@ def test_hopeless_trial_is_pruned_after_its_first_epoch(project: Path, probe_mod
 
 
 def test_interrupted_tune_resumes_where_it_stopped(project: Path, monkeypatch: pytest.MonkeyPatch):
-    import harness.cv
+    import harness.train.cv
 
     settings = load_settings()
     opts = dict(model="ann_tiny", trials=2, limit=600, folds=3, folds_used=1, epochs=2, pruner="none")
-    real_train_fold, calls, ctrl_c_at = harness.cv.train_fold, [], [2]
+    real_train_fold, calls, ctrl_c_at = harness.train.cv.train_fold, [], [2]
 
     def train_fold_with_ctrl_c(*args, **kwargs):
         calls.append(kwargs["out"].name)
@@ -199,7 +199,7 @@ def test_interrupted_tune_resumes_where_it_stopped(project: Path, monkeypatch: p
             raise KeyboardInterrupt
         return real_train_fold(*args, **kwargs)
 
-    monkeypatch.setattr(harness.cv, "train_fold", train_fold_with_ctrl_c)
+    monkeypatch.setattr(harness.train.cv, "train_fold", train_fold_with_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         tune(settings, TuneOptions(**opts))
     first = json.loads(tuned_path(settings.runs_dir, "ann_tiny").read_text())

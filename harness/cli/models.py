@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"harness: no model matches {args.pattern!r}", file=sys.stderr)
         return 0
     if not args.no_params:
-        from harness.cv import configure_threads
+        from harness.train.cv import configure_threads
 
         configure_threads()
     rows = [{

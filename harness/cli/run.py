@@ -81,10 +81,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         value = getattr(args, flag)
         if value is not None and value < (2 if flag == "folds" else 1):
             raise UsageError(f"harness run: --{flag} must be at least {2 if flag == 'folds' else 1}")
-    from harness.tta import check as check_tta
+    from harness.train.tta import check as check_tta
 
     check_tta(args.tta)
-    from harness.bags import check as check_bags
+    from harness.train.bags import check as check_bags
 
     check_bags(args.bags)
     from harness.track import check as check_track
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.tracking_uri and args.track != "mlflow":
         raise UsageError("--tracking-uri needs --track mlflow")
     if args.pseudo_label is not None:
-        from harness.pseudo import check as check_pseudo
+        from harness.train.pseudo import check as check_pseudo
 
         check_pseudo(args.pseudo_label)
     if args.max_latency_ms is not None and not (args.max_latency_ms > 0 and args.max_latency_ms < float("inf")):

@@ -13,7 +13,7 @@ Layout (one direction of data flow, each file written atomically):
         fold_<k>/oof.npy       float32 [n_val,10] probabilities on the fold's validation rows
         fold_<k>/test.npy      float32 [28000,10] probabilities on test.csv
         fold_<k>/fold.json     the marker that the fold is complete (accuracy, times, where it ran)
-        .fold_<k>.<host>.<pid>.<token>/   an attempt in progress (harness.jobs): renamed to
+        .fold_<k>.<host>.<pid>.<token>/   an attempt in progress (harness.train.jobs): renamed to
                                fold_<k> when complete, so a fold folder is always whole
         params.json            resolved parameters (a resumed run retrains the model if they changed)
         cv.json                OOF accuracy, per-fold mean/std, params, throughput

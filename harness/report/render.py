@@ -218,8 +218,8 @@ def _executor(man: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _pseudo_note(run: RunData, name: str) -> str | None:
-    """How a `+pl` model was made (harness.pseudo), from runs/<run>/pseudo/labels.json."""
-    from harness import pseudo
+    """How a `+pl` model was made (harness.train.pseudo), from runs/<run>/pseudo/labels.json."""
+    from harness.train import pseudo
     from harness.core import io
 
     path = run.run_dir / "pseudo" / "labels.json"

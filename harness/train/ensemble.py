@@ -128,7 +128,7 @@ def write(run_dir: Path, weights: dict[str, float], y: np.ndarray, folds: np.nda
     oof = sum(w * oofs[m] for m, w in weights.items()).astype(np.float32)
     test = sum(w * np.load(run_dir / m / "test.npy").astype(np.float64) for m, w in weights.items()).astype(np.float32)
     member_cv = {m: io.read_json(run_dir / m / "cv.json") for m in weights}
-    from harness.cv import oof_fold_stats
+    from harness.train.cv import oof_fold_stats
 
     fold_acc, fold_mean, fold_std = oof_fold_stats(oof, y, folds)
     accuracy = float((oof.argmax(1) == y).mean())
@@ -138,7 +138,7 @@ def write(run_dir: Path, weights: dict[str, float], y: np.ndarray, folds: np.nda
     io.write_json(out / "ensemble.json", doc)
     description = "weighted mean of " + " + ".join(f"{w:.2f} {m}" for m, w in weights.items())
     io.write_json(out / "cv.json", {  # last: makes it a leaderboard row
-        "model": NAME, "family": NAME, "description": description, "source": "harness.ensemble",
+        "model": NAME, "family": NAME, "description": description, "source": "harness.train.ensemble",
         "params": {"members": weights}, "epochs": None, "oof_accuracy": accuracy,
         "tta": max(int(c.get("tta") or 1) for c in member_cv.values()),
         "fold_mean": fold_mean, "fold_std": fold_std,

@@ -14,7 +14,7 @@ a whole fold in a default run (per-epoch validation and predictions did not get 
 Only training changes. The copy's layers are `FusedBatchNormalization`, a subclass whose `call`
 takes the fused path when it trains (NHWC or [N,C] inputs, the last axis, plain settings) and
 otherwise defers to Keras. Its variables are Keras's, in the same order, so the trained weights
-go back into a model of plain Keras layers (`harness.cv.train_fold`), which is what is saved,
+go back into a model of plain Keras layers (`harness.train.cv.train_fold`), which is what is saved,
 predicts and is exported: nothing downstream sees the subclass.
 
 Numerics: the same batch statistics normalise the batch. The moving variance differs from Keras's

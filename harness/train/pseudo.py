@@ -74,7 +74,7 @@ def make_labels(run_dir: Path, teachers: list[str], y: np.ndarray, k: int, thres
     """Write each fold's pseudo-labels (test row index, label) from round one's fold models and
     return `pseudo/labels.json`; kept when the teachers' predictions and the threshold are those
     already used, else the old labels and every `+pl` model are removed first."""
-    from harness.ensemble import select
+    from harness.train.ensemble import select
 
     digests = {m: hashlib.sha256(b"".join((run_dir / m / f"fold_{f}" / "test.npy").read_bytes()
                                            for f in range(k))).hexdigest()[:16] for m in teachers}

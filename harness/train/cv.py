@@ -5,7 +5,7 @@ test probabilities, and assemble the model's CV accuracy and fold-ensemble test 
     train_fold(spec, params, x_tr, y_tr, x_val, y_val, x_test, seed=..., out=..., epochs=10, fold=0)
     result = assemble_cv(run_dir, spec, params, y, folds, epochs=10)   # once every fold is done
 
-Folds are trained as jobs (harness.jobs) by an executor (harness.executor); each fold folder is
+Folds are trained as jobs (harness.train.jobs) by an executor (harness.executor); each fold folder is
 published whole, so a fold is either complete or retrained: an interrupted run resumes from the
 folds it finished.
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.core import io
-from harness.augment import augment_fn
+from harness.train.augment import augment_fn
 from harness.core.errors import RunError
 from harness.registry import ModelSpec
 from harness.core.runs import fold_dir, model_dir
@@ -76,16 +76,16 @@ class FoldResult:
     images_per_s: float
     n_params: int = 0
     resumed: bool = False
-    # where and how it ran (harness.jobs.Where); None in folds trained before they were recorded
-    precision: str | None = None     # the Keras policy it trained under (harness.cv.training_policy)
-    batch_norm: str | None = None    # "fused" (harness.batchnorm) or "keras"; None in older folds
+    # where and how it ran (harness.train.jobs.Where); None in folds trained before they were recorded
+    precision: str | None = None     # the Keras policy it trained under (harness.train.cv.training_policy)
+    batch_norm: str | None = None    # "fused" (harness.train.batchnorm) or "keras"; None in older folds
     executor: str | None = None
     host: str | None = None
     node: str | None = None
     pid: int | None = None
     threads: int | None = None
     device: str | None = None        # "CPU" or "GPU (<name>, cc X.Y, <policy>)" (harness.core.device)
-    seed: int | None = None          # the training seed (harness.bags.job_seed); None in older folds
+    seed: int | None = None          # the training seed (harness.train.bags.job_seed); None in older folds
     init_from: str | None = None     # a fine-tune's starting fold model, relative to the run folder
 
 
@@ -201,7 +201,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                on_batch: Callable[[], None] | None = None, init_from: Path | None = None,
                val_rows: int | None = None) -> FoldResult:
     """Train one fold model and write its artefacts to `out` (fold.json last, with `record`:
-    where it ran). Callers that share a run folder train into a staging folder (harness.jobs).
+    where it ran). Callers that share a run folder train into a staging folder (harness.train.jobs).
     `init_from`: a saved model of the same architecture to start from (a fine-tune).
     `val_rows`: the per-epoch validation (learning curves, the progress bar) uses only the first
     that many validation rows; the fold's accuracy always comes from all of them."""
@@ -220,8 +220,8 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     batch_norm = params.get("batch_norm", "fused")  # older params files lack it
     if batch_norm not in ("fused", "keras"):
         raise RunError(f"unknown batch_norm {batch_norm!r} (fused, keras)")
-    if batch_norm == "fused":  # cnn_deep's bf16 step 2.7x in the speed audit (harness.batchnorm)
-        from harness.batchnorm import fused_for_training
+    if batch_norm == "fused":  # cnn_deep's bf16 step 2.7x in the speed audit (harness.train.batchnorm)
+        from harness.train.batchnorm import fused_for_training
 
         model = fused_for_training(model)
     fused = model is not plain
@@ -274,10 +274,10 @@ def assemble_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], y: np.nd
                 *, epochs: int, tta: int = 1) -> CVResult:
     """From every finished fold of `spec`: write the model's oof.npy, test.npy and cv.json.
 
-    With `tta` > 1 the folds' TTA predictions (harness.tta.fold_predictions) are used, and the
+    With `tta` > 1 the folds' TTA predictions (harness.train.tta.fold_predictions) are used, and the
     plain OOF accuracy is kept beside the TTA one. Only the driver calls this (workers write fold
     folders, never model-level files)."""
-    from harness.tta import suffix
+    from harness.train.tta import suffix
 
     k = int(folds.max()) + 1
     results = [FoldResult(**io.read_json(fold_dir(run_dir, spec.name, f) / "fold.json")) for f in range(k)]

@@ -26,10 +26,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness import bags, pseudo
+from harness.train import bags
 
 
 # A fold's per-epoch validation (its learning curve) runs on this many of its validation rows:
+
+from harness.train import pseudo
 
 from harness.core import io
 # on all of them it cost 5-12 % of a 5-fold epoch and ~25 % of a 2-fold (--quick) one, where
@@ -175,7 +177,7 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
              hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
     """Train one fold unless it is complete; returns its fold.json record plus `status`
     (trained | skipped: already complete | duplicate: another attempt published first)."""
-    from harness.cv import train_fold
+    from harness.train.cv import train_fold
     from harness.registry import get_model
     from harness.core.runs import fold_dir
 
@@ -214,7 +216,7 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
     stopped if the pruning bar was crossed."""
     import tempfile
 
-    from harness.cv import train_fold
+    from harness.train.cv import train_fold
     from harness.registry import get_model
 
     configure_worker(where.threads)
