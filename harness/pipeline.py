@@ -58,7 +58,7 @@ class RunOptions:
     message: str | None = None
     wait: float = 0.0
     command: list[str] = field(default_factory=list)
-    executor: str = "local"         # local | ray (harness.executor); never part of the fingerprint
+    executor: str = "local"         # local | ray (harness.executors.local); never part of the fingerprint
     jobs: int | None = None         # jobs at once (local default 1; ray default: as the CPUs allow)
     cpus_per_job: int | None = None
     ray_address: str | None = None

@@ -214,7 +214,7 @@ def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] |
         raise UsageError("--timeout must be positive")
     executor = None
     if opts.parallel:
-        from harness.executor import make_executor
+        from harness.executors.local import make_executor
 
         if pruner is not None or opts.pruner == "hyperband":
             raise UsageError(f"--pruner {opts.pruner if pruner is None else type(pruner).__name__} needs trials "

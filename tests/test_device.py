@@ -59,7 +59,7 @@ def test_hidden_gpus_are_not_counted(monkeypatch):
 
 
 def test_auto_jobs_is_one_job_per_gpu_machine(monkeypatch):
-    from harness import executor
+    from harness.executors import local as executor
 
     monkeypatch.setattr(device, "nvidia_gpus", lambda: ["GPU 0: NVIDIA H200 (UUID: x)"])
     assert executor.auto_jobs() == 1

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness.core.errors import UsageError
-from harness.executor import InProcess, JobFailed, Processes, make_executor, run_jobs
+from harness.executors.local import InProcess, JobFailed, Processes, make_executor, run_jobs
 from harness.train.jobs import FoldJob, JobData, clean_stale_stages
 from tests.conftest import kill_worker_of
 
@@ -47,7 +47,7 @@ def test_flags_are_checked():
 
 
 def test_jobs_auto_follows_cores_and_memory(monkeypatch):
-    from harness import executor
+    from harness.executors import local as executor
 
     for cores, jobs in ((1, 1), (2, 2), (3, 1), (8, 4), (16, 8)):
         monkeypatch.setattr(executor.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
@@ -68,7 +68,7 @@ def test_run_defaults_to_jobs_auto_and_env_overrides(monkeypatch):
     parser = argparse.ArgumentParser()
     _common.add_executor(parser, "jobs", auto=True)
     monkeypatch.delenv("HARNESS_JOBS", raising=False)
-    from harness.executor import auto_jobs
+    from harness.executors.local import auto_jobs
 
     assert _common.executor_kwargs(parser.parse_args([]))["jobs"] == auto_jobs()
     assert _common.executor_kwargs(parser.parse_args(["--executor", "ray"]))["jobs"] is None  # Ray: as CPUs allow

@@ -21,7 +21,7 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def add_executor(parser: argparse.ArgumentParser, what: str, auto: bool = False) -> None:
-    """--executor/--jobs/--cpus-per-job/--ray-address/--ray-timeout (harness.executor). With `auto`,
+    """--executor/--jobs/--cpus-per-job/--ray-address/--ray-timeout (harness.executors.local). With `auto`,
     the local default is `--jobs auto` (HARNESS_JOBS overrides it), else 1."""
     g = parser.add_argument_group("executor", f"where {what} run (see README, 'Scaling out with Ray')")
     g.add_argument("--executor", default="local", choices=["local", "ray"],
@@ -44,7 +44,7 @@ def add_executor(parser: argparse.ArgumentParser, what: str, auto: bool = False)
 def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The executor flags, checked (bad values are usage errors before any work starts)."""
     from harness.core.errors import UsageError
-    from harness.executor import make_executor, parse_jobs
+    from harness.executors.local import make_executor, parse_jobs
 
     if args.ray_address and args.executor != "ray":
         raise UsageError("--ray-address needs --executor ray")

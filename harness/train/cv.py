@@ -5,7 +5,7 @@ test probabilities, and assemble the model's CV accuracy and fold-ensemble test 
     train_fold(spec, params, x_tr, y_tr, x_val, y_val, x_test, seed=..., out=..., epochs=10, fold=0)
     result = assemble_cv(run_dir, spec, params, y, folds, epochs=10)   # once every fold is done
 
-Folds are trained as jobs (harness.train.jobs) by an executor (harness.executor); each fold folder is
+Folds are trained as jobs (harness.train.jobs) by an executor (harness.executors.local); each fold folder is
 published whole, so a fold is either complete or retrained: an interrupted run resumes from the
 folds it finished.
 """

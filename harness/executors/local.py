@@ -317,7 +317,7 @@ def make_executor(name: str = "local", *, jobs: int | None = None, cpus_per_job:
 
     if importlib.util.find_spec("ray") is None:
         raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL} (installs {RAY_PIN})")
-    from harness.executor_ray import RayExecutor
+    from harness.executors.ray import RayExecutor
 
     return RayExecutor(address=address, jobs=jobs, cpus_per_job=cpus_per_job or 1, timeout=timeout)
 
