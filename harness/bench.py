@@ -12,13 +12,13 @@ What is measured, in one process and one run (BENCHMARKING.md explains why each 
 - Cold start apart: session creation + first run, on a fresh session (median of 3).
 - Per-call overhead: the same timing on a trivial graph with the same input and output.
 - A roofline floor per row: overhead + max(batch * FLOPs / peak, bytes / bandwidth), bytes = the
-  graph's constants plus its activations at that batch (harness.flops), bandwidth = the rate at
+  graph's constants plus its activations at that batch (harness.export.flops), bandwidth = the rate at
   which ONNX Runtime's one-thread GEMV streams that many bytes (`stream_call`), timed in the same
   call. Efficiency = floor / p50, and `bound` says which term set the floor: at batch 1 the 5-fold
   `ann` graph reads 48 MB of weights per call (memory), the CNNs are bound by their FLOPs
   (compute). The FLOPs-only floor stays beside it (`flop_floor_ms`, `efficiency_flops`).
 - Baselines on the same images: `keras.Model.predict` of the fold ensemble and the `tf.function`
-  that was converted to ONNX (harness.export.ensemble_function), at batch 1 and the largest batch.
+  that was converted to ONNX (harness.export.convert.ensemble_function), at batch 1 and the largest batch.
   They run in a child process whose TensorFlow uses exactly `baseline_threads` intra-op threads
   (TensorFlow fixes its thread pools at first use, and `harness run` has used it to train), and
   the speed-ups compare them with ONNX Runtime at the same thread count.
@@ -270,7 +270,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
     bandwidth is a GEMV of the row's bytes, timed in this call at the row's thread count."""
     import onnxruntime as ort
 
-    from harness.flops import count_flops
+    from harness.export.flops import count_flops
 
     path = Path(path)
     if not path.is_file():
@@ -426,7 +426,7 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
     and its speed-up over the FP32 graph timed interleaved with it -> bench.int8.json).
     `quick` uses a shorter budget (batch 1 keeps >= 662 calls, so p99 stays valid).
     """
-    from harness.quantize import SUFFIX, artefact, base_of, onnx_path
+    from harness.export.quantize import SUFFIX, artefact, base_of, onnx_path
 
     run_dir = Path(run_dir)
     int8 = model.endswith(SUFFIX)
@@ -511,7 +511,7 @@ def _cold_start(path: Path, x1: np.ndarray, repeats: int) -> dict[str, Any]:
 def _inputs(x: np.ndarray | None, n: int) -> np.ndarray:
     if x is None:
         return np.random.default_rng(0).integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
-    from harness.export import _as_pixels
+    from harness.export.convert import _as_pixels
 
     x = _as_pixels(x)
     if len(x) < n:

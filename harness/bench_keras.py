@@ -63,7 +63,7 @@ def _keras_baselines_worker(job: dict[str, Any]) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from harness.export import ensemble_function, load_members, model_tta
+    from harness.export.convert import ensemble_function, load_members, model_tta
 
     run_dir, model = Path(job["run_dir"]), job["model"]
     models, weights = load_members(run_dir, model)

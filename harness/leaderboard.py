@@ -6,7 +6,7 @@ AutoGluon `leaderboard()` style: numbers right-aligned, best row marked, missing
 the accuracy-vs-latency Pareto front marked).
 
 The best model is chosen by CV (out-of-fold) accuracy, ties broken by faster batch-1 latency;
-never by test labels. INT8 variants (`cnn_deep@int8`, harness.quantize) are rows of their own,
+never by test labels. INT8 variants (`cnn_deep@int8`, harness.export.quantize) are rows of their own,
 ranked by their own OOF accuracy; one that loses more than 0.05 points against its FP32 graph is
 marked and never chosen. With a latency budget (`Budget`: p50 in ms at a batch size, one thread)
 the best is the most accurate model that fits it, and every row says whether it fits.
@@ -75,8 +75,8 @@ def model_row(run_dir: Path, model: str) -> dict[str, Any]:
 
 
 def int8_row(run_dir: Path, model: str, fp32: dict[str, Any]) -> dict[str, Any] | None:
-    """The row of `model`'s INT8 variant (harness.quantize), or None when it has none."""
-    from harness.quantize import artefact, variant
+    """The row of `model`'s INT8 variant (harness.export.quantize), or None when it has none."""
+    from harness.export.quantize import artefact, variant
 
     doc = _read(run_dir / model / "int8.json")
     if doc is None:

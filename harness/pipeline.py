@@ -67,7 +67,7 @@ class RunOptions:
     tta: int = 1                    # test-time views (harness.train.tta); 1 = off
     bags: int = 1                   # trainings of each model with other seeds (harness.train.bags); 1 = off
     pseudo_label: float | None = None  # confidence threshold of pseudo-labels (harness.train.pseudo); None = off
-    int8: bool = True               # static INT8 variants `<model>@int8` (harness.quantize)
+    int8: bool = True               # static INT8 variants `<model>@int8` (harness.export.quantize)
     max_latency_ms: float | None = None  # choose the best model whose p50 at `latency_batch` fits this
     latency_batch: int = 1
     track: str = "none"             # experiment tracking after the run (harness.track): none | mlflow
@@ -195,7 +195,7 @@ def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, fol
     """Export each model's fold ensemble (parity-gated) and benchmark it; a failure marks that model
     (export.json ok=false, shown on the leaderboard) and the others go on."""
     from harness import bench as bench_mod
-    from harness import export as export_mod
+    from harness.export import convert as export_mod
 
     for name in names:
         cv_info = io.read_json(run_dir / name / "cv.json")
@@ -222,9 +222,9 @@ def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, fol
 def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: np.ndarray, x_test: np.ndarray,
           seed: int, opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> list[str]:
     """Each exported model's static INT8 variant, gated on OOF accuracy and benchmarked like the
-    FP32 graph (harness.quantize); the variants' leaderboard names, `<model>@int8`."""
+    FP32 graph (harness.export.quantize); the variants' leaderboard names, `<model>@int8`."""
     from harness import bench as bench_mod
-    from harness import quantize
+    from harness.export import quantize
 
     out = []
     for name in names:
@@ -291,7 +291,7 @@ def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray,
 def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, solution: Path) -> None:
     """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json;
     score.int8.json for an INT8 variant, from its graph's test predictions)."""
-    from harness.quantize import artefact, predictions
+    from harness.export.quantize import artefact, predictions
     from harness.kaggle.submission import read_solution, score_labels
 
     answers = read_solution(solution)
@@ -303,8 +303,8 @@ def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, soluti
 def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, solution: Path | None) -> dict:
     """submissions/<run>.csv from the very ONNX file that was benchmarked, validated, written
     atomically, and scored locally where the replica's solution exists."""
-    from harness.export import predict_onnx
-    from harness.quantize import onnx_path
+    from harness.export.convert import predict_onnx
+    from harness.export.quantize import onnx_path
     from harness.kaggle.submission import score_submission, write_submission
 
     path = settings.submissions_dir / f"{run_dir.name}.csv"
@@ -409,7 +409,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         rng = np.random.default_rng(seed)
         parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
         _export_and_bench(run_dir, names, parity_x, folds_k, opts, progress, checkpoint)
-        # Stage: static INT8 variants, gated on OOF accuracy, benchmarked alike (harness.quantize).
+        # Stage: static INT8 variants, gated on OOF accuracy, benchmarked alike (harness.export.quantize).
         int8 = _int8(run_dir, names, x, y, folds, ds.x_test, seed, opts, progress, checkpoint)
         # Stage: the ensemble of the exported models, chosen on OOF, then exported and benchmarked alike.
         extra = _ensemble(run_dir, names, y, folds, opts, progress)

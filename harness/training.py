@@ -52,7 +52,7 @@ def longest_first(jobs: list[Any], costs: dict[str, float]) -> list[Any]:
 
 def job_costs(jobs: list[Any], specs: dict[str, ModelSpec]) -> dict[str, float]:
     """One job's relative cost per model: epochs x forward FLOPs per image (the rows are alike)."""
-    from harness.flops import keras_flops
+    from harness.export.flops import keras_flops
 
     costs: dict[str, float] = {}
     for job in jobs:

@@ -1,7 +1,7 @@
 """Does fusing a fold ensemble into one graph make it faster? K fold models of one linear-chain
 architecture (random weights, non-trivial batch-norm statistics) become one graph: the first conv
 or dense layer with every fold's filters side by side, later convs grouped (groups=K), dense
-layers batched ([K,N,D] x [K,D,O]). Parity with the graph `harness.export` ships, then both timed
+layers batched ([K,N,D] x [K,D,O]). Parity with the graph `harness.export.convert` ships, then both timed
 on one thread, alternating, at batch 1 and 256.
 
     python scripts/measure_fused_ensemble.py cnn_small cnn_deep ann
@@ -20,7 +20,7 @@ from harness.core.tfquiet import import_tensorflow
 import_tensorflow(1)
 import keras, tensorflow as tf, tf2onnx, onnx
 from harness.registry import get_model
-from harness.export import convert, simplify
+from harness.export.convert import convert, simplify
 from harness.bench import make_session
 import models  # noqa: registers
 

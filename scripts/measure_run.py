@@ -37,7 +37,7 @@ def table(run_dir: Path, wall_s: float | None = None, probe: float | None = None
              f"{'errors':>7} {'train s':>8}  members"]
     for r in results["rows"]:
         score = {}
-        base, _, variant = r["model"].partition("@")  # `m@int8`: m/score.int8.json (harness.quantize)
+        base, _, variant = r["model"].partition("@")  # `m@int8`: m/score.int8.json (harness.export.quantize)
         path = run_dir / base / (f"score.{variant}.json" if variant else "score.json")
         if path.is_file():
             score = json.loads(path.read_text())

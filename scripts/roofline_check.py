@@ -5,7 +5,7 @@
     python scripts/roofline_check.py --models ann --batches 1 --json
 
 The graphs are the ones `harness run` ships (the registry's models with default parameters, 5 fold
-models with random weights, exported by harness.export), built as the latency gate builds them
+models with random weights, exported by harness.export.convert), built as the latency gate builds them
 (tests/benchmarks/conftest.py). Per model and batch, one thread: the graph, the trivial graph
 (overhead), the one-thread 1024^3 MatMul (peak) and a GEMV streaming the graph's bytes
 (bandwidth), timed in alternating blocks (harness.bench.interleaved, lower quartiles). Printed:
@@ -39,7 +39,7 @@ def build(run_dir: Path, models: list[str], images: np.ndarray, folds: int = 5) 
     """Each model's fold-ensemble graph as a default run ships it (random weights)."""
     import keras
 
-    from harness.export import export_model
+    from harness.export.convert import export_model
     from harness.registry import get_model
 
     run_dir.mkdir(parents=True)
@@ -57,7 +57,7 @@ def build(run_dir: Path, models: list[str], images: np.ndarray, folds: int = 5) 
 
 def measure(path: Path, batch: int, images: np.ndarray) -> dict:
     from harness.bench import interleaved, make_session, matmul_call, roofline, stream_call, trivial_model
-    from harness.flops import count_flops
+    from harness.export.flops import count_flops
 
     fc = count_flops(path)
     sess, trivial = make_session(path, 1), make_session(trivial_model(), 1)

@@ -168,7 +168,7 @@ def bench_run(tmp_path_factory):
     import keras
     from keras import layers
 
-    from harness.export import export_model
+    from harness.export.convert import export_model
 
     run_dir = tmp_path_factory.mktemp("runs") / "20260101-000000"
     (run_dir / "mlp" / "fold_0").mkdir(parents=True)

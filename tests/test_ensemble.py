@@ -63,7 +63,7 @@ SMALL = ["--model", "ann_tiny", "--model", "cnn_tiny", "--limit", "3000", "--fol
 @pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_ensemble_graph_passes_parity_and_resume_rebuilds_only_it(project: Path, replica_dir: Path):
     from harness.data.dataset import load
-    from harness.export import export_model, predict_onnx
+    from harness.export.convert import export_model, predict_onnx
 
     first = harness_cli("run", *SMALL, "--no-ensemble", cwd=project, timeout=600)
     assert first.returncode == 0, first.stderr

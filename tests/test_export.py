@@ -107,7 +107,7 @@ def images() -> np.ndarray:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, images):
     """Every tiny model exported once: {name: (run_dir, ExportResult)}."""
-    from harness.export import export_model
+    from harness.export.convert import export_model
 
     run_dir = tmp_path_factory.mktemp("export") / "run-1"
     out = {}
@@ -121,7 +121,7 @@ def exported(tmp_path_factory, images):
 
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_export_passes_parity_gate(exported, images, name):
-    from harness.export import keras_ensemble_probs, load_fold_models, predict_onnx
+    from harness.export.convert import keras_ensemble_probs, load_fold_models, predict_onnx
 
     run_dir, result = exported[name]
     assert result.ok and result.error is None
@@ -143,7 +143,7 @@ def test_export_passes_parity_gate(exported, images, name):
 def test_simplified_graph_is_smaller_and_equivalent(exported, images):
     import onnx
 
-    from harness.export import convert, load_fold_models, simplify
+    from harness.export.convert import convert, load_fold_models, simplify
 
     run_dir, result = exported["tiny_conv"]
     assert result.simplified["kept"] is True
@@ -164,7 +164,7 @@ def test_onnx_file_interface_and_metadata(exported):
     import onnx
 
     from harness import __version__
-    from harness.export import onnx_metadata
+    from harness.export.convert import onnx_metadata
 
     run_dir, result = exported["cnn_tiny"]
     proto = onnx.load(result.path)
@@ -183,7 +183,7 @@ def test_onnx_file_interface_and_metadata(exported):
 
 
 def test_flops_of_exported_conv_match_hand_count(exported):
-    from harness.flops import count_flops
+    from harness.export.flops import count_flops
 
     run_dir, _ = exported["tiny_conv"]
     # per fold: conv 3x3 1->4 valid (26x26), conv 3x3 4->8 same (13x13), dense 288->16, dense 16->10
@@ -193,7 +193,7 @@ def test_flops_of_exported_conv_match_hand_count(exported):
 
 def test_predict_onnx_accepts_flat_and_integral_float(exported, images):
     from harness.core.errors import UsageError
-    from harness.export import predict_onnx
+    from harness.export.convert import predict_onnx
 
     run_dir, result = exported["tiny_dense"]
     ref = predict_onnx(result.path, images[:50])
@@ -221,7 +221,7 @@ def _perturbed(convert):
 
 
 def test_broken_export_is_caught(tmp_path, images, monkeypatch):
-    from harness import export
+    from harness.export import convert as export
     from harness.core.errors import RunError
 
     run_dir = make_run(tmp_path / "run-broken", "tiny_conv", seed=3)
@@ -242,7 +242,7 @@ def test_broken_export_is_caught(tmp_path, images, monkeypatch):
 
 
 def test_broken_simplification_falls_back_to_plain_graph(tmp_path, images, monkeypatch):
-    from harness import export
+    from harness.export import convert as export
 
     run_dir = make_run(tmp_path / "run-fallback", "tiny_dense", seed=4)
     real_simplify = export.simplify
@@ -257,7 +257,7 @@ def test_broken_simplification_falls_back_to_plain_graph(tmp_path, images, monke
 
 
 def test_gate_needs_enough_images_and_fold_models(tmp_path, images):
-    from harness import export
+    from harness.export import convert as export
     from harness.core.errors import RunError, UsageError
 
     run_dir = make_run(tmp_path / "run-small", "tiny_dense", folds=1)
@@ -286,7 +286,7 @@ def test_cli_export_run(tmp_path, replica_dir, monkeypatch, capsys):
 
 
 def test_cli_export_failure_exits_5_and_names_model(tmp_path, replica_dir, monkeypatch, capsys):
-    from harness import export
+    from harness.export import convert as export
     from harness.cli import main
 
     runs = tmp_path / "runs"

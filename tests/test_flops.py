@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.flops import count_flops, flops_per_image
+from harness.export.flops import count_flops, flops_per_image
 
 
 def _model(nodes, inputs, outputs, inits=()):

@@ -26,7 +26,7 @@ def digits(replica_dir):
 def test_registered_model_contract(spec, digits):
     import keras
 
-    from harness.export import convert, keras_ensemble_probs, parity
+    from harness.export.convert import convert, keras_ensemble_probs, parity
 
     x, y = digits
     keras.utils.set_random_seed(0)

@@ -1,4 +1,4 @@
-"""Static INT8 variants (harness.quantize): the graph edits are exact, the shipped graph is the
+"""Static INT8 variants (harness.export.quantize): the graph edits are exact, the shipped graph is the
 per-fold graphs merged, the OOF gate marks a lossy variant, an unquantisable model is marked and
 the run goes on, and a latency budget chooses among FP32, INT8 and the ensemble."""
 
@@ -12,7 +12,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from harness import leaderboard, quantize  # noqa: E402
+from harness import leaderboard  # noqa: E402
+
+from harness.export import quantize
 
 from harness.core import io
 from harness.core.errors import RunError  # noqa: E402
@@ -32,7 +34,7 @@ def _tiny_conv(seed: int):
 
 
 def _fp32(seed: int):
-    from harness.export import convert, simplify
+    from harness.export.convert import convert, simplify
 
     return simplify(convert([_tiny_conv(seed)]))[0]
 
@@ -149,7 +151,7 @@ def test_run_has_an_int8_row_per_exported_model(int8_run):
         assert "baselines" not in bench and set(bench["vs_fp32"]["batches"]) == {"1", "1024"}
         assert row["private_score"] is not None  # scored from the INT8 graph's own test predictions
     # the shipped INT8 file is the fold graphs merged: the same predictions as their mean
-    from harness.export import predict_onnx
+    from harness.export.convert import predict_onnx
 
     x = np.load(run_dir / "train_index.npy")[:50]
     from harness.data import dataset as data

@@ -48,7 +48,7 @@ def test_tta_graph_matches_keras_and_a_changed_tta_resumes(project: Path, replic
     import keras
 
     from harness.data.dataset import load
-    from harness.export import onnx_metadata, predict_onnx
+    from harness.export.convert import onnx_metadata, predict_onnx
 
     proc = harness_cli("run", *SMALL, "--tta", "3", cwd=project, timeout=600)
     assert proc.returncode == 0, proc.stderr

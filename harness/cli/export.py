@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import export
+    from harness.export import convert as export
     from harness.core.runs import resolve_run
 
     settings = settings.replace(data_dir=args.data_dir)
@@ -74,11 +74,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _int8(run_dir, models: list[str], settings: Settings) -> list[dict]:
-    """INT8 variants of the exported models (harness.quantize; plain models before the ensemble,
+    """INT8 variants of the exported models (harness.export.quantize; plain models before the ensemble,
     which is built from its members' INT8 folds)."""
     import numpy as np
 
-    from harness import quantize
+    from harness.export import quantize
 
     from harness.data import dataset as data
 
@@ -93,7 +93,7 @@ def _int8(run_dir, models: list[str], settings: Settings) -> list[dict]:
 
 
 def _select(run_dir, names: list[str] | None) -> list[str]:
-    from harness.export import fold_model_paths
+    from harness.export.convert import fold_model_paths
 
     # models whose cross-validation finished (cv.json is written after the last fold), and the
     # run's ensemble (its graph is built from its members' fold models)

@@ -18,7 +18,7 @@ Layout (one direction of data flow, each file written atomically):
         params.json            resolved parameters (a resumed run retrains the model if they changed)
         cv.json                OOF accuracy, per-fold mean/std, params, throughput
         oof.npy, test.npy      assembled [n_train,10] / [n_test,10] (test: mean over folds)
-        model.onnx             the fold ensemble as one graph (harness.export)
+        model.onnx             the fold ensemble as one graph (harness.export.convert)
         export.json            parity figures
         bench.json             latency figures (harness.bench)
         score.json             local public/private accuracy (only with the replica's solution)

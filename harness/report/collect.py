@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import RunError
-from harness.quantize import SUFFIX, artefact, base_of, predictions
+from harness.export.quantize import SUFFIX, artefact, base_of, predictions
 from harness.core.runs import RUN_MARKER
 
 
@@ -153,7 +153,7 @@ def load_run(run_dir: Path, data_dir: Path | None = None, dataset: Any = None) -
     for name in _model_names(run_dir, rows):
         d = run_dir / name
         m = ModelData(name=name, row=by_name.get(name, {}))
-        if name.endswith(SUFFIX) and (run_dir / base_of(name)).is_dir():  # an INT8 variant (harness.quantize)
+        if name.endswith(SUFFIX) and (run_dir / base_of(name)).is_dir():  # an INT8 variant (harness.export.quantize)
             m.oof = _npy(predictions(run_dir, name, "oof"), notes)
             m.test = _npy(predictions(run_dir, name, "test"), notes)
             m.bench = _json(artefact(run_dir, name, "bench"), notes)

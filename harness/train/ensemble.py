@@ -14,7 +14,7 @@ were fitted on the same OOF rows, which is why they are few and coarse). Hidden 
 
 The ensemble then is a model like the others: `ensemble/cv.json` (a leaderboard row, family
 `ensemble`), `oof.npy`, `test.npy` (the weighted mean of the members' fold-ensemble test
-probabilities) and `ensemble.json` (members, weights, the selection's steps). `harness.export`
+probabilities) and `ensemble.json` (members, weights, the selection's steps). `harness.export.convert`
 turns it into one ONNX graph (each member's fold models, weighted) behind the same parity gate.
 It is rebuilt only when its members' OOF predictions or the selection change; a rebuild drops
 its export and benchmark, nothing else.

@@ -1,10 +1,10 @@
-"""Fixtures of the latency suite: two fixed models exported by harness.export, and for each a
+"""Fixtures of the latency suite: two fixed models exported by harness.export.convert, and for each a
 hand-written ONNX reference graph computing the same function.
 
 Why a reference graph: absolute times change with the machine, so the regression gate compares
 ratios measured in the same session, interleaved: (exported model) / (reference graph of the same
 architecture and weights, run with fixed session options). Both do the same arithmetic on the same
-CPU, so the ratio measures what harness.export and harness.bench add (graph quality, session
+CPU, so the ratio measures what harness.export.convert and harness.bench add (graph quality, session
 settings) and survives a change of machine. The models are defined here, not taken from the
 registry, so that a change to a registry model does not move the baseline.
 """
@@ -33,7 +33,7 @@ DEFAULT_TOLERANCE = {"exported_over_reference": 0.12, "speedup_over_tf_function"
 # moves with the cache sizes (ann at batch 1: 2.8x on a Zen 2 EPYC, 6.6x on a Zen 3, both AVX2).
 MACHINE_SCOPED = ("int8_speedup",)
 LARGE_BATCH = 256
-# HARNESS_BENCH_REGRESS=no-cleanups exports every graph of the suite with harness.export's graph
+# HARNESS_BENCH_REGRESS=no-cleanups exports every graph of the suite with harness.export.convert's graph
 # clean-ups off: the deliberate regression the gate must fail (README.md beside this file).
 REGRESS = os.environ.get("HARNESS_BENCH_REGRESS", "")
 if REGRESS not in ("", "no-cleanups"):
@@ -47,7 +47,7 @@ class Subject:
     run_dir: Path
     onnx_path: Path
     reference: bytes          # the hand-written ONNX graph
-    flops: Any                # harness.flops.FlopCount: FLOPs per image and bytes per call
+    flops: Any                # harness.export.flops.FlopCount: FLOPs per image and bytes per call
 
     @property
     def flops_per_image(self) -> int:
@@ -168,8 +168,8 @@ def subjects(tmp_path_factory, images) -> dict[str, Subject]:
     """Each suite model trained-free (random weights), saved as a 1-fold run and exported."""
     import keras
 
-    from harness.export import export_model
-    from harness.flops import count_flops
+    from harness.export.convert import export_model
+    from harness.export.flops import count_flops
 
     run_dir = tmp_path_factory.mktemp("bench-suite") / "run"
     (run_dir).mkdir()
@@ -198,8 +198,8 @@ def shipped(tmp_path_factory, images) -> dict[str, Subject]:
     their values). Here a change to a registry model is meant to move the figures."""
     import keras
 
-    from harness.export import export_model
-    from harness.flops import count_flops
+    from harness.export.convert import export_model
+    from harness.export.flops import count_flops
     from harness.registry import get_model
 
     run_dir = tmp_path_factory.mktemp("bench-shipped") / "run"

@@ -1,7 +1,7 @@
 """The latency regression gate: ratios measured in this session, so it survives a change of machine.
 
 1. Exported model / hand-written reference graph of the same network (tests/benchmarks/conftest.py),
-   timed interleaved on one thread at batch 1 and a large batch. About 1.0 when harness.export
+   timed interleaved on one thread at batch 1 and a large batch. About 1.0 when harness.export.convert
    writes a clean graph and harness.bench configures sessions well; fails above the saved value
    by more than the tolerance (25 %), or above 1.5 anywhere.
 2. ONNX Runtime's speed-up over the `tf.function` of the same model at batch 1 and the large
@@ -42,12 +42,12 @@ def test_exported_graph_runs_as_fast_as_reference(subjects, images, tools, gate,
 
 
 def test_gate_fails_an_export_without_its_clean_ups(subjects, images, tools, gate, suite_model, suite_batch):
-    """The gate's own check: the deliberate regression it is known to catch, harness.export with its
+    """The gate's own check: the deliberate regression it is known to catch, harness.export.convert with its
     graph clean-ups off (1.2x slower than the reference for cnn5m, 1.46x and 3.8x for mlp, on an
     AVX-512 Zen 5), measured here and judged against this class's saved figure: it must fail."""
     import shutil
 
-    from harness.export import export_model
+    from harness.export.convert import export_model
 
     key = f"{suite_model}/b{suite_batch}/exported_over_reference"
     if gate.update or gate.saved_value(key) is None:
@@ -122,7 +122,7 @@ def test_shipped_graphs_keep_their_efficiency(shipped, images, tools, gate, ship
 
 def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, shipped_model, suite_batch):
     """The INT8 reference: each shipped fold-ensemble graph quantised as `harness run` does it
-    (harness.quantize: every fold calibrated, the fold graphs merged) against its FP32 graph, both
+    (harness.export.quantize: every fold calibrated, the fold graphs merged) against its FP32 graph, both
     on one thread, timed interleaved in this session: a ratio that holds across machines of one CPU
     class. Fails when the speed-up drops more than the tolerance below its class's saved value, or
     below 1.0 on a CPU with INT8 dot products (VNNI/AMX); on AVX2 alone INT8 CNNs measured
@@ -131,8 +131,8 @@ def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, sh
 
     from harness.bench import make_session
     from harness.core.device import int8_fast
-    from harness.export import convert, load_fold_models, simplify
-    from harness.quantize import merge, quantize_graph
+    from harness.export.convert import convert, load_fold_models, simplify
+    from harness.export.quantize import merge, quantize_graph
 
     s = shipped[shipped_model]
     path = s.onnx_path.with_name("model.int8.onnx")

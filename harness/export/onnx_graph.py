@@ -1,11 +1,11 @@
-"""Exact clean-ups of a tf2onnx graph (harness.export applies them; the parity gate re-checks).
+"""Exact clean-ups of a tf2onnx graph (harness.export.convert applies them; the parity gate re-checks).
 
     simplified, applied = simplify(proto)     # a copy; {pass name: rewrites}
 
 tf2onnx computes `Flatten`'s target shape at run time (7 tiny ops per fold), keeps the NCHW->NHWC
 transpose before it, and leaves the 1/255 rescale and the dense layers' batch-norm scale as separate
 multiplies. Each pass folds one of those into constants or weights; `prune` drops what no output
-needs (harness.quantize uses it after its own edits).
+needs (harness.export.quantize uses it after its own edits).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def prune(m) -> None:
 
 def _probe(m, names: list[str], batches=(1, 3)) -> dict[int, dict[str, np.ndarray]]:
     """Run the graph on zeros at each batch size with `names` exposed as extra outputs."""
-    from harness.flops import exposing_session
+    from harness.export.flops import exposing_session
 
     sess, outs = exposing_session(m, names)
     return {b: dict(zip(outs, sess.run(outs, {INPUT_NAME: np.zeros((b, 28, 28, 1), np.uint8)})))

@@ -1,6 +1,6 @@
 """FLOPs per image, counted from an ONNX graph after shape inference.
 
-    from harness.flops import count_flops
+    from harness.export.flops import count_flops
     fc = count_flops("runs/<run>/cnn_small/model.onnx")   # FlopCount(total=..., by_op={...})
 
 Only the multiply-accumulate ops are counted, each multiply-add as 2 FLOPs (the convention of

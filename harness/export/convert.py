@@ -12,7 +12,7 @@ converted with `tf2onnx.convert.from_function` (`from_keras` fails under Keras 3
 graph clean-ups follow (`simplify`): tf2onnx computes `Flatten`'s target shape at run time (7 tiny
 ops per fold), keeps the NCHW->NHWC transpose before it, and leaves the 1/255 rescale and the
 dense layers' batch-norm scale as separate multiplies. Folding those into constants and weights
-(harness.onnx_graph) is algebraically exact and made a small CNN ~18 % faster at batch 1 in ONNX Runtime. Every
+(harness.export.onnx_graph) is algebraically exact and made a small CNN ~18 % faster at batch 1 in ONNX Runtime. Every
 clean-up is re-checked by the parity gate; if the simplified graph ever failed it while the plain
 conversion passed, the plain one is kept (and export.json says so).
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from harness.core import io
 from harness.core.errors import RunError, UsageError
-from harness.onnx_graph import simplify
+from harness.export.onnx_graph import simplify
 from harness.core.runs import model_dir
 from harness.core.tfquiet import quiet_stderr
 

@@ -2,7 +2,7 @@
 
     doc = quantize_model(run_dir, "cnn_deep", x, y, folds, x_test)   # -> <model>/int8.json
 
-Per fold k, the fold model alone is converted to ONNX (harness.export: the same clean-ups) and
+Per fold k, the fold model alone is converted to ONNX (harness.export.convert: the same clean-ups) and
 quantised with `onnxruntime.quantization.quantize_static`: QDQ format, uint8 activations, int8
 weights (per channel), MinMax ranges from `CALIB_ROWS` images drawn (seeded) from fold k's own
 training rows. That graph then predicts fold k's validation rows, which neither its training nor
@@ -15,7 +15,7 @@ agreement with FP32 on the test images, and `ok`: an INT8 model that loses more 
 cannot handle is marked with the reason; the others go on.
 
 Two graph edits after the quantiser, both exact: the input's float copy is quantised with scale 1
-and zero point 0 (a tensor override; after harness.export folds the 1/255 rescale into the first
+and zero point 0 (a tensor override; after harness.export.convert folds the 1/255 rescale into the first
 weights the input holds whole numbers 0..255), so that Quantize(Cast(pixels)) is the uint8 pixels
 themselves and both nodes go; and the softmax stays FP32 (a uint8 softmax would round the
 probabilities to 1/256 and tie the argmax).
@@ -170,7 +170,7 @@ def _feed_pixels(proto, input_name: str) -> int:
                     c.input[i] = casts[n.input[0]]
         count += 1
     if count:
-        from harness.onnx_graph import prune
+        from harness.export.onnx_graph import prune
 
         prune(proto)
     return count
@@ -224,7 +224,7 @@ def quantize_folds(run_dir: Path, model: str, x: np.ndarray, folds: np.ndarray, 
     `<model>/int8/fold_<k>.onnx` and `<model>/int8/oof.npy` (INT8 out-of-fold probabilities)."""
     import onnx
 
-    from harness.export import convert, load_fold_models, model_tta, predict_onnx, simplify
+    from harness.export.convert import convert, load_fold_models, model_tta, predict_onnx, simplify
 
     out = model_dir(run_dir, model) / "int8"
     models = load_fold_models(run_dir, model)
@@ -256,7 +256,7 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
     import onnx
 
     from harness.train.ensemble import members
-    from harness.export import add_metadata, predict_onnx
+    from harness.export.convert import add_metadata, predict_onnx
 
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
@@ -354,7 +354,7 @@ def remove(run_dir: Path, model: str) -> None:
 
 
 def _fp32_metadata(path: Path) -> dict[str, str]:
-    from harness.export import onnx_metadata
+    from harness.export.convert import onnx_metadata
 
     try:
         return onnx_metadata(path)
