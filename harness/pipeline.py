@@ -194,7 +194,7 @@ def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, fol
                       opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> None:
     """Export each model's fold ensemble (parity-gated) and benchmark it; a failure marks that model
     (export.json ok=false, shown on the leaderboard) and the others go on."""
-    from harness import bench as bench_mod
+    from harness.bench import latency as bench_mod
     from harness.export import convert as export_mod
 
     for name in names:
@@ -223,7 +223,7 @@ def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: 
           seed: int, opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> list[str]:
     """Each exported model's static INT8 variant, gated on OOF accuracy and benchmarked like the
     FP32 graph (harness.export.quantize); the variants' leaderboard names, `<model>@int8`."""
-    from harness import bench as bench_mod
+    from harness.bench import latency as bench_mod
     from harness.export import quantize
 
     out = []
@@ -247,14 +247,14 @@ def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: 
 
 def _batches(opts: RunOptions) -> tuple[int, ...]:
     """The benchmark's batch sizes: the default ones and the latency budget's."""
-    from harness.bench import DEFAULT_BATCHES
+    from harness.bench.latency import DEFAULT_BATCHES
 
     return tuple(sorted(set(DEFAULT_BATCHES) | {opts.latency_batch}))
 
 
 def _threads(opts: RunOptions) -> tuple[int, ...]:
     """The benchmark's thread counts: one under --quick, else the default ones."""
-    from harness.bench import DEFAULT_THREADS
+    from harness.bench.latency import DEFAULT_THREADS
 
     return (1,) if opts.quick else tuple(DEFAULT_THREADS)
 

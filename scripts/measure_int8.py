@@ -4,7 +4,7 @@
     python scripts/measure_int8.py [RUN] [--batches 1,1024] [--threads 1] [--rounds 10] [--seconds 4]
 
 For each model with a `model.int8.onnx` (harness.export.quantize), both graphs are timed in alternating
-blocks in one process (`harness.bench.versus`, as the run's INT8 benchmark does: a busy machine
+blocks in one process (`harness.bench.latency.versus`, as the run's INT8 benchmark does: a busy machine
 slows both alike): p50 per batch size, the INT8-over-FP32 speed-up, and the accuracy figures of
 its int8.json (FP32 vs INT8 OOF errors, test agreement).
 Prints one markdown table; nothing in the run is changed.
@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.core import io  # noqa: E402
-from harness.bench import versus  # noqa: E402
+from harness.bench.latency import versus  # noqa: E402
 from harness.core.runs import resolve_run, run_models  # noqa: E402
 
 

@@ -81,7 +81,7 @@ def _probs(y: np.ndarray, accuracy: float, rng: np.random.Generator) -> np.ndarr
 
 
 def _bench(p50: float, size: int, flops: int) -> dict:
-    """A bench.json in harness.bench's shape (latency rows, baselines, speed-ups, summary)."""
+    """A bench.json in harness.bench.latency's shape (latency rows, baselines, speed-ups, summary)."""
     rng = np.random.default_rng(int(p50 * 1000))
     rows = []
     for threads in (1, 2):

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import bench
+    from harness.bench import latency as bench
 
     batches = _ints(args.batch, "--batch")
     threads = _ints(args.threads, "--threads")

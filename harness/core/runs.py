@@ -20,7 +20,7 @@ Layout (one direction of data flow, each file written atomically):
         oof.npy, test.npy      assembled [n_train,10] / [n_test,10] (test: mean over folds)
         model.onnx             the fold ensemble as one graph (harness.export.convert)
         export.json            parity figures
-        bench.json             latency figures (harness.bench)
+        bench.json             latency figures (harness.bench.latency)
         score.json             local public/private accuracy (only with the replica's solution)
 """
 

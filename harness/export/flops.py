@@ -4,7 +4,7 @@
     fc = count_flops("runs/<run>/cnn_small/model.onnx")   # FlopCount(total=..., by_op={...})
 
 Only the multiply-accumulate ops are counted, each multiply-add as 2 FLOPs (the convention of
-BENCHMARKING.md and of the roofline floor in harness.bench):
+BENCHMARKING.md and of the roofline floor in harness.bench.latency):
 
     Conv:            2 * prod(kernel) * C_in/groups * C_out * prod(output spatial) * N
     ConvTranspose:   2 * prod(kernel) * C_in * C_out/groups * prod(input spatial) * N
@@ -18,7 +18,7 @@ Shapes come from `onnx.shape_inference` with the batch dimension fixed to 1; whe
 leaves a shape unknown (reshapes whose target is computed at run time) the graph is run once at
 batch 1 by ONNX Runtime to read the shapes off, so the count never silently drops a layer.
 
-Bytes, for the roofline floor of harness.bench: `param_bytes`, every constant the graph holds (each
+Bytes, for the roofline floor of harness.bench.latency: `param_bytes`, every constant the graph holds (each
 call reads them all), and `activation_bytes`, per image, the graph's input and every tensor a node
 writes, each counted once (`bytes_per_call(batch)` adds them up). A tensor that ONNX Runtime fuses
 away still counts, so it is an upper estimate of the traffic; it matters only where activations

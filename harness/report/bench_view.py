@@ -1,9 +1,9 @@
-"""Normalise a model's bench.json (harness.bench) into what the latency section shows.
+"""Normalise a model's bench.json (harness.bench.latency) into what the latency section shows.
 
 Only `summary` has fixed keys (docs/ARCHITECTURE.md). The rest is read leniently: the per-batch,
 per-thread rows are any list of entries carrying a batch size, with percentile keys such as
 `p50_ms`; anything absent stays None and prints as '-'. So the report keeps working when
-harness.bench adds a column, and an old or partial bench.json still renders.
+harness.bench.latency adds a column, and an old or partial bench.json still renders.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ hand-written ONNX reference graph computing the same function.
 Why a reference graph: absolute times change with the machine, so the regression gate compares
 ratios measured in the same session, interleaved: (exported model) / (reference graph of the same
 architecture and weights, run with fixed session options). Both do the same arithmetic on the same
-CPU, so the ratio measures what harness.export.convert and harness.bench add (graph quality, session
+CPU, so the ratio measures what harness.export.convert and harness.bench.latency add (graph quality, session
 settings) and survives a change of machine. The models are defined here, not taken from the
 registry, so that a change to a registry model does not move the baseline.
 """
@@ -144,7 +144,7 @@ def reference_graph(model: Any) -> bytes:
 
 
 def reference_session(model: bytes, threads: int = 1):
-    """Fixed session options, deliberately not harness.bench.make_session: a regression there shows."""
+    """Fixed session options, deliberately not harness.bench.latency.make_session: a regression there shows."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -246,8 +246,8 @@ class Tools:
         return {"pixels": np.ascontiguousarray(np.resize(images, (batch, 28, 28, 1)))}
 
     def overhead_ms(self, batch: int, threads: int = 1) -> float:
-        """Median per-call cost of harness.bench's trivial graph (same input and output)."""
-        from harness.bench import make_session, time_calls, trivial_model
+        """Median per-call cost of harness.bench.latency's trivial graph (same input and output)."""
+        from harness.bench.latency import make_session, time_calls, trivial_model
 
         key = (batch, threads)
         if key not in self._overhead:
@@ -259,8 +259,8 @@ class Tools:
 
     def peak_call(self, n: int = 1024) -> tuple[Any, float]:
         """(a call of ONNX Runtime's one-thread n^3 FP32 MatMul, its FLOPs): the peak kernel of
-        `harness.bench.measure_peak_gflops`, to be timed interleaved with a graph."""
-        from harness.bench import matmul_call
+        `harness.bench.latency.measure_peak_gflops`, to be timed interleaved with a graph."""
+        from harness.bench.latency import matmul_call
 
         rng = np.random.default_rng(0)
         a, w = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
@@ -268,7 +268,7 @@ class Tools:
 
     def floor_ms(self, flops_per_image: int, batch: int, threads: int = 1) -> dict[str, float]:
         """The fixed-peak floor that test_latency.py reports (the gate's efficiency measures its own)."""
-        from harness.bench import DEFAULT_PEAK_GFLOPS_PER_CORE
+        from harness.bench.latency import DEFAULT_PEAK_GFLOPS_PER_CORE
 
         peak = DEFAULT_PEAK_GFLOPS_PER_CORE
         over = self.overhead_ms(batch, threads)
@@ -277,15 +277,15 @@ class Tools:
 
     @staticmethod
     def percentiles(samples_s) -> dict[str, Any]:
-        from harness.bench import stats
+        from harness.bench.latency import stats
 
         st = stats(np.asarray(samples_s), batch=1)
         return {k: st[k] for k in ("n", "p50_ms", "p90_ms", "p99_ms")}
 
     @staticmethod
     def interleaved(fns: dict[str, Any], rounds: int, calls: int | dict[str, int], q: float = 25) -> dict[str, float]:
-        """harness.bench.interleaved: seconds per call of each fn, timed in alternating blocks."""
-        from harness.bench import interleaved
+        """harness.bench.latency.interleaved: seconds per call of each fn, timed in alternating blocks."""
+        from harness.bench.latency import interleaved
 
         return interleaved(fns, rounds=rounds, calls=calls, q=q)
 

@@ -1,5 +1,5 @@
 """The GPU rows of a benchmark: ONNX Runtime's CUDA execution provider (harness[gpu]), timed like
-the CPU rows of harness.bench and recorded beside them as bench.json's `cuda`."""
+the CPU rows of harness.bench.latency and recorded beside them as bench.json's `cuda`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.bench import INPUT_NAME, PERCENTILE_MIN_N, Budget, stats, time_calls
+from harness.bench.latency import INPUT_NAME, PERCENTILE_MIN_N, Budget, stats, time_calls
 
 
 def bench_cuda(path: Path, images: np.ndarray, batches: Iterable[int], budget: Budget) -> dict[str, Any]:

@@ -363,7 +363,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
         from harness.core.device import cuda_provider
 
         if cuda_provider():
-            from harness.bench_gpu import bench_cuda
+            from harness.bench.gpu import bench_cuda
 
             say(f"{label}: CUDA execution provider")
             record["cuda"] = bench_cuda(path, images, batches, budget)
@@ -446,7 +446,7 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
               **bench_onnx(path, batches=batches, threads=threads, peak_gflops=peak_gflops, budget=budget,
                            x=x, progress=progress, label=model, precision="int8" if int8 else "fp32")}
     if baselines:
-        from harness.bench_keras import keras_baselines, speedups
+        from harness.bench.keras_baselines import keras_baselines, speedups
 
         if progress:
             progress(f"{model}: Keras baselines (predict, tf.function), {baseline_threads} thread(s)")

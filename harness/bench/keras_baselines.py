@@ -1,8 +1,8 @@
 """Keras baselines of a benchmark: `Model.predict` and the `tf.function` of a model's fold ensemble,
-timed interleaved with its ONNX graph in a child process (harness.bench calls `keras_baselines`).
+timed interleaved with its ONNX graph in a child process (harness.bench.latency calls `keras_baselines`).
 
 The child's TensorFlow must use exactly `threads` intra-op threads, which TensorFlow fixes at first
-use; `harness run` has used it to train, hence a fresh process (`python -m harness.bench_keras`).
+use; `harness run` has used it to train, hence a fresh process (`python -m harness.bench.keras_baselines`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.core import io
-from harness.bench import DEFAULT_BUDGET, INPUT_NAME, Budget, make_session, stats, time_calls
+from harness.bench.latency import DEFAULT_BUDGET, INPUT_NAME, Budget, make_session, stats, time_calls
 from harness.core.runs import model_dir
 
 
@@ -38,7 +38,7 @@ def keras_baselines(run_dir: Path, model: str, images: np.ndarray, batches: list
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
                "CUDA_VISIBLE_DEVICES": "-1", "PYTHONWARNINGS": "ignore"}
         try:
-            proc = subprocess.run([sys.executable, "-m", "harness.bench_keras", "--keras-baselines", json.dumps(job)],
+            proc = subprocess.run([sys.executable, "-m", "harness.bench.keras_baselines", "--keras-baselines", json.dumps(job)],
                                   env=env, capture_output=True, text=True, timeout=timeout)
             if proc.returncode != 0 or not out_path.is_file():
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -141,4 +141,4 @@ if __name__ == "__main__":  # the child process of keras_baselines()
     if len(sys.argv) == 3 and sys.argv[1] == "--keras-baselines":
         _keras_baselines_worker(json.loads(sys.argv[2]))
     else:
-        sys.exit("usage: python -m harness.bench_keras --keras-baselines JOB_JSON (internal)")
+        sys.exit("usage: python -m harness.bench.keras_baselines --keras-baselines JOB_JSON (internal)")
