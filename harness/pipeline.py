@@ -147,7 +147,7 @@ def _now() -> str:
 
 def _load_tuned(settings: Settings, spec: ModelSpec) -> tuple[dict[str, Any], str | None]:
     """Parameters saved by `harness tune` (validated: a bad name or value is a ModelError)."""
-    from harness.tune_space import load_tuned
+    from harness.tune.space import load_tuned
 
     params, path = load_tuned(settings.runs_dir, spec)
     return params, (str(path) if path else None)

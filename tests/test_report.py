@@ -119,7 +119,7 @@ TUNED_PARAMS = {"width": 8, "learning_rate": 0.0052, "augment": 0.25}
 
 
 def make_tuned(model: str, n_trials: int = 26) -> dict:
-    """A runs/tuned/<model>.json in harness.tune's shape: a baseline trial, complete trials that
+    """A runs/tuned/<model>.json in harness.tune.study's shape: a baseline trial, complete trials that
     improve, pruned ones (with their curves), a failed one and a diverged outlier."""
     rng = np.random.default_rng(7)
     t = datetime(2025, 1, 1, 9, 0, tzinfo=timezone.utc)

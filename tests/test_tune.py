@@ -14,8 +14,8 @@ import pytest
 from harness.core.config import load_settings
 from harness.core.errors import ModelError, UsageError
 from harness.registry import get_model, list_models, register_model, unregister_model
-from harness.tune import TuneOptions, protocol_rows, tune
-from harness.tune_space import active_space, in_space, load_tuned, parse_assignments, search_space, tuned_path
+from harness.tune.study import TuneOptions, protocol_rows, tune
+from harness.tune.space import active_space, in_space, load_tuned, parse_assignments, search_space, tuned_path
 from tests.conftest import harness_cli
 
 TINY = dict(limit=1100, folds=2, folds_used=2, epochs=2)  # run's parity gate wants 1000 rows
@@ -168,7 +168,7 @@ def probe_model():
 def test_hopeless_trial_is_pruned_after_its_first_epoch(project: Path, probe_model: str):
     import optuna
 
-    from harness.tune import storage_url
+    from harness.tune.study import storage_url
 
     settings = load_settings()
     opts = dict(model=probe_model, limit=600, folds=3, folds_used=2)

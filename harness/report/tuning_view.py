@@ -34,7 +34,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _space_text(entry: Any) -> str:
     try:
-        from harness.tune_space import describe
+        from harness.tune.space import describe
 
         return describe(tuple(entry))
     except Exception:  # noqa: BLE001 - a hand-edited entry prints as it is

@@ -2,9 +2,9 @@
 
     result = tune(settings, TuneOptions(model="cnn_small", trials=20, limit=8000))
 
-Beside it: harness.tune_space (the declared search spaces; the saved parameters `run --tuned`
-loads), harness.tune_summary (the runs/tuned/<model>.json document, the per-trial lines),
-harness.tune_parallel (trials on the executor).
+Beside it: harness.tune.space (the declared search spaces; the saved parameters `run --tuned`
+loads), harness.tune.summary (the runs/tuned/<model>.json document, the per-trial lines),
+harness.tune.parallel (trials on the executor).
 
 Protocol (what a trial's score means):
 - rows: all of train.csv, or `stratified_subset(y, limit, seed)` with `limit`, exactly as
@@ -43,8 +43,8 @@ from harness.core import io
 from harness.core.config import Settings
 from harness.core.errors import UsageError
 from harness.registry import get_model
-from harness.tune_space import active_space, check_params, in_space, suggest, tuned_path
-from harness.tune_summary import TrialProgress, finished_trials, plain_json, summarize
+from harness.tune.space import active_space, check_params, in_space, suggest, tuned_path
+from harness.tune.summary import TrialProgress, finished_trials, plain_json, summarize
 
 PRUNERS = ("median", "hyperband", "none")
 STARTUP_TRIALS = 5          # TPE: random trials (after the baseline) before it models the space
@@ -71,7 +71,7 @@ class TuneOptions:
     study: str | None = None         # study name (default: the model name)
     fresh: bool = False              # delete an existing study of that name first
     source: str = "auto"
-    executor: str = "local"          # local | ray: parallel trials (harness.tune_parallel)
+    executor: str = "local"          # local | ray: parallel trials (harness.tune.parallel)
     jobs: int | None = None          # trials at once (local default 1: in this process)
     cpus_per_job: int | None = None
     ray_address: str | None = None
@@ -316,7 +316,7 @@ def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] |
     current: dict[str, int] = {}
     remaining = opts.trials - done
     if executor is not None and remaining > 0:
-        from harness import tune_parallel
+        from harness.tune import parallel as tune_parallel
         from harness.train.jobs import JobData, TrialJob
 
         def make_job(trial: Any) -> TrialJob:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from harness import __version__
 from harness.core.progress import fmt_seconds
 from harness.registry import ModelSpec
-from harness.tune_space import check_params
+from harness.tune.space import check_params
 
 if TYPE_CHECKING:
-    from harness.tune import TuneOptions
+    from harness.tune.study import TuneOptions
 
 
 def _iso(dt: datetime | None) -> str | None:
