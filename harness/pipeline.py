@@ -70,7 +70,7 @@ class RunOptions:
     int8: bool = True               # static INT8 variants `<model>@int8` (harness.export.quantize)
     max_latency_ms: float | None = None  # choose the best model whose p50 at `latency_batch` fits this
     latency_batch: int = 1
-    track: str = "none"             # experiment tracking after the run (harness.track): none | mlflow
+    track: str = "none"             # experiment tracking after the run (harness.results.track): none | mlflow
     tracking_uri: str | None = None
 
 
@@ -420,7 +420,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         if solution is not None:
             _score_models(run_dir, names + extra + int8, ds.image_ids, solution)
 
-        from harness import leaderboard
+        from harness.results import leaderboard
 
         budget = leaderboard.Budget(opts.max_latency_ms, opts.latency_batch) if opts.max_latency_ms else None
         results = leaderboard.build_results(run_dir, y, budget=budget)
@@ -458,7 +458,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         # Finished only now: a run killed during its upload or report is resumed, not started again.
         checkpoint(finished=True)
         if opts.track == "mlflow":  # after the run: tracking reads the finished folder, never fails it
-            from harness import track
+            from harness.results import track
 
             tracked = track.log_run(run_dir, opts.tracking_uri, say=progress.stage)
             if tracked:

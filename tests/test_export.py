@@ -236,7 +236,7 @@ def test_broken_export_is_caught(tmp_path, images, monkeypatch):
     assert not (run_dir / "tiny_conv" / "model.onnx").exists()
     assert (run_dir / "tiny_conv" / "model.rejected.onnx").is_file()
     # the leaderboard row says so
-    from harness.leaderboard import model_row
+    from harness.results.leaderboard import model_row
 
     assert model_row(run_dir, "tiny_conv")["status"].startswith("export failed")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness import leaderboard
+from harness.results import leaderboard
 
 from harness.core import io
 from harness.core.errors import RunError

@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from harness import leaderboard  # noqa: E402
+from harness.results import leaderboard  # noqa: E402
 
 from harness.export import quantize
 

@@ -1,4 +1,4 @@
-"""MLflow tracking (harness.track) against a real MLflow server started on 127.0.0.1 by the test:
+"""MLflow tracking (harness.results.track) against a real MLflow server started on 127.0.0.1 by the test:
 what a run logs is read back; an unreachable server is one warning and the run still succeeds."""
 
 from __future__ import annotations

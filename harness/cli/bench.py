@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from harness.cli._common import add_json, print_json, say
-from harness import leaderboard
+from harness.results import leaderboard
 from harness.core.config import Settings
 from harness.core.errors import RunError, UsageError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from harness.cli._common import add_data_dir, add_json, print_json, say
-from harness import leaderboard
+from harness.results import leaderboard
 from harness.core.config import Settings
 from harness.core.errors import DataError, RunError
 

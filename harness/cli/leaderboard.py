@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import leaderboard
+    from harness.results import leaderboard
     from harness.core.runs import resolve_run
 
     run_dir = resolve_run(settings.runs_dir, args.run)

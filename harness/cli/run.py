@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness import leaderboard
+    from harness.results import leaderboard
     from harness.pipeline import RunOptions, run as run_pipeline
 
     if not args.all and not args.model:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.train.bags import check as check_bags
 
     check_bags(args.bags)
-    from harness.track import check as check_track
+    from harness.results.track import check as check_track
 
     check_track(args.track)
     if args.tracking_uri and args.track != "mlflow":

@@ -6,7 +6,7 @@ Layout (one direction of data flow, each file written atomically):
       manifest.json            config, versions, data hashes, git commit, hardware, sessions, times
       train_index.npy          int32: the train.csv rows this run uses (all, or a --limit subset)
       folds.npy                int8: the fold of each of those rows (same for every model)
-      results.json             the leaderboard rows (written by harness.leaderboard)
+      results.json             the leaderboard rows (written by harness.results.leaderboard)
       <model>/
         fold_<k>/model.keras   fold model (input float32 pixels 0..255, output softmax [N,10])
         fold_<k>/history.json  per-epoch loss/accuracy, train and validation
