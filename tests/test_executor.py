@@ -83,7 +83,7 @@ def test_run_defaults_to_jobs_auto_and_env_overrides(monkeypatch):
 def test_longest_jobs_go_first_and_the_eta_scales_by_cost(tmp_path):
     from harness.core.progress import TrainingProgress
     from harness.registry import get_model
-    from harness.training import job_costs, longest_first
+    from harness.run.training import job_costs, longest_first
 
     specs = {m: get_model(m) for m in ("ann_tiny", "cnn_tiny", "cnn_deep_tiny")}
     # forward FLOPs per image: ann_tiny 50,816, cnn_tiny 125,088, cnn_deep_tiny 516,704

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.core import io
-from harness.pipeline import RunOptions, _benched, _fingerprint
-from harness.training import check_params as _check_params
+from harness.run.pipeline import RunOptions, _benched, _fingerprint
+from harness.run.training import check_params as _check_params
 from harness.core.progress import TrainingProgress
 
 

@@ -106,7 +106,7 @@ def test_names_and_paths_of_a_variant(tmp_path):
 def int8_run(tmp_path_factory, replica_dir):
     """cnn_tiny and cnn_deep_tiny, 2 folds on 1,200 replica rows, with the INT8 stage and the ensemble."""
     from harness.core.config import Settings
-    from harness.pipeline import RunOptions, run
+    from harness.run.pipeline import RunOptions, run
 
     root = tmp_path_factory.mktemp("int8")
     settings = Settings(data_dir=replica_dir, runs_dir=root / "runs", submissions_dir=root / "submissions",
@@ -228,7 +228,7 @@ def test_latency_budget_chooses_the_most_accurate_model_that_fits(tmp_path):
 
 @pytest.mark.integration  # a long end-to-end run: CI's second step (README, Tests)
 def test_budget_in_a_run_chooses_resumes_and_fails_clearly(int8_run):
-    from harness.pipeline import run
+    from harness.run.pipeline import run
 
     run_dir, settings, opts, _ = int8_run
     rows = io.read_json(run_dir / "results.json")["rows"]

@@ -104,7 +104,7 @@ def test_cli_reports_bad_parameters_with_exit_4(project: Path):
 # ----------------------------------------------------------------------------- studies
 
 def test_tiny_study_saves_best_params_and_run_tuned_uses_them(project: Path):
-    from harness.pipeline import RunOptions, run as run_pipeline
+    from harness.run.pipeline import RunOptions, run as run_pipeline
 
     settings = load_settings()
     before = set(Path(tempfile.gettempdir()).glob("harness-tune-*"))

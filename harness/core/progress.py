@@ -76,7 +76,7 @@ class TrainingProgress:
         self._refresh()
 
     def set_costs(self, costs: dict[str, float]) -> None:
-        """Relative cost of one job of each model (epochs x FLOPs, harness.training), so that the
+        """Relative cost of one job of each model (epochs x FLOPs, harness.run.training), so that the
         ETA of a model with no finished job yet scales from the others' time per unit of cost."""
         self._costs = dict(costs)
 

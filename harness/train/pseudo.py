@@ -57,7 +57,7 @@ def spec_for(spec: ModelSpec) -> ModelSpec:
 
 def params_for(params: dict[str, Any], threshold: float) -> dict[str, Any]:
     """Round two's recipe: a short fine-tune at a lower learning rate; `pseudo_threshold` in the
-    parameters makes a changed threshold retrain the `+pl` model (harness.pipeline._check_params)."""
+    parameters makes a changed threshold retrain the `+pl` model (harness.run.pipeline._check_params)."""
     return {**params, "epochs": max(1, round(int(params["epochs"]) * FINE_TUNE_EPOCHS)),
             "learning_rate": float(params["learning_rate"]) * FINE_TUNE_LR, "pseudo_threshold": threshold}
 

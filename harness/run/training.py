@@ -25,7 +25,7 @@ from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec
 
 if TYPE_CHECKING:
-    from harness.pipeline import RunOptions
+    from harness.run.pipeline import RunOptions
 
 
 def check_params(run_dir: Path, model: str, params: dict[str, Any], progress: TrainingProgress) -> None:

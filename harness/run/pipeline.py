@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import __version__, training
+from harness import __version__
+
+from harness.run import training
 
 from harness.train import bags
 
@@ -76,7 +78,7 @@ class RunOptions:
 
 def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
     """What makes two invocations 'the same run' for automatic resume: the same command-line choices
-    on the same data. Each model's resolved parameters are checked apart (see harness.training.check_params)."""
+    on the same data. Each model's resolved parameters are checked apart (see harness.run.training.check_params)."""
     key = {"models": names, "folds": folds, "seed": seed, "epochs": opts.epochs, "limit": opts.limit,
            "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
