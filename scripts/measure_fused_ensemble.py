@@ -21,7 +21,7 @@ import_tensorflow(1)
 import keras, tensorflow as tf, tf2onnx, onnx
 from harness.registry import get_model
 from harness.export.convert import convert, simplify
-from harness.bench.latency import make_session
+from harness.bench import make_session
 import models  # noqa: registers
 
 

@@ -8,7 +8,7 @@ The graphs are the ones `harness run` ships (the registry's models with default 
 models with random weights, exported by harness.export.convert), built as the latency gate builds them
 (tests/benchmarks/conftest.py). Per model and batch, one thread: the graph, the trivial graph
 (overhead), the one-thread 1024^3 MatMul (peak) and a GEMV streaming the graph's bytes
-(bandwidth), timed in alternating blocks (harness.bench.latency.interleaved, lower quartiles). Printed:
+(bandwidth), timed in alternating blocks (harness.bench.interleaved, lower quartiles). Printed:
 both efficiencies, the bound, the peak and the bandwidth.
 
 `--hog` runs a second process that copies 256 MB arrays back and forth for the whole measurement:
@@ -56,7 +56,7 @@ def build(run_dir: Path, models: list[str], images: np.ndarray, folds: int = 5) 
 
 
 def measure(path: Path, batch: int, images: np.ndarray) -> dict:
-    from harness.bench.latency import interleaved, make_session, matmul_call, roofline, stream_call, trivial_model
+    from harness.bench import interleaved, make_session, matmul_call, roofline, stream_call, trivial_model
     from harness.export.flops import count_flops
 
     fc = count_flops(path)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from harness.bench import latency as bench  # noqa: E402
+from harness import bench  # noqa: E402
 from harness.core.errors import RunError, UsageError  # noqa: E402
 
 SUMMARY_KEYS = {"p50_ms_b1", "p99_ms_b1", "n_b1", "throughput_ips", "max_batch", "size_bytes",

@@ -40,7 +40,7 @@ def _fp32(seed: int):
 
 
 def _run(proto, x):
-    from harness.bench.latency import make_session
+    from harness.bench import make_session
 
     return make_session(proto.SerializeToString()).run(None, {"pixels": x})[0]
 
@@ -115,7 +115,7 @@ def int8_run(tmp_path_factory, replica_dir):
     # most of this fixture's time on a slow CPU); INT8 asked for explicitly, as `--quick --int8` does
     opts = RunOptions(models=["cnn_tiny", "cnn_deep_tiny"], folds=2, limit=1200, epochs=1, jobs=1, report=False,
                       int8=True, bench=True, quick=True)
-    from harness.bench import latency as bench
+    from harness import bench
 
     small = bench.Budget(b1_iters=662, seconds=0.05, min_iters=2, warmup_iters=2, warmup_seconds=0.01,
                          baseline_seconds=0.1, cold_repeats=1)

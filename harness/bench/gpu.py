@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.bench.latency import INPUT_NAME, PERCENTILE_MIN_N, Budget, stats, time_calls
+from harness.bench.timing import INPUT_NAME, PERCENTILE_MIN_N, Budget, stats, time_calls
 
 
 def bench_cuda(path: Path, images: np.ndarray, batches: Iterable[int], budget: Budget) -> dict[str, Any]:

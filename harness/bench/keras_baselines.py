@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.core import io
-from harness.bench.latency import DEFAULT_BUDGET, INPUT_NAME, Budget, make_session, stats, time_calls
+from harness.bench.timing import DEFAULT_BUDGET, INPUT_NAME, Budget, make_session, stats, time_calls
 from harness.core.runs import model_dir
 
 

@@ -44,14 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness.bench import latency as bench
+    from harness import bench
 
     batches = _ints(args.batch, "--batch")
     threads = _ints(args.threads, "--threads")
     if args.iters is not None and args.iters < 1 or args.seconds is not None and args.seconds <= 0:
         raise UsageError("harness bench: --iters and --seconds must be positive")
     if args.peak_gflops is not None and args.peak_gflops.lower() != "measure":
-        bench._positive_float(args.peak_gflops, "--peak-gflops")
+        bench.positive_float(args.peak_gflops, "--peak-gflops")
     budget = bench.replace_budget(bench.QUICK_BUDGET if args.quick else bench.DEFAULT_BUDGET,
                                   b1_iters=args.iters, seconds=args.seconds)
     if args.files and (args.run or args.model):

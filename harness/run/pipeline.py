@@ -249,14 +249,14 @@ def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: 
 
 def _batches(opts: RunOptions) -> tuple[int, ...]:
     """The benchmark's batch sizes: the default ones and the latency budget's."""
-    from harness.bench.latency import DEFAULT_BATCHES
+    from harness.bench import DEFAULT_BATCHES
 
     return tuple(sorted(set(DEFAULT_BATCHES) | {opts.latency_batch}))
 
 
 def _threads(opts: RunOptions) -> tuple[int, ...]:
     """The benchmark's thread counts: one under --quick, else the default ones."""
-    from harness.bench.latency import DEFAULT_THREADS
+    from harness.bench import DEFAULT_THREADS
 
     return (1,) if opts.quick else tuple(DEFAULT_THREADS)
 

@@ -144,7 +144,7 @@ def reference_graph(model: Any) -> bytes:
 
 
 def reference_session(model: bytes, threads: int = 1):
-    """Fixed session options, deliberately not harness.bench.latency.make_session: a regression there shows."""
+    """Fixed session options, deliberately not harness.bench.make_session: a regression there shows."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -247,7 +247,7 @@ class Tools:
 
     def overhead_ms(self, batch: int, threads: int = 1) -> float:
         """Median per-call cost of harness.bench.latency's trivial graph (same input and output)."""
-        from harness.bench.latency import make_session, time_calls, trivial_model
+        from harness.bench import make_session, time_calls, trivial_model
 
         key = (batch, threads)
         if key not in self._overhead:
@@ -260,7 +260,7 @@ class Tools:
     def peak_call(self, n: int = 1024) -> tuple[Any, float]:
         """(a call of ONNX Runtime's one-thread n^3 FP32 MatMul, its FLOPs): the peak kernel of
         `harness.bench.latency.measure_peak_gflops`, to be timed interleaved with a graph."""
-        from harness.bench.latency import matmul_call
+        from harness.bench import matmul_call
 
         rng = np.random.default_rng(0)
         a, w = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
@@ -268,7 +268,7 @@ class Tools:
 
     def floor_ms(self, flops_per_image: int, batch: int, threads: int = 1) -> dict[str, float]:
         """The fixed-peak floor that test_latency.py reports (the gate's efficiency measures its own)."""
-        from harness.bench.latency import DEFAULT_PEAK_GFLOPS_PER_CORE
+        from harness.bench import DEFAULT_PEAK_GFLOPS_PER_CORE
 
         peak = DEFAULT_PEAK_GFLOPS_PER_CORE
         over = self.overhead_ms(batch, threads)
@@ -277,15 +277,15 @@ class Tools:
 
     @staticmethod
     def percentiles(samples_s) -> dict[str, Any]:
-        from harness.bench.latency import stats
+        from harness.bench import stats
 
         st = stats(np.asarray(samples_s), batch=1)
         return {k: st[k] for k in ("n", "p50_ms", "p90_ms", "p99_ms")}
 
     @staticmethod
     def interleaved(fns: dict[str, Any], rounds: int, calls: int | dict[str, int], q: float = 25) -> dict[str, float]:
-        """harness.bench.latency.interleaved: seconds per call of each fn, timed in alternating blocks."""
-        from harness.bench.latency import interleaved
+        """harness.bench.interleaved: seconds per call of each fn, timed in alternating blocks."""
+        from harness.bench import interleaved
 
         return interleaved(fns, rounds=rounds, calls=calls, q=q)
 

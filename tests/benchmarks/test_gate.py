@@ -22,7 +22,7 @@ pytestmark = pytest.mark.benchmark
 
 def _over_reference(path, reference: bytes, images, tools, batch: int) -> float:
     """Exported graph / reference graph of the same network: lower quartiles of interleaved calls."""
-    from harness.bench.latency import make_session
+    from harness.bench import make_session
 
     mine, ref = make_session(path, 1), tools.reference_session(reference)
     feed = tools.feed(images, batch)
@@ -65,7 +65,7 @@ def test_gate_fails_an_export_without_its_clean_ups(subjects, images, tools, gat
 
 
 def test_speedup_over_tf_function(subjects, images, tools, gate):
-    from harness.bench.latency import Budget
+    from harness.bench import Budget
     from harness.bench.keras_baselines import keras_baselines
 
     s = subjects["cnn5m"]
@@ -84,7 +84,7 @@ def test_speedup_over_tf_function(subjects, images, tools, gate):
 
 def test_shipped_graphs_keep_their_efficiency(shipped, images, tools, gate, shipped_model, suite_batch):
     """What `harness run` ships: each built-in model's 5-fold ensemble graph, one thread, against
-    its roofline floor (harness.bench.latency.roofline): per-call overhead (the trivial graph) +
+    its roofline floor (harness.bench.roofline): per-call overhead (the trivial graph) +
     max(FLOPs / peak, bytes / bandwidth), the peak from the one-thread 1024^3 MatMul and the
     bandwidth from a one-thread GEMV streaming as many bytes as one call of the graph reads
     (constants + activations), all four timed **interleaved** (lower quartiles): a floor taken
@@ -93,7 +93,7 @@ def test_shipped_graphs_keep_their_efficiency(shipped, images, tools, gate, ship
     FLOPs-only efficiency read 0.23 on a Zen 2 EPYC, 0.12 on a Zen 3 and 0.10 on a Zen 5.
     Fails when it drops more than the tolerance below the saved value, or below 0.04 anywhere;
     a floor far above the time (over 1.5) means the FLOP or byte count is wrong."""
-    from harness.bench.latency import make_session, roofline, stream_call, trivial_model
+    from harness.bench import make_session, roofline, stream_call, trivial_model
 
     s = shipped[shipped_model]
     sess = make_session(s.onnx_path, 1)
@@ -129,7 +129,7 @@ def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, sh
     0.86-1.2x FP32 (session 4), so there the hard limit only catches a graph gone wrong (0.5)."""
     import onnx
 
-    from harness.bench.latency import make_session
+    from harness.bench import make_session
     from harness.core.device import int8_fast
     from harness.export.convert import convert, load_fold_models, simplify
     from harness.export.quantize import merge, quantize_graph

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.benchmark
 
 @pytest.mark.parametrize("graph", ["exported", "reference"])
 def test_onnxruntime_latency(benchmark, subjects, images, tools, suite_model, suite_batch, graph):
-    from harness.bench.latency import make_session
+    from harness.bench import make_session
 
     from_conftest = subjects[suite_model]
     sess = (make_session(from_conftest.onnx_path, 1) if graph == "exported"
