@@ -6,7 +6,7 @@ plus the job's fixed work (building the model, the OOF and test predictions, wri
     python scripts/measure_job_overhead.py [--jobs 8] [--rows 4000] [--test-rows 2000]
 
 Run it at two commits (e.g. in a `git worktree`) to compare executors side by side; it uses only
-`harness.executors.local.Processes`, `run_jobs` and `harness.train.jobs.FoldJob`, which both keep.
+`harness.executors.Processes`, `run_jobs` and `harness.train.jobs.FoldJob`, which both keep.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> int:
 
     from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
-    from harness.executors.local import Processes, run_jobs
+    from harness.executors import Processes, run_jobs
     from harness.train.jobs import FoldJob, JobData
     from harness.registry import get_model
 

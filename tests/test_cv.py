@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.train.cv import assemble_cv, make_folds, stratified_subset
-from harness.executors.local import InProcess, run_jobs
+from harness.executors import InProcess, run_jobs
 from harness.train.jobs import FoldJob, JobData
 from harness.core.errors import RunError
 from harness.registry import get_model

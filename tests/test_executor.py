@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness.core.errors import UsageError
-from harness.executors.local import InProcess, JobFailed, Processes, make_executor, run_jobs
+from harness.executors import InProcess, JobFailed, Processes, make_executor, run_jobs
 from harness.train.jobs import FoldJob, JobData, clean_stale_stages
 from tests.conftest import kill_worker_of
 
@@ -68,7 +68,7 @@ def test_run_defaults_to_jobs_auto_and_env_overrides(monkeypatch):
     parser = argparse.ArgumentParser()
     _common.add_executor(parser, "jobs", auto=True)
     monkeypatch.delenv("HARNESS_JOBS", raising=False)
-    from harness.executors.local import auto_jobs
+    from harness.executors import auto_jobs
 
     assert _common.executor_kwargs(parser.parse_args([]))["jobs"] == auto_jobs()
     assert _common.executor_kwargs(parser.parse_args(["--executor", "ray"]))["jobs"] is None  # Ray: as CPUs allow

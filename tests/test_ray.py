@@ -151,7 +151,7 @@ def executor(cluster, replica_dir: Path, tmp_path: Path):
     """A Ray executor connected to the cluster, with the data of a small 2-fold grid."""
     from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
-    from harness.executors.local import make_executor
+    from harness.executors import make_executor
     from harness.train.jobs import JobData
 
     ds = load(replica_dir)
@@ -178,7 +178,7 @@ def test_duplicated_job_publishes_one_whole_fold(executor, tmp_path: Path):
 
 
 def test_failing_job_stops_naming_it(executor, tmp_path: Path):
-    from harness.executors.local import JobFailed, run_jobs
+    from harness.executors import JobFailed, run_jobs
 
     done = []
     with pytest.raises(JobFailed, match=r"job cnn_tiny fold 2/2 failed on the ray executor: RunError: "
@@ -189,7 +189,7 @@ def test_failing_job_stops_naming_it(executor, tmp_path: Path):
 
 
 def test_dead_worker_is_retried_once(executor, tmp_path: Path):
-    from harness.executors.local import run_jobs
+    from harness.executors import run_jobs
 
     import threading
 
@@ -206,7 +206,7 @@ def test_dead_worker_is_retried_once(executor, tmp_path: Path):
 def test_worker_that_dies_twice_stops_the_run(executor, tmp_path: Path):
     import threading
 
-    from harness.executors.local import JobFailed, run_jobs
+    from harness.executors import JobFailed, run_jobs
 
     killed: set[int] = set()
 
@@ -225,7 +225,7 @@ def test_worker_that_dies_twice_stops_the_run(executor, tmp_path: Path):
 def test_version_mismatch_is_caught_before_training(cluster, tmp_path: Path, monkeypatch):
     import harness
     from harness.core.errors import RunError
-    from harness.executors.local import make_executor
+    from harness.executors import make_executor
     from harness.train.jobs import JobData
 
     monkeypatch.setattr(harness, "__version__", "0.0.0-other")  # the driver's view only

@@ -17,6 +17,8 @@ from harness import __version__
 from harness.core.config import load_settings
 from harness.core.errors import EXIT_CODES, HarnessError, UsageError
 
+__all__ = ["COMMANDS", "main"]
+
 # Order here is the order in `harness --help`.
 COMMANDS = [
     "run", "data", "models", "leaderboard", "export", "bench", "score",

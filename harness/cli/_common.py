@@ -44,7 +44,7 @@ def add_executor(parser: argparse.ArgumentParser, what: str, auto: bool = False)
 def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The executor flags, checked (bad values are usage errors before any work starts)."""
     from harness.core.errors import UsageError
-    from harness.executors.local import make_executor, parse_jobs
+    from harness.executors import make_executor, parse_jobs
 
     if args.ray_address and args.executor != "ray":
         raise UsageError("--ray-address needs --executor ray")

@@ -1,100 +1,24 @@
-"""Executors: who runs the jobs of a run or a study (harness.train.jobs), and how many at once.
+"""Jobs on this machine: one at a time in this process, or in N worker processes.
 
-    executor = make_executor("local", jobs=2)            # or ("ray", address="10.0.0.5:6379")
-    with executor.session(data, run_dir):                 # connects, checks the workers, puts the data
-        run_jobs(executor, jobs, on_done, progress)       # blocks; a failed job stops the run
-
-- `InProcess` (local, `--jobs 1`, the default): one job at a time in this process, exactly as
-  before executors existed (TensorFlow's default threads, a per-step progress bar).
-- `Processes` (local, `--jobs N`): N spawned worker processes, each with `cpus_per_job` TF threads,
+- `InProcess` (`--jobs 1`, the default): one job at a time in this process (TensorFlow's default
+  threads, a per-step progress bar).
+- `Processes` (`--jobs N`): N spawned worker processes, each with `cpus_per_job` TF threads,
   reused from job to job (TF imported once; Keras's state cleared between jobs).
-- `RayExecutor` (`--executor ray`): one Ray task per job (`max_calls=1`, `num_cpus=cpus_per_job`)
-  on a cluster at `--ray-address`, or on a Ray started for the run and stopped after it.
-
-Only the driver writes model-level files; workers write fold folders (published whole, see
-harness.train.jobs). A worker that dies is retried once; a second death, or a job that raises, stops the
-run with one line naming the job, and everything finished is kept.
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import os
-import socket
 import sys
 import threading
 import time
 import traceback
-from collections import deque
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from harness.core.errors import RunError, UsageError
-from harness.train.jobs import FoldJob, JobData, TrialJob, Where, execute
-
-Job = FoldJob | TrialJob
-RAY_PIN = "ray==2.60.0"
-RAY_INSTALL = "pip install 'harness[ray]'"
-CONNECT_TIMEOUT_S = 30.0     # --ray-timeout default: connecting, and each node's probe
-EXECUTORS = ("local", "ray")
-
-
-class JobFailed(RunError):
-    """A job raised, or its worker died twice; names the job."""
-
-
-class Failure:
-    """What a job that did not finish left behind: why, and whether its worker died."""
-
-    def __init__(self, message: str, died: bool = False, trace: str | None = None,
-                 exit_code: int | None = None) -> None:
-        self.message, self.died, self.trace, self.exit_code = message, died, trace, exit_code
-
-
-class Executor(abc.ABC):
-    """Runs jobs; `submit` hands one out, `wait` returns those that finished (result or Failure)."""
-
-    name = "local"
-    slots = 1
-    cpus_per_job: int | None = None
-
-    def __init__(self) -> None:
-        self.in_flight: dict[str, Job] = {}
-
-    @contextlib.contextmanager
-    def session(self, data: JobData, run_dir: Path | None = None) -> Iterator["Executor"]:
-        self.start(data, run_dir)
-        try:
-            yield self
-        finally:
-            self.close()
-
-    def start(self, data: JobData, run_dir: Path | None) -> None:
-        self.data = data
-
-    def free(self) -> int:
-        return self.slots - len(self.in_flight)
-
-    @abc.abstractmethod
-    def submit(self, job: Job) -> None:
-        """Start `job` (a slot must be free)."""
-
-    @abc.abstractmethod
-    def wait(self, timeout: float) -> list[tuple[Job, dict | Failure]]:
-        """Jobs finished within `timeout` seconds, each with its result or Failure."""
-
-    def close(self) -> None:
-        pass
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "jobs": self.slots, "cpus_per_job": self.cpus_per_job,
-                "nodes": [{"host": socket.gethostname(), "cpus": os.cpu_count()}],
-                "resources": {"CPU": os.cpu_count()}}
-
-
-# ----------------------------------------------------------------------------- local
-
+from harness.core.errors import UsageError
+from harness.executors.base import Executor, Failure, Job
+from harness.train.jobs import JobData, Where, execute
 
 class InProcess(Executor):
     """One job at a time, in this process (today's behaviour)."""
@@ -293,100 +217,4 @@ def parse_jobs(value: str | int | None, executor: str = "local") -> int | None:
         return int(value)
     except ValueError:
         raise UsageError(f"--jobs must be a whole number or 'auto', got {value!r}") from None
-
-
-def make_executor(name: str = "local", *, jobs: int | None = None, cpus_per_job: int | None = None,
-                  address: str | None = None, timeout: float = CONNECT_TIMEOUT_S,
-                  hooks: Callable[[Job], dict] | None = None) -> Executor:
-    """The executor the flags ask for; bad combinations are usage errors."""
-    if name not in EXECUTORS:
-        raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
-    if jobs is not None and jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {jobs}")
-    if cpus_per_job is not None and cpus_per_job < 1:
-        raise UsageError(f"--cpus-per-job must be at least 1, got {cpus_per_job}")
-    if timeout <= 0:
-        raise UsageError(f"--ray-timeout must be positive, got {timeout:g}")
-    if name == "local":
-        if address:
-            raise UsageError("--ray-address needs --executor ray")
-        if (jobs or 1) == 1 and cpus_per_job is None:
-            return InProcess(hooks)
-        return Processes(jobs or 1, cpus_per_job)
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL} (installs {RAY_PIN})")
-    from harness.executors.ray import RayExecutor
-
-    return RayExecutor(address=address, jobs=jobs, cpus_per_job=cpus_per_job or 1, timeout=timeout)
-
-
-# ----------------------------------------------------------------------------- the driver loop
-
-
-def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict], None],
-             progress: Any = None) -> None:
-    """Hand out `jobs` (in order, as slots free up) and call `on_done` in this process for each
-    result. A Failure stops the run: in-flight jobs are cancelled, finished ones stay."""
-    pending = deque(jobs)
-    started: dict[str, float] = {}
-    if progress:
-        progress.jobs_begin(jobs, executor.slots)
-    try:
-        while pending or executor.in_flight:
-            while pending and executor.free() > 0:
-                job = pending.popleft()
-                executor.submit(job)
-                started[job.key] = time.perf_counter()
-                if progress:
-                    progress.job_started(job)
-            for job, outcome in executor.wait(timeout=1.0):
-                if isinstance(outcome, Failure):
-                    if outcome.trace and os.environ.get("HARNESS_DEBUG"):
-                        print(outcome.trace, file=sys.stderr)
-                    raise JobFailed(f"job {job.name} failed on the {executor.name} executor: {outcome.message}; "
-                                    f"finished jobs are kept (run the same command again to resume)",
-                                    exit_code=outcome.exit_code)
-                # wall_s: submit to result as the driver saw it (queueing, start-up, transfer, work)
-                outcome = {**outcome, "wall_s": round(time.perf_counter() - started.pop(job.key), 3)}
-                if progress:
-                    progress.job_done(job, outcome)
-                on_done(job, outcome)
-    finally:
-        if progress:
-            progress.jobs_end()
-
-
-def tcp_reachable(address: str, timeout: float) -> str | None:
-    """None if host:port accepts a TCP connection within `timeout`, else why not."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return None
-    except ValueError:
-        return f"{address!r} is not HOST:PORT"
-    except OSError as e:
-        return e.strerror or type(e).__name__
-
-
-def call_with_timeout(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any]:
-    """Run `fn` in a daemon thread; (True, result) or (False, None) if it did not return in time.
-    Exceptions are re-raised here. For library calls that retry forever (Ray's connect)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn()
-        except BaseException as e:  # noqa: BLE001
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        return False, None
-    if "error" in box:
-        raise box["error"]
-    return True, box.get("result")
 

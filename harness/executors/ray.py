@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.errors import RunError, UsageError
-from harness.executors.local import RAY_INSTALL, RAY_PIN, Executor, Failure, Job, call_with_timeout, tcp_reachable
+from harness.executors.base import RAY_INSTALL, RAY_PIN, Executor, Failure, Job, call_with_timeout, tcp_reachable
 from harness.train.jobs import JobData, Where, execute
 
 AUTH_HINT = ("if the cluster uses token authentication, this driver needs the same token "

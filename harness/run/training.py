@@ -25,7 +25,7 @@ from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec
 
 if TYPE_CHECKING:
-    from harness.run.pipeline import RunOptions
+    from harness.run.options import RunOptions
 
 
 def check_params(run_dir: Path, model: str, params: dict[str, Any], progress: TrainingProgress) -> None:
@@ -65,7 +65,7 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
                     x: np.ndarray, y: np.ndarray, x_test: np.ndarray, folds: np.ndarray, seed: int,
                     opts: "RunOptions", progress: TrainingProgress, manifest: dict, checkpoint: Any) -> None:
     """Train every unfinished fold as a job and assemble each model's CV once its folds are in."""
-    from harness.executors.local import make_executor, run_jobs
+    from harness.executors import make_executor, run_jobs
     from harness.train.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
     from harness.core.runs import fold_dir
 

@@ -64,7 +64,7 @@ def optimize(study: Any, *, make_job: Callable[[Any], Any], executor: Any, data:
     """Run trials on `executor` until `finished()` reaches `target` (or `timeout` stops new ones)."""
     from optuna.trial import TrialState
 
-    from harness.executors.local import Failure, JobFailed
+    from harness.executors import Failure, JobFailed
 
     requeue_orphans(study, say)
     t0 = time.perf_counter()

@@ -33,7 +33,6 @@ import shutil
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +43,7 @@ from harness.core.config import Settings
 from harness.core.errors import UsageError
 from harness.registry import get_model
 from harness.tune.space import active_space, check_params, in_space, suggest, tuned_path
+from harness.tune.options import TuneOptions
 from harness.tune.summary import TrialProgress, finished_trials, plain_json, summarize
 
 PRUNERS = ("median", "hyperband", "none")
@@ -54,33 +54,6 @@ HEARTBEAT_S = 60            # a trial whose process died is failed after 3 misse
 
 
 # ----------------------------------------------------------------------------- tuning
-
-@dataclass
-class TuneOptions:
-    model: str
-    trials: int = 20                 # finished (complete + pruned) trials the study should reach
-    timeout: float | None = None     # stop starting new trials after this many seconds
-    folds: int | None = None         # k of the stratified folds (default settings.folds)
-    folds_used: int = 2              # folds trained per trial (the first ones)
-    limit: int | None = None         # stratified subset of rows (as `harness run --limit`)
-    epochs: int | None = None        # epochs per trial (default: the model's; never saved)
-    seed: int | None = None          # folds, subset, sampler, training (default settings.seed)
-    fix: dict[str, Any] = field(default_factory=dict)   # checked values held fixed (and saved)
-    only: list[str] | None = None    # tune only these names of the declared space
-    pruner: str = "median"
-    study: str | None = None         # study name (default: the model name)
-    fresh: bool = False              # delete an existing study of that name first
-    source: str = "auto"
-    executor: str = "local"          # local | ray: parallel trials (harness.tune.parallel)
-    jobs: int | None = None          # trials at once (local default 1: in this process)
-    cpus_per_job: int | None = None
-    ray_address: str | None = None
-    ray_timeout: float = 30.0
-
-    @property
-    def parallel(self) -> bool:
-        return self.executor != "local" or (self.jobs or 1) > 1 or self.cpus_per_job is not None
-
 
 class _PerTrialTPE:
     """TPESampler re-seeded per trial from (seed, trial number).
@@ -214,7 +187,7 @@ def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] |
         raise UsageError("--timeout must be positive")
     executor = None
     if opts.parallel:
-        from harness.executors.local import make_executor
+        from harness.executors import make_executor
 
         if pruner is not None or opts.pruner == "hyperband":
             raise UsageError(f"--pruner {opts.pruner if pruner is None else type(pruner).__name__} needs trials "

@@ -19,7 +19,7 @@ from harness.registry import ModelSpec
 from harness.tune.space import check_params
 
 if TYPE_CHECKING:
-    from harness.tune.study import TuneOptions
+    from harness.tune.options import TuneOptions
 
 
 def _iso(dt: datetime | None) -> str | None:
