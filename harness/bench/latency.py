@@ -230,7 +230,7 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
     and its speed-up over the FP32 graph timed interleaved with it -> bench.int8.json).
     `quick` uses a shorter budget (batch 1 keeps >= 662 calls, so p99 stays valid).
     """
-    from harness.export.quantize import SUFFIX, artefact, base_of, onnx_path
+    from harness.core.names import INT8_SUFFIX as SUFFIX, artefact, int8_base as base_of, onnx_path
 
     run_dir = Path(run_dir)
     int8 = model.endswith(SUFFIX)

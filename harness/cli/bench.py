@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
         run_dir = resolve_run(settings.runs_dir, None if args.run in (None, "latest") else args.run)
         for name in _models(run_dir, args.model):
-            from harness.export.quantize import onnx_path
+            from harness.core.names import onnx_path
 
             say(f"{name}: benchmarking {onnx_path(run_dir, name)}")
             records.append(bench.bench_model(
@@ -163,7 +163,7 @@ def _ints(text: str, flag: str) -> list[int]:
 
 
 def _models(run_dir: Path, names: list[str] | None) -> list[str]:
-    from harness.export.quantize import variant
+    from harness.core.names import int8_name as variant
 
     exported = sorted([p.parent.name for p in run_dir.glob("*/model.onnx")]
                       + [variant(p.parent.name) for p in run_dir.glob("*/model.int8.onnx")])

@@ -31,9 +31,10 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.core import io
+from harness.core.names import INT8_SUFFIX as SUFFIX, artefact, int8_base as base_of, int8_name as variant, \
+    onnx_path, predictions  # noqa: F401  (the INT8 row names, harness.core.names, as this stage calls them)
 from harness.core.runs import model_dir
 
-SUFFIX = "@int8"
 CALIB_ROWS = 512
 MAX_OOF_DROP = 0.0005  # 0.05 points of OOF accuracy
 # Everything the quantiser can keep in INT8 except the softmax (see the module docstring).
@@ -42,34 +43,6 @@ OP_TYPES = ["Conv", "MatMul", "Gemm", "Relu", "Clip", "MaxPool", "AveragePool", 
 SETTINGS = {"format": "QDQ", "activations": "uint8 (asymmetric)", "weights": "int8 (symmetric, per channel)",
             "calibration": f"MinMax on {CALIB_ROWS} images of each fold's own training rows (seed + fold)",
             "fp32_ops": "Softmax", "input": "uint8 pixels fed to the first quantised op as they are (scale 1)"}
-
-
-def variant(model: str) -> str:
-    """The leaderboard name of a model's INT8 variant: `cnn_deep@int8`."""
-    return model + SUFFIX
-
-
-def base_of(name: str) -> str:
-    return name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name
-
-
-def onnx_path(run_dir: Path, name: str) -> Path:
-    """The ONNX file behind a leaderboard name (`m` -> m/model.onnx, `m@int8` -> m/model.int8.onnx)."""
-    if name.endswith(SUFFIX):
-        return model_dir(run_dir, base_of(name)) / "model.int8.onnx"
-    return model_dir(run_dir, name) / "model.onnx"
-
-
-def predictions(run_dir: Path, name: str, kind: str) -> Path:
-    """`oof`/`test` probabilities of a leaderboard name: m/oof.npy, or m/int8/oof.npy for m@int8."""
-    base = model_dir(run_dir, base_of(name))
-    return base / "int8" / f"{kind}.npy" if name.endswith(SUFFIX) else base / f"{kind}.npy"
-
-
-def artefact(run_dir: Path, name: str, stem: str) -> Path:
-    """`bench`/`score` JSON of a leaderboard name: m/bench.json, or m/bench.int8.json for m@int8."""
-    base = model_dir(run_dir, base_of(name))
-    return base / (f"{stem}.int8.json" if name.endswith(SUFFIX) else f"{stem}.json")
 
 
 # ----------------------------------------------------------------------------- one fold

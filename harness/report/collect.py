@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import RunError
-from harness.export.quantize import SUFFIX, artefact, base_of, predictions
+from harness.core.names import INT8_SUFFIX as SUFFIX, artefact, int8_base as base_of, predictions
 from harness.core.runs import RUN_MARKER
 
 

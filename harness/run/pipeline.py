@@ -257,7 +257,7 @@ def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray,
 def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, solution: Path) -> None:
     """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json;
     score.int8.json for an INT8 variant, from its graph's test predictions)."""
-    from harness.export.quantize import artefact, predictions
+    from harness.core.names import artefact, predictions
     from harness.kaggle.submission import read_solution, score_labels
 
     answers = read_solution(solution)
@@ -270,7 +270,7 @@ def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, sol
     """submissions/<run>.csv from the very ONNX file that was benchmarked, validated, written
     atomically, and scored locally where the replica's solution exists."""
     from harness.export.convert import predict_onnx
-    from harness.export.quantize import onnx_path
+    from harness.core.names import onnx_path
     from harness.kaggle.submission import score_submission, write_submission
 
     path = settings.submissions_dir / f"{run_dir.name}.csv"

@@ -18,9 +18,9 @@ import dataclasses
 from typing import Any
 
 from harness.core.errors import UsageError
+from harness.core.names import BAG_SEP as SEP, bag_base as base, bag_name as name  # noqa: F401  (harness.core.names)
 from harness.registry import ModelSpec
 
-SEP = "~"
 MAX_BAGS = 50
 STRIDE = 1000  # seed offset between bags: far from the seeds a user passes to neighbouring runs
 
@@ -29,17 +29,6 @@ def check(n: int) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_BAGS:
         raise UsageError(f"--bags must be a whole number from 1 to {MAX_BAGS}, got {n!r}")
     return n
-
-
-def name(model: str, bag: int) -> str:
-    """`cnn_deep`, `cnn_deep~2`, ...: bag 1 keeps the model's own name."""
-    return model if bag == 1 else f"{model}{SEP}{bag}"
-
-
-def base(model: str) -> str:
-    """The registered model behind a bag's name (`cnn_deep~2` -> `cnn_deep`; others unchanged)."""
-    head, sep, tail = model.rpartition(SEP)
-    return head if sep and tail.isdigit() else model
 
 
 def job_seed(seed: int, params: dict[str, Any], fold: int) -> int:

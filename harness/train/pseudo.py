@@ -27,9 +27,9 @@ import numpy as np
 
 from harness.core import io
 from harness.core.errors import UsageError
+from harness.core.names import PSEUDO_SUFFIX as SUFFIX, pseudo_base as base, pseudo_name as name  # noqa: F401
 from harness.registry import ModelSpec
 
-SUFFIX = "+pl"
 DEFAULT_THRESHOLD = 0.9   # label smoothing 0.05 caps a softmax near 0.955: 0.9 keeps ~95-98 % of test rows
 FINE_TUNE_EPOCHS = 1 / 3   # of the model's own epochs
 FINE_TUNE_LR = 1 / 3       # of the model's own learning rate
@@ -39,15 +39,6 @@ def check(threshold: float) -> float:
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0.5 <= threshold < 1.0:
         raise UsageError(f"--pseudo-label's confidence must be at least 0.5 and below 1, got {threshold!r}")
     return float(threshold)
-
-
-def name(model: str) -> str:
-    return model + SUFFIX
-
-
-def base(model: str) -> str:
-    """The round-one model a `+pl` model fine-tunes (the name itself for any other model)."""
-    return model[:-len(SUFFIX)] if model.endswith(SUFFIX) else model
 
 
 def spec_for(spec: ModelSpec) -> ModelSpec:
