@@ -18,7 +18,7 @@ from harness.core.errors import RunError, UsageError  # noqa: E402
 
 SUMMARY_KEYS = {"p50_ms_b1", "p99_ms_b1", "n_b1", "throughput_ips", "max_batch", "size_bytes",
                 "flops_per_image", "efficiency_b1", "threads"}  # docs/ARCHITECTURE.md
-TINY = bench.Budget(b1_iters=700, seconds=0.02, min_iters=3, warmup_iters=3, warmup_seconds=0.0,
+TINY = bench.TimingBudget(b1_iters=700, seconds=0.02, min_iters=3, warmup_iters=3, warmup_seconds=0.0,
                     baseline_seconds=0.05, cold_repeats=1, predict_min_b1=3, function_min_b1=5)
 
 

@@ -209,8 +209,10 @@ def _fake_kaggle(monkeypatch: pytest.MonkeyPatch, *, creds: bool = True, fail: E
         write_table(dest / "sample_submission.csv", SUBMISSION.columns,
                     np.column_stack([np.arange(1, 41), np.zeros(40, int)]))
 
-    fake = SimpleNamespace(has_credentials=lambda: creds, download_competition=download_competition)
-    monkeypatch.setattr(data, "_kaggle_module", lambda: fake)
+    from harness.kaggle import api as kaggle_api
+
+    monkeypatch.setattr(kaggle_api, "has_credentials", lambda: creds)
+    monkeypatch.setattr(kaggle_api, "download_competition", download_competition)
     return calls
 
 
@@ -233,12 +235,6 @@ def test_auto_without_credentials_uses_the_replica(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(replica, "load_source", lambda *a, **k: _fixture_digits())
     info = ensure_data(tmp_path)
     assert info.source == "replica" and calls == [] and "no Kaggle credentials" in info.notes[0]
-
-
-def test_auto_without_kaggle_module_uses_the_replica(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_kaggle_module", lambda: None)
-    monkeypatch.setattr(replica, "load_source", lambda *a, **k: _fixture_digits())
-    assert ensure_data(tmp_path).source == "replica"
 
 
 def test_auto_falls_back_when_kaggle_is_unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -117,7 +117,7 @@ def int8_run(tmp_path_factory, replica_dir):
                       int8=True, bench=True, quick=True)
     from harness import bench
 
-    small = bench.Budget(b1_iters=662, seconds=0.05, min_iters=2, warmup_iters=2, warmup_seconds=0.01,
+    small = bench.TimingBudget(b1_iters=662, seconds=0.05, min_iters=2, warmup_iters=2, warmup_seconds=0.01,
                          baseline_seconds=0.1, cold_repeats=1)
     old = bench.QUICK_BUDGET, bench.DEFAULT_BUDGET
     bench.QUICK_BUDGET = bench.DEFAULT_BUDGET = small
@@ -210,19 +210,19 @@ def test_latency_budget_chooses_the_most_accurate_model_that_fits(tmp_path):
 
     rows = [row("big", 0.995, {1: 1.0, 64: 20.0}), row("big@int8", 0.9949, {1: 0.4, 64: 8.0}),
             row("small", 0.99, {1: 0.1, 64: 2.0}), row("lossy@int8", 0.999, {1: 0.01}, status="int8 loses 0.2")]
-    ranked = leaderboard.rank([dict(r) for r in rows], leaderboard.Budget(0.5, 1))
+    ranked = leaderboard.rank([dict(r) for r in rows], leaderboard.LatencyBudget(0.5, 1))
     best = [r["model"] for r in ranked if r["best"]]
     assert best == ["big@int8"]
     assert {r["model"]: r["fits"] for r in ranked} == {"big": False, "big@int8": True, "small": True,
                                                         "lossy@int8": True}
-    ranked = leaderboard.rank([dict(r) for r in rows], leaderboard.Budget(5.0, 64))
+    ranked = leaderboard.rank([dict(r) for r in rows], leaderboard.LatencyBudget(5.0, 64))
     assert [r["model"] for r in ranked if r["best"]] == ["small"]
     assert next(r for r in ranked if r["model"] == "lossy@int8")["fits"] is None  # never timed at 64
     ranked = leaderboard.rank([dict(r) for r in rows])  # no budget: by accuracy alone
     assert [r["model"] for r in ranked if r["best"]] == ["big"]
-    ranked = leaderboard.rank([dict(r) for r in rows], leaderboard.Budget(0.05, 1))
+    ranked = leaderboard.rank([dict(r) for r in rows], leaderboard.LatencyBudget(0.05, 1))
     assert not any(r["best"] for r in ranked)
-    msg = leaderboard.no_fit_message({"rows": ranked}, leaderboard.Budget(0.05, 1))
+    msg = leaderboard.no_fit_message({"rows": ranked}, leaderboard.LatencyBudget(0.05, 1))
     assert "fastest is small at 0.100 ms" in msg and "0.05" in msg
 
 

@@ -8,10 +8,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.bench.timing import INPUT_NAME, PERCENTILE_MIN_N, Budget, stats, time_calls
+from harness.bench.timing import INPUT_NAME, PERCENTILE_MIN_N, TimingBudget, stats, time_calls
 
 
-def bench_cuda(path: Path, images: np.ndarray, batches: Iterable[int], budget: Budget) -> dict[str, Any]:
+def bench_cuda(path: Path, images: np.ndarray, batches: Iterable[int], budget: TimingBudget) -> dict[str, Any]:
     """Latency per batch size on ONNX Runtime's CUDA execution provider (inputs copied from the host
     on every call, as a caller's would be). Never raises: a provider that cannot start is a note."""
     import onnxruntime as ort

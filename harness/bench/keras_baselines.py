@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from harness.core import io
-from harness.bench.timing import DEFAULT_BUDGET, INPUT_NAME, Budget, make_session, stats, time_calls
+from harness.bench.timing import DEFAULT_BUDGET, INPUT_NAME, TimingBudget, make_session, stats, time_calls
 from harness.core.runs import model_dir
 
 
 def keras_baselines(run_dir: Path, model: str, images: np.ndarray, batches: list[int], threads: int = 1,
-                    budget: Budget = DEFAULT_BUDGET, timeout: float = 900) -> dict[str, Any]:
+                    budget: TimingBudget = DEFAULT_BUDGET, timeout: float = 900) -> dict[str, Any]:
     """`Model.predict` and the `tf.function` of the fold ensemble, with model.onnx in ONNX Runtime,
     timed in a child process whose TensorFlow and ONNX Runtime both use `threads` intra-op threads.
     The three are timed in alternating blocks (`ROUNDS` rounds per batch size), so that a busy

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from harness.bench.timing import (DEFAULT_BUDGET, INPUT_NAME, PERCENTILE_MIN_N, QUICK_BUDGET, Budget, _r, make_session,
+from harness.bench.timing import (DEFAULT_BUDGET, INPUT_NAME, PERCENTILE_MIN_N, QUICK_BUDGET, TimingBudget, _r, make_session,
                                    measure_peak_gflops, measure_peak_gops_int8, roofline, stats, stream_call,
                                    time_calls, trivial_model)
 from harness.core import io
@@ -64,7 +64,7 @@ PEAK_SOURCE = ("documented: AMD EPYC Zen 5 core, 2x512-bit FMA = 64 FP32 FLOP/cy
 
 def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATCHES,
                threads: Iterable[int] = DEFAULT_THREADS, peak_gflops: float | str | None = None,
-               budget: Budget = DEFAULT_BUDGET, x: np.ndarray | None = None,
+               budget: TimingBudget = DEFAULT_BUDGET, x: np.ndarray | None = None,
                progress: Callable[[str], None] | None = None, label: str | None = None,
                precision: str = "fp32") -> dict[str, Any]:
     """Measure one ONNX file; returns the bench record without `baselines` (nothing written).
@@ -221,7 +221,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
 def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATCHES,
                 threads: Iterable[int] = DEFAULT_THREADS, baselines: bool = True, *, quick: bool = False,
                 peak_gflops: float | str | None = None, baseline_threads: int = 1,
-                budget: Budget | None = None, x: np.ndarray | None = None, write: bool = True,
+                budget: TimingBudget | None = None, x: np.ndarray | None = None, write: bool = True,
                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Benchmark a leaderboard model's ONNX file and write its bench JSON; return the record.
 

@@ -23,7 +23,7 @@ INPUT_NAME, OUTPUT_NAME = "pixels", "probs"
 
 
 @dataclass(frozen=True)
-class Budget:
+class TimingBudget:
     """How long to measure. Batch 1 gets `b1_iters` calls (>= 662 keeps p99 valid); larger
     batches run for `seconds` but at least `min_iters` calls."""
 
@@ -38,8 +38,8 @@ class Budget:
     function_min_b1: int = 100     # tf.function calls at batch 1
 
 
-DEFAULT_BUDGET = Budget()
-QUICK_BUDGET = Budget(b1_iters=700, seconds=0.6, min_iters=3, warmup_iters=10, warmup_seconds=0.1,
+DEFAULT_BUDGET = TimingBudget()
+QUICK_BUDGET = TimingBudget(b1_iters=700, seconds=0.6, min_iters=3, warmup_iters=10, warmup_seconds=0.1,
                       baseline_seconds=0.8, cold_repeats=2)
 
 
@@ -216,5 +216,5 @@ def _r(v: Any) -> float:
     return round(float(v), 4)
 
 
-def replace_budget(budget: Budget, **changes: Any) -> Budget:
+def replace_budget(budget: TimingBudget, **changes: Any) -> TimingBudget:
     return replace(budget, **{k: v for k, v in changes.items() if v is not None})

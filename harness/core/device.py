@@ -118,6 +118,15 @@ def machine() -> dict[str, Any]:
             "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
+def hardware() -> dict[str, Any]:
+    """What a run's manifest records of the machine: CPU name, cores, architecture, OS, the GPUs
+    `nvidia-smi -L` lists, and the CPU's vendor, family, model and class."""
+    m = machine()
+    return {"cpu": m["cpu"] or platform.machine(), "cores": m["cores"], "machine": platform.machine(),
+            "os": m["platform"], "gpus": nvidia_gpus(), **{k: m[k] for k in ("cpu_vendor", "cpu_family",
+                                                                           "cpu_model", "cpu_class")}}
+
+
 def machine_key(info: dict[str, Any] | None = None) -> str:
     """"vendor/family/model" of a CPU (this one by default), e.g. "AuthenticAMD/25/1": finer than
     its class. Two EPYCs of the AVX2 class (Zen 2, family 23; Zen 3, family 25) have other cache

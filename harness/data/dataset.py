@@ -34,7 +34,7 @@ import numpy as np
 
 from harness.data import replica
 from harness.core.config import Settings, load_settings
-from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleError, KaggleNetworkError,
+from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleNetworkError,
                             KaggleRulesNotAccepted, KaggleServerError, UsageError)
 from harness.core.io import read_json, write_json, write_npy
 from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, Schema, read_table, sha256_bytes
@@ -324,20 +324,10 @@ def _build(data_dir: Path, cache: Path, source: str, path: Path | None, say) -> 
     return detail
 
 
-def _kaggle_module():
-    """harness.kaggle.api, or None while it does not exist (auto then falls back to the replica)."""
-    try:
-        from harness.kaggle import api as kaggle_api
-    except ModuleNotFoundError as e:
-        if e.name == "harness.kaggle.api":
-            return None
-        raise
-    return kaggle_api
-
-
 def _kaggle_configured() -> bool:
-    kaggle_api = _kaggle_module()
-    return bool(kaggle_api and kaggle_api.has_credentials())
+    from harness.kaggle import api as kaggle_api
+
+    return kaggle_api.has_credentials()
 
 
 _CREDENTIALS_HINT = ("create an API token at https://www.kaggle.com/settings (API > Create New Token), "
@@ -348,10 +338,8 @@ _RULES_HINT = ("accept the competition rules at https://www.kaggle.com/competiti
 
 
 def _fetch_kaggle(staging: Path, say) -> None:
-    kaggle_api = _kaggle_module()
-    if kaggle_api is None:
-        raise KaggleError("Kaggle support (harness.kaggle.api) is not available in this install; "
-                          "use --source replica")
+    from harness.kaggle import api as kaggle_api
+
     if not kaggle_api.has_credentials():
         what = getattr(kaggle_api, "NO_CREDENTIALS", f"no Kaggle credentials: {_CREDENTIALS_HINT}")
         raise KaggleCredentialsMissing(_with_hint(what, "or work offline with --source replica", "--source replica"))

@@ -235,7 +235,7 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
     t0 = time.perf_counter()
     d = model_dir(run_dir, model)
     doc: dict[str, Any] = {"model": variant(model), "base": model, "settings": SETTINGS, "max_drop": max_drop,
-                           "fp32_sha256": _sha256(d / "model.onnx")}
+                           "fp32_sha256": io.sha256_file(d / "model.onnx")}
     try:
         mix = members(run_dir, model)
         if mix is None:
@@ -301,19 +301,13 @@ def ensure(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, folds: np.nd
     if (d / "int8.json").is_file():
         doc = io.read_json(d / "int8.json")
         # kept: made from this FP32 file, and either marked or with its graph still there
-        if doc.get("fp32_sha256") == _sha256(d / "model.onnx") and doc.get("ok") is not None \
+        if doc.get("fp32_sha256") == io.sha256_file(d / "model.onnx") and doc.get("ok") is not None \
                 and (not doc["ok"] or (d / "model.int8.onnx").is_file()):
             return doc
         remove(run_dir, model)
     if progress:
         progress(f"{model}: quantising to INT8 (calibration on each fold's own training rows)")
     return quantize_model(run_dir, model, x, y, folds, x_test, seed, progress=progress)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def remove(run_dir: Path, model: str) -> None:

@@ -35,7 +35,7 @@ from harness.core.errors import (
     HarnessError, KaggleAuthError, KaggleError, KaggleLimitReached, KaggleNetworkError, KaggleNotFound,
     KaggleRulesNotAccepted, KaggleServerError, KaggleUploadFailed, SubmissionError,
 )
-from harness.core.io import write_text
+from harness.core.io import utc_now, write_text
 from harness.kaggle.client import (  # noqa: F401  (re-exported: this module's API too)
     COMPETITION, Progress, _Net, _api, _network, _redact, _timeout, download_competition,
     has_credentials,
@@ -77,10 +77,6 @@ def history_file(submissions_dir: Path) -> Path:
     return Path(submissions_dir) / HISTORY_NAME
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _score(value: Any) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
@@ -105,7 +101,8 @@ def submit_file(path: Path, *, message: str, run_id: str | None = None, model: s
         data = path.read_bytes()
     except OSError as e:
         raise SubmissionError(f"cannot read submission {path}: {e.strerror or e}") from None
-    result = SubmitResult(id=uuid.uuid4().hex[:12], time=_now(), file=str(path), file_name=path.name,
+    now = utc_now().replace("+00:00", "Z")
+    result = SubmitResult(id=uuid.uuid4().hex[:12], time=now, file=str(path), file_name=path.name,
                           sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), message=message,
                           model=model, run=run_id, competition=competition)
     with tempfile.TemporaryDirectory(prefix="harness-submit-") as tmp:

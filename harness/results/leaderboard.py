@@ -8,7 +8,7 @@ the accuracy-vs-latency Pareto front marked).
 The best model is chosen by CV (out-of-fold) accuracy, ties broken by faster batch-1 latency;
 never by test labels. INT8 variants (`cnn_deep@int8`, harness.export.quantize) are rows of their own,
 ranked by their own OOF accuracy; one that loses more than 0.05 points against its FP32 graph is
-marked and never chosen. With a latency budget (`Budget`: p50 in ms at a batch size, one thread)
+marked and never chosen. With a latency budget (`LatencyBudget`: p50 in ms at a batch size, one thread)
 the best is the most accurate model that fits it, and every row says whether it fits.
 """
 
@@ -35,7 +35,7 @@ KEEP = object()  # build_results: keep the budget results.json already has
 
 
 @dataclass(frozen=True)
-class Budget:
+class LatencyBudget:
     """Choose the most accurate model whose p50 at `batch` (one thread) is at most `max_latency_ms`."""
 
     max_latency_ms: float
@@ -106,7 +106,7 @@ def _p50_by_batch(bench: dict[str, Any] | None, threads: int = 1) -> dict[int, f
             if r.get("threads") == threads and r.get("p50_ms") is not None}
 
 
-def rank(rows: list[dict[str, Any]], budget: Budget | None = None) -> list[dict[str, Any]]:
+def rank(rows: list[dict[str, Any]], budget: LatencyBudget | None = None) -> list[dict[str, Any]]:
     """Sort by CV accuracy (desc), then batch-1 p50 (asc); mark best (among exportable, and within
     the latency budget if there is one) and the Pareto front."""
     inf = float("inf")
@@ -133,7 +133,7 @@ def rank(rows: list[dict[str, Any]], budget: Budget | None = None) -> list[dict[
 
 
 def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, Any] | None = None,
-                  budget: Budget | None | object = KEEP) -> dict:
+                  budget: LatencyBudget | None | object = KEEP) -> dict:
     """Assemble, rank and write results.json; keeps `submission`/`upload` already recorded, and the
     latency budget unless one (or None) is given."""
     models = run_models(run_dir)
@@ -141,7 +141,7 @@ def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, A
         raise RunError(f"run {run_dir.name} has no trained model yet")
     previous = _read(run_dir / "results.json") or {}
     if budget is KEEP:
-        budget = Budget(**previous["budget"]) if previous.get("budget") else None
+        budget = LatencyBudget(**previous["budget"]) if previous.get("budget") else None
     rows = []
     for m in models:
         rows.append(model_row(run_dir, m))
@@ -167,7 +167,7 @@ def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, A
     return results
 
 
-def no_fit_message(results: dict[str, Any], budget: Budget) -> str:
+def no_fit_message(results: dict[str, Any], budget: LatencyBudget) -> str:
     """Why no model was chosen under `budget`: the fastest usable model and its p50."""
     timed = [r for r in results["rows"] if r["status"] == "ok" and r.get("p50_ms_budget") is not None]
     where = f"at batch {budget.batch} ({budget.threads} thread)"

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
 from dataclasses import asdict
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from harness.train import bags
 
 from harness.core import io
 
-from harness.core import lock
+from harness.core import device, lock
 from harness.core.config import Settings
 from harness.train.cv import configure_threads, enable_determinism, make_folds, stratified_subset
 from harness.core.errors import HarnessError, ModelError, RunError
@@ -49,7 +47,7 @@ def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data
 
 
 def _git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the checkout: harness/run/pipeline.py -> ./
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5)
@@ -61,7 +59,7 @@ def _git_commit() -> str | None:
 def _git_tree() -> dict[str, Any] | None:
     """Whether the code that ran differs from its commit: `dirty` and the sha256 of `git diff HEAD`
     (untracked files are listed by name), so a figure can be traced to exact code."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the checkout: harness/run/pipeline.py -> ./
     try:
         diff = subprocess.run(["git", "-C", str(here), "diff", "HEAD"], capture_output=True, timeout=10)
         untracked = subprocess.run(["git", "-C", str(here), "ls-files", "--others", "--exclude-standard"],
@@ -86,29 +84,6 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def hardware() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus: list[str] = []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5)
-        gpus = [g for g in out.stdout.splitlines() if g.strip()]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "machine": platform.machine(),
-            "os": platform.platform(), "gpus": gpus}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _load_tuned(settings: Settings, spec: ModelSpec) -> tuple[dict[str, Any], str | None]:
@@ -338,23 +313,23 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
                        "int8": opts.int8, "max_latency_ms": opts.max_latency_ms, "latency_batch": opts.latency_batch,
                        "n_train_rows": int(len(index))},
             "params": model_params, "param_sources": param_sources,
-            "versions": _versions(), "hardware": hardware(), "data": info.sha256, "git_commit": _git_commit(),
+            "versions": _versions(), "hardware": device.hardware(), "data": info.sha256, "git_commit": _git_commit(),
             "git_tree": _git_tree(),
-            "started": manifest.get("started") or _now(), "finished": None,
+            "started": manifest.get("started") or io.utc_now(), "finished": None,
         })
         # The folds go in before the manifest: a folder only counts as a run once both are there.
         io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
         io.write_npy(run_dir / "folds.npy", folds)
         # Each invocation is a session; its seconds are saved after every fold, so the time of a killed
         # session still counts in duration_s (up to its last finished fold).
-        manifest.setdefault("sessions", []).append({"started": _now(), "seconds": 0.0})
+        manifest.setdefault("sessions", []).append({"started": io.utc_now(), "seconds": 0.0})
         manifest.pop("sessions_s", None)
 
         def checkpoint(finished: bool = False) -> None:
             manifest["sessions"][-1]["seconds"] = round(time.perf_counter() - t_start, 1)
             manifest["duration_s"] = round(sum(x["seconds"] for x in manifest["sessions"]), 1)
             if finished:
-                manifest["finished"] = _now()
+                manifest["finished"] = io.utc_now()
             io.write_json(manifest_path, manifest)
 
         checkpoint()
@@ -388,7 +363,7 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
 
         from harness.results import leaderboard
 
-        budget = leaderboard.Budget(opts.max_latency_ms, opts.latency_batch) if opts.max_latency_ms else None
+        budget = leaderboard.LatencyBudget(opts.max_latency_ms, opts.latency_batch) if opts.max_latency_ms else None
         results = leaderboard.build_results(run_dir, y, budget=budget)
         best = results["best"]
         if best is None:

@@ -22,7 +22,6 @@ its export and benchmark, nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -81,7 +80,7 @@ def candidates(run_dir: Path, models: list[str]) -> list[str]:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return io.sha256_file(path)[:16]
 
 
 def remove(run_dir: Path) -> bool:

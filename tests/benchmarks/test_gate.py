@@ -65,14 +65,14 @@ def test_gate_fails_an_export_without_its_clean_ups(subjects, images, tools, gat
 
 
 def test_speedup_over_tf_function(subjects, images, tools, gate):
-    from harness.bench import Budget
+    from harness.bench import TimingBudget
     from harness.bench.keras_baselines import keras_baselines
 
     s = subjects["cnn5m"]
     large = tools.large_batch
     # TensorFlow and ONNX Runtime on 1 thread, timed in alternating blocks in one child process
     base = keras_baselines(s.run_dir, "cnn5m", tools.feed(images, large)["pixels"], [1, large], threads=1,
-                           budget=Budget(baseline_seconds=1.5))
+                           budget=TimingBudget(baseline_seconds=1.5))
     assert "note" not in base, base.get("note")
     for b, hard in ((1, 2.0), (large, 0.7)):
         # medians at batch 1 (thousands of calls); minimums at the large batch, where a busy
