@@ -2,12 +2,12 @@
 
 - `cnn_small`: the seed notebook's CNN (two conv blocks), done well: batch norm, dropout,
   augmentation, a cosine schedule. Dense 128, not 256: the 1600x256 matrix (1.6 MB) does not fit
-  the 1 MB L2 cache and cost a third of batch-1 latency for -0.04 points of accuracy (issue 4 note).
+  the 1 MB L2 cache and cost a third of batch-1 latency for -0.04 points of accuracy (docs/MEASUREMENTS.md).
 - `cnn_deep`: the design behind the best known Kaggle results on this competition (Chris Deotte's
   "25 million images" kernel): stacked 3x3 convs, a strided 5x5 conv instead of pooling, batch norm
   and 40 % dropout after each block, random affine augmentation. Its widths are his (32-64-128);
   what a 2-core budget cuts is the training: 5 fold models of 30 epochs, where he votes 15 models
-  of 45 (issue 11 notes).
+  of 45 (docs/MEASUREMENTS.md).
 
 Input float32 [N,28,28,1] raw pixels 0..255 (rescaled inside), output softmax [N,10].
 """
@@ -66,7 +66,7 @@ def _deep(width: int, dropout: float):
     "cnn_small", family="cnn",
     description="the seed CNN done well: conv32-pool, conv64-pool, dense 128, batch norm, augmentation",
     # 5 epochs (was 15): a diverse, cheap ensemble member inside the default run's 30 minutes.
-    # bfloat16: 1.26x images/s once batch norm is fused (before, 0.99x; issue 11 speed audit)
+    # bfloat16: 1.26x images/s once batch norm is fused (before, 0.99x; docs/SPEED_AUDIT.md)
     recipe=dict(epochs=5, quick_epochs=2, batch_size=128, learning_rate=3e-3, augment=0.6,
                 label_smoothing=0.05, precision="bfloat16"),
     search_space={
@@ -84,9 +84,9 @@ def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.4):
 @register_model(
     "cnn_deep", family="cnn",
     description="Deotte-style CNN: 3x3-3x3-5x5/2 blocks, batch norm, 40% dropout, affine augmentation",
-    # bfloat16: 1.22-1.25x images/s, accuracy within seed noise (issue 11 speed audit)
+    # bfloat16: 1.22-1.25x images/s, accuracy within seed noise (docs/SPEED_AUDIT.md)
     # 30 epochs (was 14, and 24 before that): the fused batch norm made a step 2.7x faster
-    # (harness.train.batchnorm); the time went back into epochs (issue 11 note, session 7)
+    # (harness.train.batchnorm); the time went back into epochs (docs/MEASUREMENTS.md)
     recipe=dict(epochs=30, quick_epochs=7, batch_size=128, learning_rate=3e-3, augment=1.0,
                 label_smoothing=0.05, precision="bfloat16"),
     search_space={

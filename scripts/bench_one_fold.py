@@ -1,4 +1,4 @@
-"""Benchmark ONE fold model of a finished run the way issue 4's targets are stated
+"""Benchmark ONE fold model of a finished run the way its latency targets are stated
 (one fold model, 1 thread, batch 1 and 1024, Keras baselines in the same process run).
 
     python scripts/bench_one_fold.py [--run RUN] [--model cnn_small] [--fold 0]

@@ -6,9 +6,9 @@ on one thread, alternating, at batch 1 and 256.
 
     python scripts/measure_fused_ensemble.py cnn_small cnn_deep ann
 
-Session 4 (AVX2 EPYC): parity 3e-8, 64 -> 19 nodes (cnn_small), but 0.82-1.02x the shipped
+Measured on an AVX2 EPYC (family 23): parity 3e-8, 64 -> 19 nodes (cnn_small), but 0.82-1.02x the shipped
 graph's speed: ONNX Runtime runs a grouped conv as a loop over groups, and per-node overhead is
-not what bounds these graphs. Not adopted (issue 13 note).
+not what bounds these graphs. Not adopted.
 """
 import sys, time
 from pathlib import Path

@@ -4,7 +4,7 @@ same 8,192 images both ways on one TensorFlow thread, twice, and the outputs are
 
     python scripts/measure_predict.py [--models cnn_deep,cnn_small,ann] [--images 8192]
 
-Session 4 (AVX2 EPYC): cnn_deep 642-661 -> 796-809 images/s (1.20-1.26x), cnn_small 1.06-1.27x,
+Measured on an AVX2 EPYC (family 23): cnn_deep 642-661 -> 796-809 images/s (1.20-1.26x), cnn_small 1.06-1.27x,
 ann 1.14x, outputs identical (max difference 0.0).
 """
 

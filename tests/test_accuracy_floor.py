@@ -4,7 +4,7 @@ the submission fails here, not only a full run.
 cnn_small trains on 6,000 replica rows (2 folds, 3 epochs) and is scored three ways against the
 replica's hidden labels: its out-of-fold accuracy, its Keras fold ensemble on the 28,000 test
 rows (score.json), and the submission file computed by the exported ONNX graph. The floors sit
-below the lowest of five seeds by a margin (issue 12 note, `FLOORS` below); a deliberate bug
+below the lowest of five seeds by a margin (`FLOORS` below); a deliberate bug
 (shuffled labels, inputs not rescaled, a submission shifted by one row) falls far below them.
 """
 
@@ -20,7 +20,7 @@ from tests.conftest import harness_cli
 # --no-int8: the FP32 graph is what this test holds to Keras (INT8 has its own OOF gate, test_quantize)
 ARGS = ["run", "--model", "cnn_small", "--limit", "6000", "--folds", "2", "--epochs", "3", "--no-bench",
         "--no-report", "--no-int8", "--json"]
-# Seeds 1-5 measured (issue 12 note): OOF 95.00-95.62 %, Keras private 95.51-95.90 %, the ONNX
+# Seeds 1-5 measured (docs/MEASUREMENTS.md): OOF 95.00-95.62 %, Keras private 95.51-95.90 %, the ONNX
 # submission equal to Keras to the row. Floors: about a point below the lowest seed. (Fewer steps
 # do not work: 4,000 rows x 2 epochs is 32 steps, and batch norm's statistics give 11-15 %.)
 FLOORS = {"oof": 0.940, "keras_private": 0.945, "submission_private": 0.945}

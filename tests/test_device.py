@@ -110,7 +110,7 @@ def test_cpu_class_names_the_instruction_sets_that_set_speed_ratios():
     assert device.cpu_class({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}) == "avx512-vnni"  # Zen 4/5
     assert device.cpu_class({"avx2", "avx512f"}) == "avx512"
     assert device.cpu_class({"avx2", "avx_vnni"}) == "avx2-vnni"
-    assert device.cpu_class({"avx", "avx2", "fma"}) == "avx2"  # an AVX2-only EPYC (session 4)
+    assert device.cpu_class({"avx", "avx2", "fma"}) == "avx2"  # an AVX2-only EPYC (family 23)
     assert device.cpu_class(set()) == "other"
     assert device.int8_fast({"avx2", "avx512f", "avx512_vnni"}) and device.int8_fast({"amx_int8"})
     assert not device.int8_fast({"avx", "avx2"}) and not device.int8_fast({"avx2", "avx512f"})

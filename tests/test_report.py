@@ -560,7 +560,7 @@ def _open_in_chromium(report: Path, screenshot: Path | None = None) -> dict:
             page.on("request", lambda r: out["requests"].append(r.url))
             page.on("requestfailed", lambda r: out["failed"].append(r.url))
             # Load time: the better of two loads (the page, then a reload), since one load on a
-            # busy 2-core machine was measured at 2.2 s against ~1 s quiet (session 7).
+            # busy 2-core machine was measured at 2.2 s against ~1 s quiet.
             loads = []
             for _ in range(2):
                 if loads:

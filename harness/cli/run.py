@@ -128,7 +128,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _int8_default(quick: bool) -> bool:
     """INT8 variants by default only where they pay: not under --quick (their stage costs ~2 min of a
     30-minute run), and not on a CPU without VNNI/AMX, where the INT8 CNNs measured 0.86-1.2x their
-    FP32 graphs (issue 13 note, session 4). Says so on stderr when the CPU is the reason."""
+    FP32 graphs on an AVX2-only EPYC (docs/MEASUREMENTS.md). Says so on stderr when the CPU is the reason."""
     if quick:
         return False
     from harness.core.device import cpu_class, int8_fast

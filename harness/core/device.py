@@ -85,8 +85,8 @@ def cpu_flags() -> set[str]:
 
 def cpu_class(flags: set[str] | None = None) -> str:
     """The instruction sets that set this CPU's speed ratios (INT8 over FP32, ONNX Runtime over
-    TensorFlow): machines of one class measure alike, machines of two classes do not (issue 13 note,
-    session 4: an AVX2-only EPYC ran INT8 CNNs at 0.86-1.2x FP32, an AMX Xeon at 1.2-2.5x)."""
+    TensorFlow): machines of one class measure alike, machines of two classes do not (an AVX2-only EPYC ran
+    INT8 CNNs at 0.86-1.2x FP32, an AMX Xeon at 1.2-2.5x)."""
     f = cpu_flags() if flags is None else flags
     if "amx_int8" in f or "amx_tile" in f:
         return "amx"

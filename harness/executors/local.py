@@ -187,7 +187,7 @@ AUTO_JOB_MEMORY = 3 << 30   # a training process's peak (TF + data + cnn_deep), 
 
 def auto_jobs() -> int:
     """`--jobs auto`: one one-thread job per core on machines of up to 2 cores (two one-thread
-    processes train 1.2-1.5x faster than one two-thread process, issue 11 speed audit), else one
+    processes train 1.2-1.5x faster than one two-thread process: docs/SPEED_AUDIT.md), else one
     two-thread job per two cores; never more than memory holds. With an NVIDIA GPU: one job, in
     this process, which trains on the GPU (TensorFlow uses its first GPU)."""
     from harness.core.device import nvidia_gpus

@@ -36,6 +36,7 @@ from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec, select_models
 from harness.core.runs import list_runs, new_run_id, resolve_run
 from harness.run.options import RunOptions
+from harness.run.state import Run
 
 
 def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
@@ -131,57 +132,57 @@ def _resolve_params(specs: list[ModelSpec], opts: RunOptions, settings: Settings
     return model_params, param_sources
 
 
-def _export_and_bench(run_dir: Path, names: list[str], parity_x: np.ndarray, folds_k: int,
-                      opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> None:
+def _export_and_bench(run: Run, names: list[str], parity_x: np.ndarray) -> None:
     """Export each model's fold ensemble (parity-gated) and benchmark it; a failure marks that model
     (export.json ok=false, shown on the leaderboard) and the others go on."""
-    from harness.bench import latency as bench_mod
-    from harness.export import convert as export_mod
+    from harness.bench import bench_model
+    from harness.export.convert import export_model
 
+    run_dir, opts = run.run_dir, run.opts
     for name in names:
         cv_info = io.read_json(run_dir / name / "cv.json")
         if not (run_dir / name / "export.json").is_file():
             try:
-                export_mod.export_model(run_dir, name, parity_x, {
-                    "model": name, "folds": folds_k, "cv_accuracy": cv_info["oof_accuracy"],
+                export_model(run_dir, name, parity_x, {
+                    "model": name, "folds": run.k, "cv_accuracy": cv_info["oof_accuracy"],
                     "run_id": run_dir.name, "harness_version": __version__})
-                progress.stage(f"{name}: exported to ONNX, parity gate passed")
+                run.say(f"{name}: exported to ONNX, parity gate passed")
             except HarnessError as e:
-                progress.stage(f"{name}: export failed: {e}")
+                run.say(f"{name}: export failed: {e}")
                 continue
         if opts.bench and (run_dir / name / "model.onnx").is_file() \
                 and not _benched(run_dir / name / "bench.json", opts):
-            progress.stage(f"{name}: benchmarking with ONNX Runtime")
+            run.say(f"{name}: benchmarking with ONNX Runtime")
             # The Keras baselines are opt-in (--baselines): a TensorFlow child process per model took
-            # 194 s of a 51-minute default run (issue 11 note, session 6); --quick also skips the
-            # 2-thread rows. `harness bench --run RUN` adds either later.
-            bench_mod.bench_model(run_dir, name, batches=_batches(opts), threads=_threads(opts),
-                                  baselines=opts.baselines, quick=opts.quick, progress=progress.stage)
-            checkpoint()
+            # 194 s of a 51-minute default run; --quick also skips the 2-thread rows. `harness bench
+            # --run RUN` adds either later.
+            bench_model(run_dir, name, batches=_batches(opts), threads=_threads(opts), baselines=opts.baselines,
+                        quick=opts.quick, progress=run.say)
+            run.checkpoint()
 
 
-def _int8(run_dir: Path, names: list[str], x: np.ndarray, y: np.ndarray, folds: np.ndarray, x_test: np.ndarray,
-          seed: int, opts: RunOptions, progress: TrainingProgress, checkpoint: Any) -> list[str]:
+def _int8(run: Run, names: list[str]) -> list[str]:
     """Each exported model's static INT8 variant, gated on OOF accuracy and benchmarked like the
     FP32 graph (harness.export.quantize); the variants' leaderboard names, `<model>@int8`."""
-    from harness.bench import latency as bench_mod
+    from harness.bench import bench_model
     from harness.export import quantize
 
+    run_dir, opts = run.run_dir, run.opts
     out = []
     for name in names:
         # --no-int8, or a failed FP32 export (no INT8 from an older graph): none
         if not opts.int8 or not (run_dir / name / "model.onnx").is_file():
             quantize.remove(run_dir, name)
             continue
-        quantize.ensure(run_dir, name, x, y, folds, x_test, seed, progress=progress.stage)
+        quantize.ensure(run_dir, name, run.x, run.y, run.folds, run.x_test, run.seed, progress=run.say)
         if not (run_dir / name / "model.int8.onnx").is_file():
             continue
         variant = quantize.variant(name)
         if opts.bench and not _benched(quantize.artefact(run_dir, variant, "bench"), opts):
-            progress.stage(f"{variant}: benchmarking with ONNX Runtime")
-            bench_mod.bench_model(run_dir, variant, batches=_batches(opts), threads=_threads(opts), quick=opts.quick,
-                                  progress=progress.stage)
-            checkpoint()
+            run.say(f"{variant}: benchmarking with ONNX Runtime")
+            bench_model(run_dir, variant, batches=_batches(opts), threads=_threads(opts), quick=opts.quick,
+                        progress=run.say)
+            run.checkpoint()
         out.append(variant)
     return out
 
@@ -211,21 +212,20 @@ def _benched(path: Path, opts: RunOptions) -> bool:
         and (not wants_baselines or "baselines" in rec)
 
 
-def _ensemble(run_dir: Path, names: list[str], y: np.ndarray, folds: np.ndarray, opts: RunOptions,
-              progress: TrainingProgress) -> list[str]:
+def _ensemble(run: Run, names: list[str]) -> list[str]:
     """Greedy OOF ensemble of the exported models (harness.train.ensemble); [its name] or []."""
     from harness.train import ensemble
 
-    if not opts.ensemble:
-        if ensemble.remove(run_dir):
-            progress.stage("ensemble: removed (--no-ensemble)")
+    if not run.opts.ensemble:
+        if ensemble.remove(run.run_dir):
+            run.say("ensemble: removed (--no-ensemble)")
         return []
-    doc = ensemble.build(run_dir, y, folds, names)
+    doc = ensemble.build(run.run_dir, run.y, run.folds, names)
     if "skipped" in doc:
-        progress.stage(f"ensemble: none ({doc['skipped']})")
+        run.say(f"ensemble: none ({doc['skipped']})")
         return []
     mix = " + ".join(f"{w:.2f} {m}" for m, w in doc["members"].items())
-    progress.stage(f"ensemble: {mix}, CV accuracy {100 * doc['oof_accuracy']:.3f} % (chosen on OOF errors)")
+    run.say(f"ensemble: {mix}, CV accuracy {100 * doc['oof_accuracy']:.3f} % (chosen on OOF errors)")
     return [ensemble.NAME]
 
 
@@ -258,154 +258,170 @@ def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, sol
 
 
 def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None = None) -> dict[str, Any]:
-    from harness.data import dataset as data_mod
+    """Every stage in order on one run folder (started, or resumed when one matches); the results."""
+    run = _open(opts, settings, progress or TrainingProgress())
+    # One writer per run folder: a second command on a run a live process holds stops here.
+    with lock.hold(run.run_dir / lock.LOCK_NAME, what=f"run {run.run_dir.name}", hint="pass --new to start another run"):
+        _prepare(run)
+        # Training: (model, fold) jobs on the executor; the driver (this process) alone writes
+        # model-level files, as soon as a model's last fold is in. Then the opt-in `+pl` fine-tunes.
+        training.cross_validate(run, run.specs, run.params)
+        names = run.names + training.pseudo_round(run)
+        run.manifest["devices"] = device.run_devices(run.run_dir, names)
+        # Export (+ parity) and benchmark; INT8 variants; the OOF ensemble of what exported, alike.
+        parity_x = _parity_images(run)
+        _export_and_bench(run, names, parity_x)
+        int8 = _int8(run, names)
+        extra = _ensemble(run, names)
+        _export_and_bench(run, extra, parity_x)
+        int8 += _int8(run, extra)
+        if run.info.solution is not None:  # the replica's hidden answers: each row's local score
+            _score_models(run.run_dir, names + extra + int8, run.data.image_ids, run.info.solution)
+        results = _choose_and_write_submission(run)
+        if opts.submit:
+            results = _upload(run, results)
+        if opts.report:
+            _report(run)
+        # Finished only now: a run killed during its upload or report is resumed, not started again.
+        run.checkpoint(finished=True)
+        if opts.track == "mlflow":
+            _track(run)
+    results["run_dir"] = str(run.run_dir)
+    return results
 
-    progress = progress or TrainingProgress()
-    t_start = time.perf_counter()
+
+def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> Run:
+    """The models, the data and each model's parameters, then the run folder these make: a new
+    one, or the unfinished run with the same fingerprint. Nothing is written yet."""
+    from harness.data import dataset
+
     specs = select_models(opts.models, opts.all_models)
     if not specs:
         raise ModelError("no model selected: pass --all or --model NAME (see `harness models`)")
-    folds_k = opts.folds or (2 if opts.quick else settings.folds)
+    k = opts.folds or (2 if opts.quick else settings.folds)
     seed = settings.seed if opts.seed is None else opts.seed
-
-    info = data_mod.ensure_data(settings, source=opts.source, progress=progress.stage)
+    info = dataset.ensure_data(settings, source=opts.source, progress=progress.stage)
     progress.stage(f"data: {info.source} ({settings.data_dir})")
-    ds = data_mod.load(settings.data_dir)
-
+    data = dataset.load(settings.data_dir)
     # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
-    model_params, param_sources = _resolve_params(specs, opts, settings, progress)
+    params, sources = _resolve_params(specs, opts, settings, progress)
     # --bags N: each model's bags 2..N as models of their own; their names make them part of the fingerprint.
-    specs, model_params, param_sources = bags.expand(specs, model_params, param_sources, opts.bags)
-    names = [s.name for s in specs]
-
-    fingerprint = _fingerprint(opts, names, folds_k, seed, info.sha256)
+    specs, params, sources = bags.expand(specs, params, sources, opts.bags)
+    fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
     run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
-    # One writer per run folder: a second command on a run a live process holds stops here.
-    with lock.hold(run_dir / lock.LOCK_NAME, what=f"run {run_dir.name}",
-                   hint="pass --new to start another run"):
-        progress.stage(("resuming run " if resumed else "new run ") + run_dir.name)
-        stale = io.clean_temp(run_dir) + [p for d in (settings.submissions_dir, settings.reports_dir)
-                                          if d.is_dir() for p in io.clean_temp(d, prefix=run_dir.name)]
-        if stale:
-            progress.stage(f"removed {len(stale)} temp file(s) a killed writer left: "
-                           + ", ".join(str(p) for p in stale[:3]) + (" ..." if len(stale) > 3 else ""))
+    return Run(opts=opts, settings=settings, progress=progress, run_dir=run_dir, resumed=resumed, seed=seed, k=k,
+               specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint)
 
-        configure_threads()
-        if opts.deterministic:
-            enable_determinism()
 
-        # Rows and folds are fixed once per run, identical for every model.
-        if resumed and (run_dir / "folds.npy").is_file():
-            index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
-        else:
-            index = stratified_subset(ds.y_train, opts.limit, seed) if opts.limit else np.arange(len(ds.y_train))
-            folds = make_folds(ds.y_train[index], folds_k, seed)
-        x, y = ds.x_train[index], ds.y_train[index]
+def _prepare(run: Run) -> None:
+    """Under the run's lock: temp files a killed writer left, threads, the rows and folds (fixed
+    once per run, identical for every model) and the manifest, with a new session in it."""
+    opts, settings, run_dir = run.opts, run.settings, run.run_dir
+    run.say(("resuming run " if run.resumed else "new run ") + run_dir.name)
+    stale = io.clean_temp(run_dir) + [p for d in (settings.submissions_dir, settings.reports_dir)
+                                      if d.is_dir() for p in io.clean_temp(d, prefix=run_dir.name)]
+    if stale:
+        run.say(f"removed {len(stale)} temp file(s) a killed writer left: "
+                + ", ".join(str(p) for p in stale[:3]) + (" ..." if len(stale) > 3 else ""))
+    configure_threads()
+    if opts.deterministic:
+        enable_determinism()
+    y_all = run.data.y_train
+    if run.resumed and (run_dir / "folds.npy").is_file():
+        run.index, run.folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
+    else:
+        run.index = stratified_subset(y_all, opts.limit, run.seed) if opts.limit else np.arange(len(y_all))
+        run.folds = make_folds(y_all[run.index], run.k, run.seed)
+    run.x, run.y = run.data.x_train[run.index], y_all[run.index]
 
-        manifest_path = run_dir / "manifest.json"
-        manifest = io.read_json(manifest_path) if resumed else {}
-        manifest.update({
-            "run_id": run_dir.name, "fingerprint": fingerprint, "command": opts.command or sys.argv,
-            "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": folds_k, "seed": seed,
-                       "models": names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
-                       "deterministic": opts.deterministic, "tuned": opts.tuned, "source": info.source,
-                       "ensemble": opts.ensemble, "tta": opts.tta, "bags": opts.bags, "pseudo_label": opts.pseudo_label,
-                       "int8": opts.int8, "max_latency_ms": opts.max_latency_ms, "latency_batch": opts.latency_batch,
-                       "n_train_rows": int(len(index))},
-            "params": model_params, "param_sources": param_sources,
-            "versions": _versions(), "hardware": device.hardware(), "data": info.sha256, "git_commit": _git_commit(),
-            "git_tree": _git_tree(),
-            "started": manifest.get("started") or io.utc_now(), "finished": None,
-        })
-        # The folds go in before the manifest: a folder only counts as a run once both are there.
-        io.write_npy(run_dir / "train_index.npy", index.astype(np.int32))
-        io.write_npy(run_dir / "folds.npy", folds)
-        # Each invocation is a session; its seconds are saved after every fold, so the time of a killed
-        # session still counts in duration_s (up to its last finished fold).
-        manifest.setdefault("sessions", []).append({"started": io.utc_now(), "seconds": 0.0})
-        manifest.pop("sessions_s", None)
+    manifest = io.read_json(run.manifest_path) if run.resumed else {}
+    manifest.update({
+        "run_id": run_dir.name, "fingerprint": run.fingerprint, "command": opts.command or sys.argv,
+        "config": {**{k: str(v) for k, v in asdict(settings).items()}, "folds": run.k, "seed": run.seed,
+                   "models": run.names, "epochs": opts.epochs, "limit": opts.limit, "quick": opts.quick,
+                   "deterministic": opts.deterministic, "tuned": opts.tuned, "source": run.info.source,
+                   "ensemble": opts.ensemble, "tta": opts.tta, "bags": opts.bags, "pseudo_label": opts.pseudo_label,
+                   "int8": opts.int8, "max_latency_ms": opts.max_latency_ms, "latency_batch": opts.latency_batch,
+                   "n_train_rows": int(len(run.index))},
+        "params": run.params, "param_sources": run.param_sources,
+        "versions": _versions(), "hardware": device.hardware(), "data": run.info.sha256, "git_commit": _git_commit(),
+        "git_tree": _git_tree(),
+        "started": manifest.get("started") or io.utc_now(), "finished": None,
+    })
+    # The folds go in before the manifest: a folder only counts as a run once both are there.
+    io.write_npy(run_dir / "train_index.npy", run.index.astype(np.int32))
+    io.write_npy(run_dir / "folds.npy", run.folds)
+    # Each invocation is a session; its seconds are saved after every fold, so the time of a killed
+    # session still counts in duration_s (up to its last finished fold).
+    manifest.setdefault("sessions", []).append({"started": io.utc_now(), "seconds": 0.0})
+    manifest.pop("sessions_s", None)
+    run.manifest = manifest
+    run.checkpoint()
 
-        def checkpoint(finished: bool = False) -> None:
-            manifest["sessions"][-1]["seconds"] = round(time.perf_counter() - t_start, 1)
-            manifest["duration_s"] = round(sum(x["seconds"] for x in manifest["sessions"]), 1)
-            if finished:
-                manifest["finished"] = io.utc_now()
-            io.write_json(manifest_path, manifest)
 
-        checkpoint()
+def _parity_images(run: Run) -> np.ndarray:
+    """1,000 real digits for the export's parity gate, drawn from all of train.csv (a --limit run too)."""
+    x_all = run.data.x_train
+    rng = np.random.default_rng(run.seed)
+    return x_all[rng.choice(len(x_all), size=min(len(x_all), 1000), replace=False)]
 
-        # Stage: cross-validation, as (model, fold) jobs on the executor; the driver (this process)
-        # alone writes model-level files, as soon as a model's last fold is in.
-        training.cross_validate(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts, progress, manifest,
-                                checkpoint)
-        # Stage (opt-in): pseudo-labelled fine-tunes, new `+pl` models beside the plain ones.
-        names = names + training.pseudo_round(run_dir, specs, model_params, x, y, ds.x_test, folds, seed, opts,
-                                              progress, manifest, checkpoint)
-        from harness.core.device import run_devices
 
-        manifest["devices"] = run_devices(run_dir, names)
+def _choose_and_write_submission(run: Run) -> dict[str, Any]:
+    """The leaderboard's best row (within --max-latency-ms, if given) -> submissions/<run>.csv."""
+    from harness.results import leaderboard
 
-        # Stages: export (+ parity) and benchmark. Any real digits will do for the parity gate; draw
-        # them from all of train.csv so --limit runs have 1,000.
-        rng = np.random.default_rng(seed)
-        parity_x = ds.x_train[rng.choice(len(ds.x_train), size=min(len(ds.x_train), 1000), replace=False)]
-        _export_and_bench(run_dir, names, parity_x, folds_k, opts, progress, checkpoint)
-        # Stage: static INT8 variants, gated on OOF accuracy, benchmarked alike (harness.export.quantize).
-        int8 = _int8(run_dir, names, x, y, folds, ds.x_test, seed, opts, progress, checkpoint)
-        # Stage: the ensemble of the exported models, chosen on OOF, then exported and benchmarked alike.
-        extra = _ensemble(run_dir, names, y, folds, opts, progress)
-        _export_and_bench(run_dir, extra, parity_x, folds_k, opts, progress, checkpoint)
-        int8 += _int8(run_dir, extra, x, y, folds, ds.x_test, seed, opts, progress, checkpoint)
+    budget = _latency_budget(run.opts)
+    results = leaderboard.build_results(run.run_dir, run.y, budget=budget)
+    best = results["best"]
+    if best is None:
+        if budget is not None:  # the run stays unfinished: the same command with another budget resumes it
+            raise RunError(leaderboard.no_fit_message(results, budget))
+        raise RunError("no model passed export; nothing to submit (see the leaderboard's status column)")
+    submission = _write_submission(run.run_dir, best, run.data, run.settings, run.info.solution)
+    run.say(f"submission: {submission['path']} from {best}")
+    results = leaderboard.build_results(run.run_dir, run.y, {"submission": submission}, budget=budget)
+    # A resumed run's duration adds up the wall time of every invocation that worked on it.
+    run.checkpoint()
+    return results
 
-        solution = info.solution  # None unless the data is the replica (its hidden answers)
-        if solution is not None:
-            _score_models(run_dir, names + extra + int8, ds.image_ids, solution)
 
-        from harness.results import leaderboard
+def _upload(run: Run, results: dict[str, Any]) -> dict[str, Any]:
+    """--submit: the submission to Kaggle (validated, never twice), recorded in results.json."""
+    from harness.kaggle import api as kaggle
+    from harness.results import leaderboard
 
-        budget = leaderboard.LatencyBudget(opts.max_latency_ms, opts.latency_batch) if opts.max_latency_ms else None
-        results = leaderboard.build_results(run_dir, y, budget=budget)
-        best = results["best"]
-        if best is None:
-            if budget is not None:  # the run stays unfinished: the same command with another budget resumes it
-                raise RunError(leaderboard.no_fit_message(results, budget))
-            raise RunError("no model passed export; nothing to submit (see the leaderboard's status column)")
+    best, path = results["best"], Path(results["submission"]["path"])
+    upload = kaggle.submit_file(path, message=run.opts.message or f"harness {run.run_dir.name} {best}",
+                                run_id=run.run_dir.name, model=best, wait=run.opts.wait,
+                                history_path=kaggle.history_file(run.settings.submissions_dir), progress=run.say)
+    return leaderboard.build_results(run.run_dir, run.y, {"upload": upload.to_dict()},
+                                     budget=_latency_budget(run.opts))
 
-        submission = _write_submission(run_dir, best, ds, settings, solution)
-        progress.stage(f"submission: {submission['path']} from {best}")
-        results = leaderboard.build_results(run_dir, y, {"submission": submission}, budget=budget)
 
-        # A resumed run's duration adds up the wall time of every invocation that worked on it.
-        checkpoint()
+def _latency_budget(opts: RunOptions) -> Any:
+    """--max-latency-ms as the leaderboard's LatencyBudget, or None."""
+    from harness.results import leaderboard
 
-        if opts.submit:
-            from harness.kaggle import api as kaggle
+    return leaderboard.LatencyBudget(opts.max_latency_ms, opts.latency_batch) if opts.max_latency_ms else None
 
-            upload = kaggle.submit_file(
-                Path(submission["path"]), message=opts.message or f"harness {run_dir.name} {best}",
-                run_id=run_dir.name, model=best, wait=opts.wait,
-                history_path=kaggle.history_file(settings.submissions_dir), progress=progress.stage)
-            results = leaderboard.build_results(run_dir, y, {"upload": upload.to_dict()}, budget=budget)
 
-        if opts.report:
-            from harness.report import render_report
+def _report(run: Run) -> None:
+    """reports/<run>.html; a failure is reported, never fatal (`harness report` retries it)."""
+    from harness.report import render_report
 
-            try:
-                out = render_report(run_dir, settings.reports_dir / f"{run_dir.name}.html", settings.data_dir)
-                progress.stage(f"report: {out}")
-            except Exception as e:  # the results stand without their page; `harness report` retries it
-                progress.stage(f"report failed ({type(e).__name__}: {e}); "
-                               f"retry with `harness report --run {run_dir.name}`")
-        # Finished only now: a run killed during its upload or report is resumed, not started again.
-        checkpoint(finished=True)
-        if opts.track == "mlflow":  # after the run: tracking reads the finished folder, never fails it
-            from harness.results import track
+    try:
+        out = render_report(run.run_dir, run.settings.reports_dir / f"{run.run_dir.name}.html", run.settings.data_dir)
+        run.say(f"report: {out}")
+    except Exception as e:  # the results stand without their page
+        run.say(f"report failed ({type(e).__name__}: {e}); retry with `harness report --run {run.run_dir.name}`")
 
-            tracked = track.log_run(run_dir, opts.tracking_uri, say=progress.stage)
-            if tracked:
-                manifest["tracking"] = tracked
-                io.write_json(manifest_path, manifest)
-                progress.stage(f"tracked in MLflow at {tracked['uri']}: run {tracked['run_id']} "
-                               f"({len(tracked['children'])} model runs)")
-        results["run_dir"] = str(run_dir)
-        return results
+
+def _track(run: Run) -> None:
+    """--track mlflow, after the run: tracking reads the finished folder and never fails it."""
+    from harness.results import track
+
+    tracked = track.log_run(run.run_dir, run.opts.tracking_uri, say=run.say)
+    if tracked:
+        run.manifest["tracking"] = tracked
+        io.write_json(run.manifest_path, run.manifest)
+        run.say(f"tracked in MLflow at {tracked['uri']}: run {tracked['run_id']} ({len(tracked['children'])} model runs)")

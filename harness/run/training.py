@@ -2,8 +2,8 @@
 longest first, and each model's CV assembled by the driver as soon as its last fold is in; then,
 with --pseudo-label, the second round of fine-tunes (harness.train.pseudo).
 
-    cross_validate(run_dir, specs, params, x, y, x_test, folds, seed, opts, progress, manifest, checkpoint)
-    names += pseudo_round(...)        # the `+pl` models, when opts.pseudo_label is set
+    cross_validate(run, run.specs, run.params)    # run: harness.run.state.Run
+    names += pseudo_round(run)                     # the `+pl` models, when --pseudo-label is set
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from harness.train import bags
 
@@ -25,7 +24,7 @@ from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec
 
 if TYPE_CHECKING:
-    from harness.run.options import RunOptions
+    from harness.run.state import Run
 
 
 def check_params(run_dir: Path, model: str, params: dict[str, Any], progress: TrainingProgress) -> None:
@@ -61,14 +60,14 @@ def job_costs(jobs: list[Any], specs: dict[str, ModelSpec]) -> dict[str, float]:
     return costs
 
 
-def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]],
-                    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, folds: np.ndarray, seed: int,
-                    opts: "RunOptions", progress: TrainingProgress, manifest: dict, checkpoint: Any) -> None:
-    """Train every unfinished fold as a job and assemble each model's CV once its folds are in."""
+def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]]) -> None:
+    """Train every unfinished fold of `specs` as a job and assemble each model's CV once its folds are in."""
+    from harness.core.runs import fold_dir
     from harness.executors import make_executor, run_jobs
     from harness.train.jobs import FoldJob, JobData, clean_stale_stages, fold_complete
-    from harness.core.runs import fold_dir
 
+    run_dir, opts, progress, manifest = run.run_dir, run.opts, run.progress, run.manifest
+    x, y, x_test, folds, seed = run.x, run.y, run.x_test, run.folds, run.seed
     k = int(folds.max()) + 1
     jobs: list[FoldJob] = []
     left: dict[str, int] = {}
@@ -130,7 +129,7 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
         manifest["sessions"][-1].setdefault("jobs", []).append({
             "job": job.name, "status": result["status"], "node": result.get("node"), "host": result.get("host"),
             "wall_s": result["wall_s"], "worker_s": result.get("worker_s"), "train_s": result.get("seconds")})
-        checkpoint()
+        run.checkpoint()
         left[job.model] -= 1
         if not left[job.model]:
             finish(by_name[job.model])
@@ -141,29 +140,28 @@ def cross_validate(run_dir: Path, specs: list[ModelSpec], model_params: dict[str
         info = executor.describe()
         manifest["executor"] = info
         manifest["sessions"][-1]["executor"] = {key: info[key] for key in ("name", "jobs", "cpus_per_job")}
-        checkpoint()
+        run.checkpoint()
         progress.stage(f"training {len(jobs)} fold job(s) on the {info['name']} executor, {info['jobs']} at once"
                        + (f", {info['cpus_per_job']} CPU(s) each" if info.get("cpus_per_job") else "")
                        + (f" ({len(info['nodes'])} node(s))" if info["name"] == "ray" else ""))
         run_jobs(executor, jobs, on_done, progress)
 
 
-def pseudo_round(run_dir: Path, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]],
-                 x: np.ndarray, y: np.ndarray, x_test: np.ndarray, folds: np.ndarray, seed: int,
-                 opts: "RunOptions", progress: TrainingProgress, manifest: dict, checkpoint: Any) -> list[str]:
+def pseudo_round(run: Run) -> list[str]:
     """With --pseudo-label: label the test rows per fold from round one and fine-tune every model
     on them (`<model>+pl` rows); without it, remove what an earlier invocation made. Returns the
     `+pl` model names."""
-    if opts.pseudo_label is None:
-        for gone in pseudo.remove(run_dir):
-            progress.stage(f"{gone}: removed (no --pseudo-label)")
+    threshold = run.opts.pseudo_label
+    if threshold is None:
+        for gone in pseudo.remove(run.run_dir):
+            run.say(f"{gone}: removed (no --pseudo-label)")
         return []
-    teachers = [s.name for s in specs if (run_dir / s.name / "cv.json").is_file()]
-    doc = pseudo.make_labels(run_dir, teachers, y, int(folds.max()) + 1, opts.pseudo_label)
-    progress.stage("pseudo-labels: " + pseudo.summary(doc))
-    pl_specs = [pseudo.spec_for(s) for s in specs if s.name in teachers]
-    pl_params = {pseudo.name(s.name): pseudo.params_for(model_params[s.name], opts.pseudo_label)
-                 for s in specs if s.name in teachers}
-    manifest["params"].update(pl_params)
-    cross_validate(run_dir, pl_specs, pl_params, x, y, x_test, folds, seed, opts, progress, manifest, checkpoint)
+    teachers = [s.name for s in run.specs if (run.run_dir / s.name / "cv.json").is_file()]
+    doc = pseudo.make_labels(run.run_dir, teachers, run.y, run.k, threshold)
+    run.say("pseudo-labels: " + pseudo.summary(doc))
+    pl_specs = [pseudo.spec_for(s) for s in run.specs if s.name in teachers]
+    pl_params = {pseudo.name(s.name): pseudo.params_for(run.params[s.name], threshold)
+                 for s in run.specs if s.name in teachers}
+    run.manifest["params"].update(pl_params)
+    cross_validate(run, pl_specs, pl_params)
     return [s.name for s in pl_specs]

@@ -8,7 +8,7 @@ of a `cnn_deep` training step under bf16 (550 -> 1,218 images/s with the layers 
 a third under float32. TensorFlow's `FusedBatchNormV3` (what tf.keras used with `fused=True`) does
 the same sums in one kernel, forward and backward: 1.8x that step under bf16, 1.4x under float32;
 2.7x cnn_deep's images/s as `harness run` trains it (two one-thread bf16 processes), about 1.6x
-a whole fold in a default run (per-epoch validation and predictions did not get faster; issue 11,
+a whole fold in a default run (per-epoch validation and predictions did not get faster;
 `docs/SPEED_AUDIT.md` section 6).
 
 Only training changes. The copy's layers are `FusedBatchNormalization`, a subclass whose `call`

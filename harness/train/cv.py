@@ -160,7 +160,7 @@ PRECISIONS = ("float32", "bfloat16")
 def training_policy(params: dict[str, Any]) -> str:
     """The Keras dtype policy a recipe trains under. On a GPU every model trains in the mixed
     precision that suits the GPU (harness.core.device.gpu_policy). On the CPU `precision: bfloat16` means
-    mixed_bfloat16 where the CPU has native bf16 (measured 1.2x on cnn_deep and ann, issue 11),
+    mixed_bfloat16 where the CPU has native bf16 (measured 1.2x on cnn_deep and ann: docs/SPEED_AUDIT.md),
     else float32."""
     want = params.get("precision", "float32")
     if want not in PRECISIONS:

@@ -126,7 +126,7 @@ def test_shipped_int8_graphs_keep_their_speedup(shipped, images, tools, gate, sh
     on one thread, timed interleaved in this session: a ratio that holds across machines of one CPU
     class. Fails when the speed-up drops more than the tolerance below its class's saved value, or
     below 1.0 on a CPU with INT8 dot products (VNNI/AMX); on AVX2 alone INT8 CNNs measured
-    0.86-1.2x FP32 (session 4), so there the hard limit only catches a graph gone wrong (0.5)."""
+    0.86-1.2x FP32 on a Zen 2 EPYC, so there the hard limit only catches a graph gone wrong (0.5)."""
     import onnx
 
     from harness.bench import make_session
