@@ -1,8 +1,8 @@
 """harness: a Kaggle competition harness for Digit Recognizer (MNIST as CSV).
 
-Stages, in the one direction data flows:
-data -> registry -> cv -> export -> bench -> leaderboard -> submission -> kaggle / report.
-Each stage is a module of library functions; `harness.cli` is the thin command line over them.
+One package per stage, bottom up (docs/ARCHITECTURE.md; tests/test_layers.py keeps the order):
+core, registry, kaggle, data, train, executors, export, bench, tune, results, report, run, cli.
+`harness.registry` is the plugin API; `harness.cli` is the thin command line over the rest.
 """
 
 __version__ = "0.1.0"
