@@ -73,3 +73,26 @@ def test_merge_keeps_class_and_machine_figures_apart(tmp_path, monkeypatch):
     assert entry["figures"] == {"shipped/ann/b256/roofline_efficiency": 0.9}
     assert list(entry["machines"]) == ["AuthenticAMD/23/49"]  # the '?' entry is now this model's
     assert entry["machines"]["AuthenticAMD/23/49"]["figures"] == {"shipped/ann/b1/int8_speedup": 2.8}
+
+
+def test_versions_move_the_baseline_only_by_major_minor_of_the_engines():
+    saved = {"python": "3.11", "onnxruntime": "1.32.0", "onnx": "1.23.2", "keras": "3.15.1", "numpy": "2.4.6",
+             "tensorflow-cpu": "2.21.0"}
+    same = {**saved, "onnxruntime": "1.32.1", "onnx": "1.23.0", "keras": "3.16.0", "numpy": "2.5.0"}
+    assert bench_conftest.moved_versions(saved, same) == []  # patch releases, Keras and numpy: not compared
+    moved = {**saved, "onnxruntime": "1.33.0"}
+    assert bench_conftest.moved_versions(saved, moved) == ["onnxruntime 1.32.0 -> 1.33.0"]
+    gpu = {k: v for k, v in saved.items() if k != "tensorflow-cpu"} | {"tensorflow": "2.21.0"}
+    assert bench_conftest.moved_versions(saved, gpu) == []  # another build of the engine: not compared
+
+
+def test_the_test_extra_pins_the_baselines_engines():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    baseline = json.loads((root / "tests" / "benchmarks" / "baseline.json").read_text())
+    for entry in baseline["classes"].values():
+        for pkg in ("onnxruntime", "onnx"):
+            minor = ".".join(entry["versions"][pkg].split(".")[:2])
+            assert f"{pkg}~={minor}.0" in extra, f"[test] does not pin {pkg} to the baseline's {minor}"
