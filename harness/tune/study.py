@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -157,12 +158,72 @@ def tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | 
         return _tune(settings, opts, say=say, pruner=pruner, tty=tty)
 
 
+@dataclass
+class _Setup:
+    """A study's fixed frame: the model, what it tunes and holds fixed, its rows and folds, where
+    it is stored and what it reports."""
+    spec: Any
+    opts: TuneOptions
+    space: dict[str, Any]
+    fixed: dict[str, Any]
+    k: int
+    seed: int
+    base_epochs: int
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray
+    folds: np.ndarray
+    protocol: dict[str, Any]
+    budget: dict[str, Any]
+    url: str
+    db_path: Path
+    out_path: Path
+
+    def summary(self, study: Any) -> dict[str, Any]:
+        return summarize(study, self.spec, self.opts, self.budget, self.space, self.db_path, self.seed)
+
+    def trial_params(self, trial: Any) -> tuple[dict[str, Any], int]:
+        """A trial's parameters (drawn from the space over the fixed ones) and its epochs."""
+        params = self.spec.params({**self.fixed, **{n: suggest(trial, n, e) for n, e in self.space.items()}})
+        return params, int(params["epochs"]) if "epochs" in self.space else self.base_epochs
+
+
 def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | None = None,
           pruner: Any = None, tty: bool | None = None) -> dict[str, Any]:
-    from harness.data import dataset as data_mod
-    from harness.train.cv import configure_threads, train_fold
-
     say = say or (lambda _msg: None)
+    opts, space, k, seed = _checked(settings, opts, pruner)
+    executor = _executor(opts, pruner)
+    setup = _setup(settings, opts, space, k, seed, pruner, say)
+    study = _open_study(setup, pruner, say)
+    done = len(finished_trials(study))
+    say(f"{setup.spec.name}: {'resuming' if done else 'new'} study {study.study_name!r} ({setup.db_path}), "
+        f"{done}/{opts.trials} trials finished; {len(setup.x)} rows, {opts.folds_used} of {k} folds, "
+        f"{'tuned' if 'epochs' in space else setup.base_epochs} epochs per trial, tuning {', '.join(space)}")
+    progress = TrialProgress(opts.trials, done, opts.timeout, say, sys.stderr.isatty() if tty is None else tty)
+
+    def after_trial(study: Any, trial: Any) -> None:
+        progress.trial_done(study, trial)
+        io.write_json(setup.out_path, setup.summary(study))
+
+    parallel = executor is not None and opts.trials > done
+    try:
+        if parallel:
+            _trials_on_executor(setup, study, executor, after_trial, say)
+        elif opts.trials > done:
+            _trials_here(setup, study, opts.trials - done, after_trial)
+    finally:
+        progress.close()
+        if finished_trials(study):
+            io.write_json(setup.out_path, setup.summary(study))
+    doc = setup.summary(study)
+    if not parallel:  # in this process the document is written even when no trial finished
+        io.write_json(setup.out_path, doc)
+    return {**doc, "path": str(setup.out_path)}
+
+
+def _checked(settings: Settings, opts: TuneOptions, pruner: Any) -> tuple[TuneOptions, dict[str, Any], int, int]:
+    """The flags checked before anything is imported or read: (opts with the checked --fix values,
+    the space tuned, k, seed); a bad combination is a UsageError."""
     spec = get_model(opts.model)
     fixed = check_params(spec, opts.fix, where="--fix")
     opts = dataclasses.replace(opts, fix=fixed)
@@ -185,156 +246,161 @@ def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] |
         raise UsageError(f"--limit must be at least {2 * k} rows for {k} folds")
     if opts.timeout is not None and opts.timeout <= 0:
         raise UsageError("--timeout must be positive")
-    executor = None
-    if opts.parallel:
-        from harness.executors import make_executor
+    return opts, space, k, seed
 
-        if pruner is not None or opts.pruner == "hyperband":
-            raise UsageError(f"--pruner {opts.pruner if pruner is None else type(pruner).__name__} needs trials "
-                             "run one at a time; use --pruner median or none with --jobs > 1 or --executor ray")
-        executor = make_executor(opts.executor, jobs=opts.jobs, cpus_per_job=opts.cpus_per_job,
-                                 address=opts.ray_address, timeout=opts.ray_timeout)
-    import optuna  # after the cheap checks: bad flags fail fast
-    from optuna.trial import TrialState
 
-    info = data_mod.ensure_data(settings, source=opts.source, progress=say)
-    ds = data_mod.load(settings.data_dir)
+def _executor(opts: TuneOptions, pruner: Any) -> Any:
+    """The executor of parallel trials (--jobs > 1, --executor ray), or None: trials in this process."""
+    if not opts.parallel:
+        return None
+    from harness.executors import make_executor
+
+    if pruner is not None or opts.pruner == "hyperband":
+        raise UsageError(f"--pruner {opts.pruner if pruner is None else type(pruner).__name__} needs trials "
+                         "run one at a time; use --pruner median or none with --jobs > 1 or --executor ray")
+    return make_executor(opts.executor, jobs=opts.jobs, cpus_per_job=opts.cpus_per_job,
+                         address=opts.ray_address, timeout=opts.ray_timeout)
+
+
+def _setup(settings: Settings, opts: TuneOptions, space: dict[str, Any], k: int, seed: int, pruner: Any,
+           say: Callable[[str], None]) -> _Setup:
+    """The data, the protocol's rows and folds, and what a score means (the protocol)."""
+    from harness.data import dataset
+
+    spec = get_model(opts.model)
+    info = dataset.ensure_data(settings, source=opts.source, progress=say)
+    ds = dataset.load(settings.data_dir)
     index, folds = protocol_rows(ds.y_train, opts.limit, k, seed)
-    x, y = ds.x_train[index], ds.y_train[index]
-    x_test = ds.x_test[:1]  # train_fold predicts the test set; a trial needs none of it
-    base_epochs = int(spec.params(fixed)["epochs"]) if opts.epochs is None else int(opts.epochs)
-
-    trial_pruner = pruner if pruner is not None else make_pruner(opts.pruner, base_epochs)
-
+    base_epochs = int(spec.params(opts.fix)["epochs"]) if opts.epochs is None else int(opts.epochs)
     # What a score means: a study only continues under the same protocol.
     protocol = plain_json({"rows": int(len(index)), "limit": opts.limit, "folds": k, "folds_used": opts.folds_used,
-                       "epochs": None if "epochs" in space else base_epochs, "seed": seed,
-                       "space": space, "fixed": fixed, "data": info.sha256})
+                           "epochs": None if "epochs" in space else base_epochs, "seed": seed,
+                           "space": space, "fixed": opts.fix, "data": info.sha256})
     budget = {key: v for key, v in protocol.items() if key not in ("space", "fixed", "data")}
     budget["pruner"] = opts.pruner if pruner is None else type(pruner).__name__
-
     url, db_path = storage_url(settings.runs_dir, spec.name)
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    return _Setup(spec=spec, opts=opts, space=space, fixed=opts.fix, k=k, seed=seed, base_epochs=base_epochs,
+                  x=ds.x_train[index], y=ds.y_train[index],
+                  x_test=ds.x_test[:1],  # train_fold predicts the test set; a trial needs none of it
+                  folds=folds, protocol=protocol, budget=budget, url=url, db_path=db_path,
+                  out_path=tuned_path(settings.runs_dir, spec.name))
+
+
+def _open_study(setup: _Setup, pruner: Any, say: Callable[[str], None]) -> Any:
+    """The study, created or resumed; resuming needs the same model and protocol."""
+    import optuna
+
+    opts, spec, space, db_path = setup.opts, setup.spec, setup.space, setup.db_path
     study_name = opts.study or spec.name
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own progress lines instead
-    storage = _storage(url)
+    storage = _storage(setup.url)
     if opts.fresh:
         try:
             optuna.delete_study(study_name=study_name, storage=storage)
             say(f"deleted the old study {study_name!r}")
         except KeyError:
             pass
+    trial_pruner = pruner if pruner is not None else make_pruner(opts.pruner, setup.base_epochs)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
-                                sampler=_sampler(seed), pruner=trial_pruner, load_if_exists=True)
+                                sampler=_sampler(setup.seed), pruner=trial_pruner, load_if_exists=True)
     stored = study.user_attrs.get("protocol")
     if stored is None:
-        study.set_user_attr("protocol", protocol)
+        study.set_user_attr("protocol", setup.protocol)
         study.set_user_attr("model", spec.name)
         defaults = {n: spec.params()[n] for n in space}
         if not study.trials and all(in_space(v, space[n]) for n, v in defaults.items()):
             study.enqueue_trial(defaults, user_attrs={"baseline": True}, skip_if_exists=True)
     elif study.user_attrs.get("model", spec.name) != spec.name:
         raise UsageError(f"study {study_name!r} in {db_path} tunes model {study.user_attrs['model']!r}")
-    elif stored != protocol:
-        diff = sorted(key for key in set(stored) | set(protocol) if stored.get(key) != protocol.get(key))
+    elif stored != setup.protocol:
+        diff = sorted(key for key in set(stored) | set(setup.protocol) if stored.get(key) != setup.protocol.get(key))
         shown = ", ".join(f"{key}={json.dumps(stored.get(key))}" for key in diff if key != "data")
         raise UsageError(f"study {study_name!r} in {db_path} was started with other settings "
                          f"({', '.join(diff)} differ{'; it has ' + shown if shown else ''}); repeat its "
                          "flags to resume it, --fresh to start over, or --study NAME for a separate study")
+    return study
 
-    done = len(finished_trials(study))
-    say(f"{spec.name}: {'resuming' if done else 'new'} study {study_name!r} ({db_path}), "
-        f"{done}/{opts.trials} trials finished; {len(index)} rows, {opts.folds_used} of {k} folds, "
-        f"{'tuned' if 'epochs' in space else base_epochs} epochs per trial, tuning {', '.join(space)}")
-    out_path = tuned_path(settings.runs_dir, spec.name)
 
-    def objective(trial: Any) -> float:
-        sampled = {n: suggest(trial, n, e) for n, e in space.items()}
-        params = spec.params({**fixed, **sampled})
-        epochs = int(params["epochs"]) if "epochs" in space else base_epochs
-        accs, correct, total = [], 0, 0
-        tmp = Path(tempfile.mkdtemp(prefix="harness-tune-"))
-        try:
-            for f in range(opts.folds_used):
-                tr, va = folds != f, folds == f
+def _trials_on_executor(setup: _Setup, study: Any, executor: Any, after_trial: Callable,
+                        say: Callable[[str], None]) -> None:
+    """Trials as jobs on an executor, several at once (harness.tune.parallel: ask and tell)."""
+    from harness.train.jobs import JobData, TrialJob
+    from harness.tune import parallel
 
-                def on_epoch(epoch: int, logs: dict, _f: int = f) -> None:
-                    if _f != 0:
-                        return
-                    trial.report(float(logs.get("val_accuracy", 0.0)), epoch)
-                    if trial.should_prune():
-                        trial.set_user_attr("pruned_at_epoch", epoch + 1)
-                        raise optuna.TrialPruned(f"val accuracy {logs.get('val_accuracy', 0):.4f} "
-                                                 f"after epoch {epoch + 1}")
+    opts = setup.opts
 
-                result = train_fold(spec, params, x[tr], y[tr], x[va], y[va], x_test, seed=seed * 100 + f,
-                                    out=tmp / f"fold_{f}", epochs=epochs, fold=f, on_epoch=on_epoch)
-                accs.append(result.accuracy)
-                correct += round(result.accuracy * result.n_val)
-                total += result.n_val
-                trial.set_user_attr("fold_accuracies", accs)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            import keras
+    def make_job(trial: Any) -> TrialJob:
+        params, epochs = setup.trial_params(trial)
+        bars = parallel.thresholds(study, opts.pruner, epochs, PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_FRACTION)
+        return TrialJob(model=setup.spec.name, number=trial.number, params=params, epochs=epochs,
+                        folds_used=opts.folds_used, seed=setup.seed, thresholds=bars)
 
-            keras.backend.clear_session()
-        return correct / total
+    parallel.optimize(study, make_job=make_job, executor=executor,
+                      data=JobData(x=setup.x, y=setup.y, x_test=setup.x_test, folds=setup.folds),
+                      target=opts.trials, timeout=opts.timeout, after_trial=after_trial,
+                      finished=lambda: len(finished_trials(study)), say=say)
 
-    progress = TrialProgress(opts.trials, done, opts.timeout, say, sys.stderr.isatty() if tty is None else tty)
 
-    def after_trial(study: Any, trial: Any) -> None:
-        progress.trial_done(study, trial)
-        io.write_json(out_path, summarize(study, spec, opts, budget, space, db_path, seed))
+def _trials_here(setup: _Setup, study: Any, remaining: int, after_trial: Callable) -> None:
+    """Trials one at a time in this process, each pruned on its first fold's epochs; a trial cut off
+    by Ctrl-C is queued again, so the next `tune` starts with it."""
+    import optuna
+    from optuna.trial import TrialState
 
+    from harness.train.cv import configure_threads
+
+    configure_threads()  # imports TensorFlow (quietly)
     current: dict[str, int] = {}
-    remaining = opts.trials - done
-    if executor is not None and remaining > 0:
-        from harness.tune import parallel as tune_parallel
-        from harness.train.jobs import JobData, TrialJob
 
-        def make_job(trial: Any) -> TrialJob:
-            sampled = {n: suggest(trial, n, e) for n, e in space.items()}
-            params = spec.params({**fixed, **sampled})
-            epochs = int(params["epochs"]) if "epochs" in space else base_epochs
-            bars = tune_parallel.thresholds(study, opts.pruner, epochs, PRUNE_STARTUP_TRIALS, PRUNE_WARMUP_FRACTION)
-            return TrialJob(model=spec.name, number=trial.number, params=params, epochs=epochs,
-                            folds_used=opts.folds_used, seed=seed, thresholds=bars)
+    def tracked(trial: Any) -> float:
+        current["number"] = trial.number
+        return _objective(setup, trial)
 
-        try:
-            tune_parallel.optimize(study, make_job=make_job, executor=executor,
-                                   data=JobData(x=x, y=y, x_test=x_test, folds=folds), target=opts.trials,
-                                   timeout=opts.timeout, after_trial=after_trial,
-                                   finished=lambda: len(finished_trials(study)), say=say)
-        finally:
-            progress.close()
-            if finished_trials(study):
-                io.write_json(out_path, summarize(study, spec, opts, budget, space, db_path, seed))
-        doc = summarize(study, spec, opts, budget, space, db_path, seed)
-        return {**doc, "path": str(out_path)}
     try:
-        if remaining > 0:
-            configure_threads()  # imports TensorFlow (quietly)
-
-            def tracked(trial: Any) -> float:
-                current["number"] = trial.number
-                return objective(trial)
-
-            study.optimize(tracked, n_trials=remaining, timeout=opts.timeout, gc_after_trial=True,
-                           callbacks=[optuna.study.MaxTrialsCallback(
-                               opts.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), after_trial])
+        study.optimize(tracked, n_trials=remaining, timeout=setup.opts.timeout, gc_after_trial=True,
+                       callbacks=[optuna.study.MaxTrialsCallback(
+                           setup.opts.trials, states=(TrialState.COMPLETE, TrialState.PRUNED)), after_trial])
     except KeyboardInterrupt:
-        # Queue the trial that was cut off, so that the next `tune` starts with it.
         cut = next((t for t in study.get_trials(deepcopy=False) if t.number == current.get("number")), None)
         if cut is not None and cut.state == TrialState.FAIL:
             attrs = {"retry_of": cut.number, **({"baseline": True} if cut.user_attrs.get("baseline") else {})}
             study.enqueue_trial(dict(cut.params), user_attrs=attrs)
-        if finished_trials(study):
-            io.write_json(out_path, summarize(study, spec, opts, budget, space, db_path, seed))
         raise
+
+
+def _objective(setup: _Setup, trial: Any) -> float:
+    """One trial: the first `folds_used` folds trained, the pooled validation accuracy its score."""
+    import optuna
+
+    from harness.train.cv import train_fold
+
+    params, epochs = setup.trial_params(trial)
+    accs, correct, total = [], 0, 0
+    tmp = Path(tempfile.mkdtemp(prefix="harness-tune-"))
+    try:
+        for f in range(setup.opts.folds_used):
+            tr, va = setup.folds != f, setup.folds == f
+
+            def on_epoch(epoch: int, logs: dict, _f: int = f) -> None:
+                if _f != 0:
+                    return
+                trial.report(float(logs.get("val_accuracy", 0.0)), epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_at_epoch", epoch + 1)
+                    raise optuna.TrialPruned(f"val accuracy {logs.get('val_accuracy', 0):.4f} "
+                                             f"after epoch {epoch + 1}")
+
+            result = train_fold(setup.spec, params, setup.x[tr], setup.y[tr], setup.x[va], setup.y[va], setup.x_test,
+                                seed=setup.seed * 100 + f, out=tmp / f"fold_{f}", epochs=epochs, fold=f,
+                                on_epoch=on_epoch)
+            accs.append(result.accuracy)
+            correct += round(result.accuracy * result.n_val)
+            total += result.n_val
+            trial.set_user_attr("fold_accuracies", accs)
     finally:
-        progress.close()
-    doc = summarize(study, spec, opts, budget, space, db_path, seed)
-    io.write_json(out_path, doc)
-    return {**doc, "path": str(out_path)}
+        shutil.rmtree(tmp, ignore_errors=True)
+        import keras
 
-
+        keras.backend.clear_session()
+    return correct / total
