@@ -5,9 +5,10 @@
 - lock: one writer per run folder
 - config: settings from pyproject.toml, HARNESS_* variables and flags
 - runs: the run folder and the paths inside it
+- names: the one grammar of row names (~ bags, +pl pseudo-labels, @int8) and their files
 - progress: progress bars and lines on stderr
 - device: the CPU class, engines, GPUs
 - tfquiet: TensorFlow imported without its start-up noise, with fixed thread pools
 """
 
-__all__ = ["config", "device", "errors", "io", "lock", "progress", "runs", "tfquiet"]
+__all__ = ["config", "device", "errors", "io", "lock", "names", "progress", "runs", "tfquiet"]

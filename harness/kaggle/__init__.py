@@ -1,8 +1,8 @@
-"""kaggle: the competition"s file formats and the Kaggle API, below the data stage that downloads through it.
+"""kaggle: the competition's file formats and the Kaggle API, below the data stage that downloads through it.
 
 - formats: the CSV schemas (train, test, submission), reading and writing them
 - submission: a submission file checked against its schema
-- client: the Kaggle client"s calls, with timeouts and errors mapped to exit codes
+- client: the Kaggle client's calls, with timeouts and errors mapped to exit codes
 - api: download, submit (validated, never twice), the submission history
 """
 
