@@ -30,7 +30,7 @@ def _dense_net(units: tuple[int, ...], dropout: float):
     # bfloat16: 1.18-1.22x images/s, accuracy within seed noise (docs/SPEED_AUDIT.md).
     # Width 1536 (was 1024) and augment 0.5 (was 0.3): 437 -> 328 OOF errors, 223 -> 170 private
     # errors at 30 epochs (docs/MEASUREMENTS.md). 20 epochs (was 15): 426 -> 388/390 OOF errors, 223 ->
-    # 200/193 private (seeds 42/7): the issue's >= 99.0 % for a third more of ann's training.
+    # 200/193 private (seeds 42/7): over the 99.0 % target for a third more of ann's training.
     recipe=dict(epochs=20, quick_epochs=3, batch_size=256, learning_rate=3e-3, augment=0.5,
                 label_smoothing=0.05, precision="bfloat16"),
     search_space={
