@@ -1,0 +1,192 @@
+"""The plan of a run under a time limit: how many epochs each model trains, and how many bags.
+
+    limit = parse_time_limit("30m")                       # 1800.0; "none" -> None
+    plan = make_plan(limit, models, costs, k=5, slots=2)  # Plan, or PlanError naming the budget needed
+
+A pure function of measured costs (harness.run.calibrate) and the models' recipes, so it is tested
+without training anything. The order of decisions follows what the peers learned
+(../shared/BUDGET.md):
+
+1. The stages after training get their share first (export, INT8, benchmarks, ensemble, report):
+   a final stage without a budget is how AutoML runs overshoot.
+2. Every model trains at least its declared minimum epochs; when even that does not fit, the run
+   stops before training with the budget it would need on this machine.
+3. The time left raises every model's epochs together, from its minimum toward its recipe's
+   maximum. The learning-rate schedule is sized to the planned epochs (the recipes' cosine decay
+   runs over `epochs`), never a long schedule cut short.
+4. Only when every model has its full recipe does time go to bags (`<model>~N`: the same folds
+   with other seeds), most expected gain first: a second `cnn_deep` took the ensemble from 146 to
+   139 OOF errors, bags of the cheap models bought nothing.
+
+Jobs are one fold of one model (or bag); they are dealt longest first over the slots (local worker
+processes, Ray CPUs), and the plan's training time is that schedule's makespan.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.core.errors import UsageError
+
+MARGIN = 0.05           # of the budget, held back for what the costs do not see (drift, stragglers)
+MAX_BAGS = 50           # as harness.train.bags
+
+
+def parse_time_limit(text: str | float | None) -> float | None:
+    """'90s', '10m', '1.5h', '2h30m', a number of seconds, or 'none' (None: the fixed recipes).
+    Anything else, zero or negative is a UsageError with one line."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        value = str(text).strip().lower()
+        if value in ("none", "off"):
+            return None
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?", value)
+        if not value or parts is None or not any(parts.groups()):
+            raise UsageError(f"--time-limit must be a duration such as 90s, 10m, 1.5h or 2h30m, or 'none'; "
+                             f"got {text!r}")
+        h, m, s = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = 3600 * h + 60 * m + s
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"--time-limit must be positive, got {text!r}")
+    return seconds
+
+
+def fmt_duration(seconds: float) -> str:
+    """1234 -> '20m34s', 7200 -> '2h00m', 45 -> '45s'."""
+    seconds = int(math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@dataclass(frozen=True)
+class ModelBudget:
+    """A model as the planner sees it: its epochs range and what a bag of it is expected to gain."""
+    name: str
+    min_epochs: int
+    max_epochs: int
+    bag_gain: float = 0.0        # expected OOF errors a second bag removes from the ensemble (0: never bag)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Measured on this machine, in the run's layout (harness.run.calibrate): per model, one
+    epoch of one fold job and a job's fixed seconds (start, predictions); per model row, the
+    stages after training; and the run's own fixed seconds (data, ensemble, submission, report)."""
+    epoch_s: dict[str, float]
+    job_s: dict[str, float]
+    after_s: dict[str, float]
+    run_s: float = 0.0
+
+
+@dataclass
+class Plan:
+    limit_s: float
+    k: int
+    slots: int
+    epochs: dict[str, int]
+    bags: dict[str, int]
+    training_s: float            # the makespan of the training jobs over the slots
+    after_s: float               # the stages after training, every row
+    run_s: float
+    full_recipes: bool = False
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def predicted_s(self) -> float:
+        return self.training_s + self.after_s + self.run_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"limit_s": self.limit_s, "k": self.k, "slots": self.slots, "epochs": self.epochs,
+                "bags": self.bags, "training_s": round(self.training_s, 1), "after_s": round(self.after_s, 1),
+                "run_s": round(self.run_s, 1), "predicted_s": round(self.predicted_s, 1),
+                "full_recipes": self.full_recipes, "jobs": self.jobs}
+
+
+class PlanError(UsageError):
+    """The limit is below the cheapest plan on this machine; says what it would need."""
+
+
+def job_seconds(costs: Costs, model: str, epochs: int) -> float:
+    return costs.job_s[model] + epochs * costs.epoch_s[model]
+
+
+def makespan(durations: list[float], slots: int) -> float:
+    """Longest first, each job to the slot that frees first: the end of the last job."""
+    ends = [0.0] * max(1, slots)
+    for d in sorted(durations, reverse=True):
+        heapq.heapreplace(ends, ends[0] + d)
+    return max(ends)
+
+
+def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: dict[str, int],
+          bags: dict[str, int]) -> tuple[float, float]:
+    """(training makespan, after-training seconds) of a choice of epochs and bags."""
+    durations = [job_seconds(costs, m.name, epochs[m.name])
+                 for m in models for _ in range(k * bags[m.name])]
+    after = sum(costs.after_s[m.name] * bags[m.name] for m in models)
+    return makespan(durations, slots), after
+
+
+def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, slots: int) -> Plan:
+    """The most training that fits in `limit_s` less MARGIN; see the module docstring for the order."""
+    usable = limit_s * (1 - MARGIN)
+    bags = {m.name: 1 for m in models}
+
+    def fits(epochs: dict[str, int], bags: dict[str, int]) -> tuple[bool, float, float]:
+        train, after = _cost(models, costs, k, slots, epochs, bags)
+        return train + after + costs.run_s <= usable, train, after
+
+    lo = {m.name: m.min_epochs for m in models}
+    ok, train, after = fits(lo, bags)
+    if not ok:
+        need = (train + after + costs.run_s) / (1 - MARGIN)
+        raise PlanError(f"--time-limit {fmt_duration(limit_s)} is below the cheapest plan on this machine "
+                        f"(every model at its fewest epochs, {k} folds on {slots} slot(s)): it needs about "
+                        f"{fmt_duration(need)}")
+    # The largest share f of each model's range (min -> max epochs) that fits, found by bisection:
+    # every model gains alike, so none is starved for another's recipe, and more time never
+    # means fewer epochs for any model.
+    def at(f: float) -> dict[str, int]:
+        return {m.name: m.min_epochs + int(math.floor(f * (m.max_epochs - m.min_epochs) + 1e-9)) for m in models}
+
+    best, low, high = lo, 0.0, 1.0
+    if fits(at(1.0), bags)[0]:
+        best = at(1.0)
+    else:
+        for _ in range(30):
+            mid = (low + high) / 2
+            if fits(at(mid), bags)[0]:
+                best, low = at(mid), mid
+            else:
+                high = mid
+    full = all(best[m.name] == m.max_epochs for m in models)
+    if full:
+        # Bags, most expected gain per second first, each bag's gain halving (diminishing returns).
+        while True:
+            options = []
+            for m in models:
+                if m.bag_gain <= 0 or bags[m.name] >= MAX_BAGS:
+                    continue
+                more = {**bags, m.name: bags[m.name] + 1}
+                if fits(best, more)[0]:
+                    gain = m.bag_gain / 2 ** (bags[m.name] - 1)
+                    extra = k * job_seconds(costs, m.name, best[m.name]) + costs.after_s[m.name]
+                    options.append((gain / extra, m.name))
+            if not options:
+                break
+            bags[max(options)[1]] += 1
+    _, train, after = fits(best, bags)
+    jobs = [{"model": m.name, "bags": bags[m.name], "epochs": best[m.name],
+             "job_s": round(job_seconds(costs, m.name, best[m.name]), 1)} for m in models]
+    return Plan(limit_s=limit_s, k=k, slots=slots, epochs=best, bags=bags, training_s=train, after_s=after,
+                run_s=costs.run_s, full_recipes=full, jobs=jobs)

@@ -1,0 +1,77 @@
+"""The planner (harness.run.planner) as a pure function: costs in, plan out."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.core.errors import UsageError
+from harness.run.planner import Costs, ModelBudget, PlanError, make_plan, makespan, parse_time_limit
+
+MODELS = [ModelBudget("cnn_deep", 8, 30, bag_gain=7.0), ModelBudget("cnn_small", 2, 5),
+          ModelBudget("ann", 5, 20)]
+# one 2-core machine's figures, roughly: seconds per epoch of one fold job, a job's fixed seconds,
+# each row's stages after training, the run's own fixed seconds
+COSTS = Costs(epoch_s={"cnn_deep": 60.0, "cnn_small": 25.0, "ann": 6.0},
+              job_s={"cnn_deep": 40.0, "cnn_small": 15.0, "ann": 10.0},
+              after_s={"cnn_deep": 30.0, "cnn_small": 20.0, "ann": 20.0}, run_s=60.0)
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("90", 90), ("10m", 600), ("1.5h", 5400),
+                                           ("2h30m", 9000), (" 45S ", 45), (120, 120), ("none", None),
+                                           (None, None)])
+def test_time_limits_parse(text, seconds):
+    assert parse_time_limit(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-5m", "5x", "", "h", "m5", "1.5.2h", "inf", -3])
+def test_bad_time_limits_are_usage_errors(text):
+    with pytest.raises(UsageError, match="--time-limit"):
+        parse_time_limit(text)
+
+
+def test_makespan_deals_longest_first():
+    assert makespan([5, 4, 3, 3, 3], 2) == 10     # 5 | 4, then 3 -> the 4 (7), 3 -> the 5 (8), 3 -> the 7
+    assert makespan([10, 1, 1], 4) == 10
+    assert makespan([2, 2, 2, 2], 1) == 8
+
+
+@pytest.mark.parametrize("limit", [2400, 3600, 7200, 14400])
+def test_the_plan_fits_its_limit(limit):
+    plan = make_plan(limit, MODELS, COSTS, k=5, slots=2)
+    assert plan.predicted_s <= 0.95 * limit
+    for m in MODELS:
+        assert m.min_epochs <= plan.epochs[m.name] <= m.max_epochs
+
+
+def test_below_the_cheapest_plan_names_the_budget_it_needs():
+    with pytest.raises(PlanError, match="below the cheapest plan") as e:
+        make_plan(300, MODELS, COSTS, k=5, slots=2)
+    need = e.value.args[0].rsplit("about ", 1)[1]
+    plan = make_plan(parse_time_limit(need), MODELS, COSTS, k=5, slots=2)  # that budget does fit
+    assert all(plan.epochs[m.name] >= m.min_epochs for m in MODELS) and plan.predicted_s <= 0.95 * parse_time_limit(need)
+    assert e.value.exit_code == 2
+
+
+def test_more_budget_never_means_fewer_epochs():
+    last = None
+    for limit in range(1800, 6000, 250):
+        epochs = make_plan(limit, MODELS, COSTS, k=5, slots=2).epochs
+        if last:
+            assert all(epochs[n] >= last[n] for n in epochs), (limit, epochs, last)
+        last = epochs
+
+
+def test_bags_only_once_every_model_has_its_full_recipe():
+    tight = make_plan(2400, MODELS, COSTS, k=5, slots=2)
+    assert not tight.full_recipes and set(tight.bags.values()) == {1}
+    roomy = make_plan(4 * 3600, MODELS, COSTS, k=5, slots=2)
+    assert roomy.full_recipes and roomy.epochs == {m.name: m.max_epochs for m in MODELS}
+    assert roomy.bags["cnn_deep"] > 1
+    assert roomy.bags["cnn_small"] == roomy.bags["ann"] == 1  # no expected gain: never bagged
+
+
+def test_more_slots_buy_more_members():
+    two = make_plan(3 * 3600, MODELS, COSTS, k=5, slots=2)
+    eight = make_plan(3 * 3600, MODELS, COSTS, k=5, slots=8)
+    assert sum(eight.bags.values()) > sum(two.bags.values())
+    assert eight.predicted_s <= 0.95 * 3 * 3600
