@@ -61,6 +61,11 @@ class ModelSpec:
     search_space: dict[str, Any] = field(default_factory=dict)
     tiny: bool = False
     source: str = "?"
+    # Under a time limit (harness.run.planner): the fewest epochs worth training (default: the
+    # recipe's quick_epochs; the most is the recipe's epochs), and the OOF errors a second bag of
+    # the model is expected to remove from the ensemble (0: it is never bagged for time left).
+    min_epochs: int | None = None
+    bag_gain: float = 0.0
 
     def builder_defaults(self) -> dict[str, Any]:
         sig = inspect.signature(self.builder)
@@ -102,12 +107,19 @@ _discovered = False
 
 
 def register_model(name: str, *, family: str, description: str, recipe: dict[str, Any] | None = None,
-                   search_space: dict[str, Any] | None = None, tiny: bool = False) -> Callable:
-    """Decorator registering `builder` under `name`. A duplicate name raises ModelError."""
+                   search_space: dict[str, Any] | None = None, tiny: bool = False,
+                   min_epochs: int | None = None, bag_gain: float = 0.0) -> Callable:
+    """Decorator registering `builder` under `name`. A duplicate name raises ModelError.
+    `min_epochs` and `bag_gain` tell a time-limited run's planner (harness.run.planner) how far the
+    model's epochs may be cut and what a second bag of it is worth."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
         # `~` (bags), `+` (pseudo-labels) and `@` (INT8) build derived names; a name is also a folder
         raise ModelError(f"model name {name!r}: use letters, digits, '_', '-' and '.' (starting with a letter "
                          f"or digit); '~', '+' and '@' mark bags, pseudo-label and INT8 rows")
+    if min_epochs is not None and (not isinstance(min_epochs, int) or min_epochs < 1):
+        raise ModelError(f"model {name!r}: min_epochs must be a whole number of at least 1, got {min_epochs!r}")
+    if not isinstance(bag_gain, (int, float)) or bag_gain < 0:
+        raise ModelError(f"model {name!r}: bag_gain must be a number of at least 0, got {bag_gain!r}")
     unknown = set(recipe or {}) - set(RECIPE_DEFAULTS)
     if unknown:
         raise ModelError(f"model {name!r}: unknown recipe field(s) {sorted(unknown)} "
@@ -120,7 +132,7 @@ def register_model(name: str, *, family: str, description: str, recipe: dict[str
         _REGISTRY[name] = ModelSpec(
             name=name, builder=builder, family=family, description=description,
             recipe={**RECIPE_DEFAULTS, **(recipe or {})}, search_space=dict(search_space or {}),
-            tiny=tiny, source=_current_source)
+            tiny=tiny, source=_current_source, min_epochs=min_epochs, bag_gain=float(bag_gain))
         return builder
 
     return decorator

@@ -61,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "run, one child per model; never fails the run")
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
+    p.add_argument("--time-limit", metavar="DURATION",
+                   help="fit the run to this much time on this machine: 90s, 10m, 1.5h, or none (the recipes as "
+                   "they are; the default, also from HARNESS_TIME_LIMIT or [tool.harness] time_limit). A short "
+                   "calibration measures each model here, then a plan sets every model's epochs (with the "
+                   "learning-rate schedule sized to them) and, with time to spare, bags")
+    p.add_argument("--plan", action="store_true",
+                   help="with --time-limit: calibrate and print the plan and its predicted time; train nothing")
     p.add_argument("--submit", action="store_true", help="upload the best model's submission to Kaggle")
     p.add_argument("--message", help="submission message (with --submit)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -106,6 +113,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--max-latency-ms needs the benchmark; drop --no-bench")
     if args.baselines and args.no_bench:
         raise UsageError("--baselines needs the benchmark; drop --no-bench")
+    from harness.run.planner import parse_time_limit
+
+    time_limit = parse_time_limit(args.time_limit if args.time_limit is not None else settings.time_limit)
+    if args.plan and time_limit is None:
+        raise UsageError("--plan needs --time-limit (the plan of what fits in it)")
+    if time_limit is not None and args.epochs is not None:
+        raise UsageError("--epochs fixes every model's epochs, --time-limit plans them: use one or the other")
+    if time_limit is not None and args.bags != 1:
+        raise UsageError("--bags sets the bags, --time-limit plans them: use one or the other")
     executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
@@ -115,9 +131,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                       ensemble=not args.no_ensemble, tta=args.tta, bags=args.bags,
                       pseudo_label=args.pseudo_label, track=args.track, tracking_uri=args.tracking_uri,
                       int8=_int8_default(args.quick) if args.int8 is None else args.int8, max_latency_ms=args.max_latency_ms, latency_batch=args.latency_batch,
-                      submit=args.submit,
+                      submit=args.submit, time_limit=time_limit, plan_only=args.plan,
                       message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
     results = run_pipeline(opts, settings)
+    if args.plan:
+        if args.json:
+            print_json(results["plan"])
+        else:
+            sys.stdout.write(_render_plan(results["plan"]))
+        return 0
     if args.json:
         print_json(results)
     else:
@@ -138,3 +160,18 @@ def _int8_default(quick: bool) -> bool:
               f"faster than FP32 here); --int8 adds them anyway", file=sys.stderr)
         return False
     return True
+
+
+def _render_plan(budget: dict) -> str:
+    """The plan as a table: each model's epochs, bags, and a job's predicted seconds."""
+    from harness.run.planner import fmt_duration
+
+    plan = budget["plan"]
+    lines = [f"time limit {fmt_duration(budget['limit_s'])}: {plan['k']} folds on {plan['slots']} slot(s), "
+             f"predicted {fmt_duration(plan['predicted_s'])} (training {fmt_duration(plan['training_s'])}, "
+             f"after training {fmt_duration(plan['after_s'] + plan['run_s'])})",
+             f"{'model':<16} {'epochs':>6} {'bags':>4} {'job s':>8}"]
+    lines += [f"{j['model']:<16} {j['epochs']:>6} {j['bags']:>4} {j['job_s']:>8.1f}" for j in plan["jobs"]]
+    lines.append("every model at its full recipe" if plan["full_recipes"] else
+                 "epochs cut from the recipes to fit (each model's learning-rate schedule is sized to its epochs)")
+    return "\n".join(lines) + "\n"

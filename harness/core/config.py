@@ -26,6 +26,7 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "harness")
     folds: int = 5
     seed: int = 42
+    time_limit: str | None = None   # harness run's default --time-limit ("30m", "none"); None: none
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with the non-None `changes` applied (unset flags keep lower layers)."""
@@ -41,6 +42,7 @@ _ENV = {
     "cache_dir": "HARNESS_CACHE",
     "folds": "HARNESS_FOLDS",
     "seed": "HARNESS_SEED",
+    "time_limit": "HARNESS_TIME_LIMIT",
 }
 
 
@@ -50,6 +52,9 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         if key not in types:
             raise UsageError(f"unknown setting {key!r} (known: {', '.join(sorted(types))})")
+        if types[key] in ("str | None", "str"):
+            out[key] = str(value)
+            continue
         try:
             out[key] = int(value) if types[key] in ("int", int) else Path(os.path.expanduser(str(value)))
         except ValueError:

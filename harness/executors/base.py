@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.core.errors import RunError
-from harness.train.jobs import FoldJob, JobData, TrialJob
+from harness.train.jobs import FoldJob, JobData, ProbeJob, TrialJob
 
-Job = FoldJob | TrialJob
+Job = FoldJob | TrialJob | ProbeJob
 RAY_PIN = "ray==2.60.0"
 RAY_INSTALL = "pip install 'harness[ray]'"
 CONNECT_TIMEOUT_S = 30.0     # --ray-timeout default: connecting, and each node's probe

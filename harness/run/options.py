@@ -38,5 +38,7 @@ class RunOptions:
     int8: bool = True               # static INT8 variants `<model>@int8` (harness.export.quantize)
     max_latency_ms: float | None = None  # choose the best model whose p50 at `latency_batch` fits this
     latency_batch: int = 1
+    time_limit: float | None = None  # seconds (harness.run.planner); None: the recipes as they are
+    plan_only: bool = False         # --plan: calibrate and print the plan, train nothing
     track: str = "none"             # experiment tracking after the run (harness.results.track): none | mlflow
     tracking_uri: str | None = None

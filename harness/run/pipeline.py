@@ -13,6 +13,7 @@ import json
 import platform
 import subprocess
 import sys
+import dataclasses
 from dataclasses import asdict
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data
     """What makes two invocations 'the same run' for automatic resume: the same command-line choices
     on the same data. Each model's resolved parameters are checked apart (see harness.run.training.check_params)."""
     key = {"models": names, "folds": folds, "seed": seed, "epochs": opts.epochs, "limit": opts.limit,
-           "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes}
+           "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes,
+           **({"time_limit": opts.time_limit} if opts.time_limit is not None else {})}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -260,6 +262,8 @@ def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, sol
 def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None = None) -> dict[str, Any]:
     """Every stage in order on one run folder (started, or resumed when one matches); the results."""
     run = _open(opts, settings, progress or TrainingProgress())
+    if opts.plan_only:  # --plan: what the time limit buys on this machine, nothing trained or written
+        return {"plan": run.budget, "run_dir": None}
     # One writer per run folder: a second command on a run a live process holds stops here.
     with lock.hold(run.run_dir / lock.LOCK_NAME, what=f"run {run.run_dir.name}", hint="pass --new to start another run"):
         _prepare(run)
@@ -305,12 +309,48 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     data = dataset.load(settings.data_dir)
     # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
     params, sources = _resolve_params(specs, opts, settings, progress)
-    # --bags N: each model's bags 2..N as models of their own; their names make them part of the fingerprint.
-    specs, params, sources = bags.expand(specs, params, sources, opts.bags)
+    budget = None
+    if opts.time_limit is not None:  # the plan sets each model's epochs and bags (harness.run.planner)
+        budget = _plan(opts, settings, specs, params, data, k, seed, progress)
+        params = {n: {**p, "epochs": budget["plan"]["epochs"][n]} for n, p in params.items()}
+        sources = {n: f"{src}, epochs planned for --time-limit" for n, src in sources.items()}
+    # --bags N (or the plan's): each model's bags 2..N as models of their own; their names make them
+    # part of the fingerprint.
+    specs, params, sources = bags.expand(specs, params, sources, budget["plan"]["bags"] if budget else opts.bags)
     fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
     run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
     return Run(opts=opts, settings=settings, progress=progress, run_dir=run_dir, resumed=resumed, seed=seed, k=k,
-               specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint)
+               specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint,
+               budget=budget)
+
+
+def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: dict[str, dict[str, Any]],
+          data: Any, k: int, seed: int, progress: TrainingProgress) -> dict[str, Any]:
+    """Calibrate on this machine in the run's layout, then plan every model's epochs and bags in
+    --time-limit (a PlanError, exit 2, when even the cheapest plan does not fit)."""
+    from harness.run.calibrate import after_training, calibrate
+    from harness.run.planner import ModelBudget, fmt_duration, make_plan
+
+    start = time.perf_counter()
+    rows = opts.limit or len(data.y_train)
+    layout = {"executor": opts.executor, "jobs": opts.jobs, "cpus_per_job": opts.cpus_per_job,
+              "ray_address": opts.ray_address, "ray_timeout": opts.ray_timeout}
+    costs, probe = calibrate(specs, params, data.x_train, data.y_train, k, layout, settings.cache_dir,
+                             say=progress.stage, seed=seed,
+                             stages=after_training(opts.bench, opts.int8, opts.report))
+    models = [ModelBudget(s.name, min(s.min_epochs or int(params[s.name]["quick_epochs"]), int(params[s.name]["epochs"])),
+                          int(params[s.name]["epochs"]), s.bag_gain) for s in specs]
+    scale = rows / len(data.y_train)  # a --limit run trains on fewer rows: its epochs cost less
+    costs = dataclasses.replace(costs, epoch_s={m: v * scale for m, v in costs.epoch_s.items()})
+    left = opts.time_limit - (time.perf_counter() - start if not probe.get("cached") else 0.0)
+    plan = make_plan(left, models, costs, k, int(probe.get("slots") or opts.jobs or 1))
+    progress.stage(f"plan for {fmt_duration(opts.time_limit)} on {plan.slots} slot(s): "
+                   + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
+                               for n in plan.epochs)
+                   + f"; predicted {fmt_duration(plan.predicted_s)} (training {fmt_duration(plan.training_s)})"
+                   + ("" if probe.get("cached") else f"; calibration took {probe['seconds']:.0f} s"))
+    return {"limit_s": opts.time_limit, "plan": plan.as_dict(), "calibration": probe,
+            "costs": dataclasses.asdict(costs)}
 
 
 def _prepare(run: Run) -> None:
@@ -343,7 +383,7 @@ def _prepare(run: Run) -> None:
                    "ensemble": opts.ensemble, "tta": opts.tta, "bags": opts.bags, "pseudo_label": opts.pseudo_label,
                    "int8": opts.int8, "max_latency_ms": opts.max_latency_ms, "latency_batch": opts.latency_batch,
                    "n_train_rows": int(len(run.index))},
-        "params": run.params, "param_sources": run.param_sources,
+        "params": run.params, "param_sources": run.param_sources, "budget": run.budget,
         "versions": _versions(), "hardware": device.hardware(), "data": run.info.sha256, "git_commit": _git_commit(),
         "git_tree": _git_tree(),
         "started": manifest.get("started") or io.utc_now(), "finished": None,

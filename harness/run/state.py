@@ -45,6 +45,7 @@ class Run:
     x: np.ndarray | None = None              # those rows' images and labels
     y: np.ndarray | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] | None = None     # --time-limit: the limit, the plan and its calibration
     started: float = field(default_factory=time.perf_counter)
 
     @property

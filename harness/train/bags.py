@@ -37,14 +37,16 @@ def job_seed(seed: int, params: dict[str, Any], fold: int) -> int:
 
 
 def expand(specs: list[ModelSpec], params: dict[str, dict[str, Any]], sources: dict[str, str],
-           n: int) -> tuple[list[ModelSpec], dict[str, dict[str, Any]], dict[str, str]]:
-    """Every spec followed by its bags 2..n: specs, parameters (with `bag`) and parameter sources."""
-    if n == 1:
+           n: int | dict[str, int]) -> tuple[list[ModelSpec], dict[str, dict[str, Any]], dict[str, str]]:
+    """Every spec followed by its bags 2..n (`n` for all, or per model: a time-limited run's plan):
+    specs, parameters (with `bag`) and parameter sources."""
+    counts = n if isinstance(n, dict) else {s.name: n for s in specs}
+    if all(counts.get(s.name, 1) == 1 for s in specs):
         return specs, params, sources
     out_specs, out_params, out_sources = [], dict(params), dict(sources)
     for spec in specs:
         out_specs.append(spec)
-        for b in range(2, n + 1):
+        for b in range(2, counts.get(spec.name, 1) + 1):
             bag = name(spec.name, b)
             out_specs.append(dataclasses.replace(spec, name=bag, description=f"{spec.description} (bag {b}: "
                                                  f"other training seeds, same folds)"))

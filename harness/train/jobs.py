@@ -97,6 +97,28 @@ class TrialJob:
         return f"{self.model}/trial_{self.number}"
 
 
+@dataclass(frozen=True)
+class ProbeJob:
+    """Measure how fast `model` trains and predicts in a worker of the run's layout (the planner's
+    calibration, harness.run.calibrate): `rows` training rows for 1 and then 3 epochs (a two-point
+    probe: the difference is the cost of an epoch, the rest is each fit's fixed cost: tracing,
+    building), then predictions on the validation rows."""
+
+    model: str
+    params: dict[str, Any]
+    rows: int
+    seed: int
+    kind: str = "probe"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} calibration"
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/probe"
+
+
 @dataclass
 class Where:
     """Where and how a job runs; recorded in each fold.json."""
@@ -255,7 +277,40 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 2), **where.__dict__}
 
 
-def execute(job: FoldJob | TrialJob, data: JobData, where: Where,
+def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
+    """Seconds per training image (an epoch's own cost), a fit's fixed seconds and seconds per
+    predicted image, measured in this worker (see ProbeJob)."""
+    import tempfile
+
+    from harness.registry import get_model
+    from harness.train.cv import predict, train_fold
+
+    configure_worker(where.threads)
+    spec = get_model(bags.base(job.model))
+    tr, va = np.flatnonzero(data.folds != 0)[:job.rows], np.flatnonzero(data.folds == 0)[:2048]
+    tmp = Path(tempfile.mkdtemp(prefix="harness-probe-"))
+    fits = {}
+    try:
+        for epochs in (1, 3):
+            r = train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x[va[:1]],
+                           seed=job.seed, out=tmp / f"e{epochs}", epochs=epochs, fold=0, val_rows=min(len(va), 512))
+            fits[epochs] = r.seconds
+        import keras
+
+        model = keras.saving.load_model(tmp / "e3" / "model.keras", compile=False)
+        predict(model, data.x[va[:256]])  # traced once, as a fold's first prediction is
+        start = time.perf_counter()
+        predict(model, data.x[va])
+        predict_s = (time.perf_counter() - start) / len(va)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    per_image = max(fits[3] - fits[1], 1e-9) / (2 * len(tr))
+    return {"model": job.model, "rows": int(len(tr)), "fit_1_s": round(fits[1], 3), "fit_3_s": round(fits[3], 3),
+            "train_s_per_image": per_image, "fit_fixed_s": round(max(fits[1] - per_image * len(tr), 0.0), 3),
+            "predict_s_per_image": predict_s, **where.__dict__}
+
+
+def execute(job: FoldJob | TrialJob | ProbeJob, data: JobData, where: Where,
             hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
     """Run any job; the one entry point every executor calls in its worker. `worker_s` is its
     time in the worker (TF start-up, training, predictions, writes), so that the driver can tell
@@ -263,6 +318,8 @@ def execute(job: FoldJob | TrialJob, data: JobData, where: Where,
     start = time.perf_counter()
     if job.kind == "fold":
         result = run_fold(job, data, where, hooks)  # type: ignore[arg-type]
+    elif job.kind == "probe":
+        result = run_probe(job, data, where)  # type: ignore[arg-type]
     else:
         result = run_trial(job, data, where)  # type: ignore[arg-type]
     return {**result, "worker_s": round(time.perf_counter() - start, 3)}
