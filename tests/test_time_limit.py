@@ -18,6 +18,8 @@ from tests.conftest import harness_cli
     (["--plan"], "--plan needs --time-limit"),
     (["--time-limit", "10m", "--epochs", "3"], "use one or the other"),
     (["--time-limit", "10m", "--bags", "2"], "use one or the other"),
+    (["--time-limit", "10m", "--pseudo-label"], "not in a --time-limit plan yet"),
+    (["--time-limit", "10m", "--tta", "3"], "not in a --time-limit plan yet"),
 ])
 def test_bad_time_limits_are_one_line_exit_2(tmp_path, args, needle):
     proc = harness_cli("run", "--model", "ann_tiny", *args, cwd=tmp_path)

@@ -122,6 +122,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--epochs fixes every model's epochs, --time-limit plans them: use one or the other")
     if time_limit is not None and args.bags != 1:
         raise UsageError("--bags sets the bags, --time-limit plans them: use one or the other")
+    for flag, used in (("--pseudo-label", args.pseudo_label is not None), ("--tta", args.tta > 1)):
+        if time_limit is not None and used:
+            raise UsageError(f"{flag} is not in a --time-limit plan yet (its cost is not measured): use one or the other")
     executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
