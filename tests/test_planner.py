@@ -75,3 +75,12 @@ def test_more_slots_buy_more_members():
     eight = make_plan(3 * 3600, MODELS, COSTS, k=5, slots=8)
     assert sum(eight.bags.values()) > sum(two.bags.values())
     assert eight.predicted_s <= 0.95 * 3 * 3600
+
+
+def test_time_already_spent_counts_against_the_limit():
+    free = make_plan(3600, MODELS, COSTS, k=5, slots=2)
+    spent = make_plan(3600, MODELS, COSTS, k=5, slots=2, spent_s=600)
+    assert spent.predicted_s <= 0.95 * 3600 and spent.predicted_s - spent.run_s <= 0.95 * 3600 - 600
+    assert sum(spent.epochs.values()) < sum(free.epochs.values())
+    with pytest.raises(PlanError, match=r"--time-limit 30m00s is below"):
+        make_plan(1800, MODELS, COSTS, k=5, slots=2, spent_s=1700)

@@ -342,8 +342,8 @@ def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: 
                           int(params[s.name]["epochs"]), s.bag_gain) for s in specs]
     scale = rows / len(data.y_train)  # a --limit run trains on fewer rows: its epochs cost less
     costs = dataclasses.replace(costs, epoch_s={m: v * scale for m, v in costs.epoch_s.items()})
-    left = opts.time_limit - (time.perf_counter() - start if not probe.get("cached") else 0.0)
-    plan = make_plan(left, models, costs, k, int(probe.get("slots") or opts.jobs or 1))
+    spent = 0.0 if probe.get("cached") else time.perf_counter() - start
+    plan = make_plan(opts.time_limit, models, costs, k, int(probe.get("slots") or opts.jobs or 1), spent_s=spent)
     progress.stage(f"plan for {fmt_duration(opts.time_limit)} on {plan.slots} slot(s): "
                    + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
                                for n in plan.epochs)

@@ -137,9 +137,11 @@ def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: d
     return makespan(durations, slots), after
 
 
-def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, slots: int) -> Plan:
-    """The most training that fits in `limit_s` less MARGIN; see the module docstring for the order."""
-    usable = limit_s * (1 - MARGIN)
+def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, slots: int,
+              spent_s: float = 0.0) -> Plan:
+    """The most training that fits in `limit_s` less MARGIN and the `spent_s` already used (the
+    calibration); see the module docstring for the order."""
+    usable = limit_s * (1 - MARGIN) - spent_s
     bags = {m.name: 1 for m in models}
 
     def fits(epochs: dict[str, int], bags: dict[str, int]) -> tuple[bool, float, float]:
@@ -149,7 +151,7 @@ def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, s
     lo = {m.name: m.min_epochs for m in models}
     ok, train, after = fits(lo, bags)
     if not ok:
-        need = (train + after + costs.run_s) / (1 - MARGIN)
+        need = (train + after + costs.run_s + spent_s) / (1 - MARGIN)
         raise PlanError(f"--time-limit {fmt_duration(limit_s)} is below the cheapest plan on this machine "
                         f"(every model at its fewest epochs, {k} folds on {slots} slot(s)): it needs about "
                         f"{fmt_duration(need)}")
@@ -189,4 +191,4 @@ def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, s
     jobs = [{"model": m.name, "bags": bags[m.name], "epochs": best[m.name],
              "job_s": round(job_seconds(costs, m.name, best[m.name]), 1)} for m in models]
     return Plan(limit_s=limit_s, k=k, slots=slots, epochs=best, bags=bags, training_s=train, after_s=after,
-                run_s=costs.run_s, full_recipes=full, jobs=jobs)
+                run_s=costs.run_s + spent_s, full_recipes=full, jobs=jobs)
