@@ -56,3 +56,7 @@ def test_plan_then_a_run_that_trains_what_it_planned(project: Path):
     for model, epochs in doc["plan"]["epochs"].items():
         assert manifest["params"][model]["epochs"] == epochs
         assert json.loads((run_dir / model / "fold_0" / "fold.json").read_text())["epochs"] == epochs
+    # what the run's folds took is kept for the next plan of the same setup
+    again = json.loads(harness_cli(*common, "--time-limit", "30m", "--plan", "--json", cwd=project, check=True).stdout)
+    observed = again["calibration"]["observed"]
+    assert set(observed) == {"ann_tiny", "cnn_tiny"} and all(o["train_s_per_image"] > 0 for o in observed.values())

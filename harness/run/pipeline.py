@@ -270,6 +270,8 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         # Training: (model, fold) jobs on the executor; the driver (this process) alone writes
         # model-level files, as soon as a model's last fold is in. Then the opt-in `+pl` fine-tunes.
         training.cross_validate(run, run.specs, run.params)
+        if run.budget:
+            _observe(run)
         names = run.names + training.pseudo_round(run)
         run.manifest["devices"] = device.run_devices(run.run_dir, names)
         # Export (+ parity) and benchmark; INT8 variants; the OOF ensemble of what exported, alike.
@@ -322,6 +324,24 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     return Run(opts=opts, settings=settings, progress=progress, run_dir=run_dir, resumed=resumed, seed=seed, k=k,
                specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint,
                budget=budget)
+
+
+def _observe(run: Run) -> None:
+    """After training under a plan: each model's measured speed over whole folds, for the next
+    plan of the same setup (harness.run.calibrate.observe)."""
+    from harness.core.runs import fold_dir
+    from harness.run.calibrate import observe
+
+    jobs = [j for s in run.manifest.get("sessions", []) for j in s.get("jobs", [])]
+    for name in run.budget["calibration"]["probes"]:
+        folds = [io.read_json(fold_dir(run.run_dir, name, f) / "fold.json") for f in range(run.k)
+                 if (fold_dir(run.run_dir, name, f) / "fold.json").is_file()]
+        overhead = [j["wall_s"] - j["train_s"] for j in jobs
+                    if j["job"].startswith(f"{name} fold ") and j.get("train_s") is not None]
+        if folds and overhead:
+            per_image = float(np.mean([f["seconds"] / (f["n_train"] * f["epochs"]) for f in folds]))
+            observe(run.settings.cache_dir, run.budget["calibration"]["key"], name, per_image,
+                    float(np.median(overhead)))
 
 
 def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: dict[str, dict[str, Any]],

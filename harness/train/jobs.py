@@ -100,23 +100,25 @@ class TrialJob:
 @dataclass(frozen=True)
 class ProbeJob:
     """Measure how fast `model` trains and predicts in a worker of the run's layout (the planner's
-    calibration, harness.run.calibrate): `rows` training rows for 1 and then 3 epochs (a two-point
-    probe: the difference is the cost of an epoch, the rest is each fit's fixed cost: tracing,
-    building), then predictions on the validation rows."""
+    calibration, harness.run.calibrate): one fit of 3 epochs on `rows` rows, timed epoch by epoch
+    (the first carries the fit's fixed cost: building, tracing; the later ones are the steady
+    state), then predictions on the validation rows. `copy` tells apart the copies run side by
+    side, one per slot, so that each sees the contention of a full machine."""
 
     model: str
     params: dict[str, Any]
     rows: int
     seed: int
+    copy: int = 0
     kind: str = "probe"
 
     @property
     def name(self) -> str:
-        return f"{self.model} calibration"
+        return f"{self.model} calibration" + (f" ({self.copy + 1})" if self.copy else "")
 
     @property
     def key(self) -> str:
-        return f"{self.model}/probe"
+        return f"{self.model}/probe_{self.copy}"
 
 
 @dataclass
@@ -278,8 +280,9 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
 
 
 def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
-    """Seconds per training image (an epoch's own cost), a fit's fixed seconds and seconds per
-    predicted image, measured in this worker (see ProbeJob)."""
+    """Seconds per training image in the steady state (epochs 2 and 3, their per-epoch work
+    included), a fit's fixed seconds (what epoch 1 took beyond them) and seconds per predicted
+    image, measured in this worker (see ProbeJob)."""
     import tempfile
 
     from harness.registry import get_model
@@ -289,24 +292,25 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
     spec = get_model(bags.base(job.model))
     tr, va = np.flatnonzero(data.folds != 0)[:job.rows], np.flatnonzero(data.folds == 0)[:2048]
     tmp = Path(tempfile.mkdtemp(prefix="harness-probe-"))
-    fits = {}
+    ends: list[float] = []
     try:
-        for epochs in (1, 3):
-            r = train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x[va[:1]],
-                           seed=job.seed, out=tmp / f"e{epochs}", epochs=epochs, fold=0, val_rows=min(len(va), 512))
-            fits[epochs] = r.seconds
+        start = time.perf_counter()
+        train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x[va[:1]],
+                   seed=job.seed, out=tmp / "probe", epochs=3, fold=0, val_rows=min(len(va), 512),
+                   on_epoch=lambda _e, _logs: ends.append(time.perf_counter()))
         import keras
 
-        model = keras.saving.load_model(tmp / "e3" / "model.keras", compile=False)
+        model = keras.saving.load_model(tmp / "probe" / "model.keras", compile=False)
         predict(model, data.x[va[:256]])  # traced once, as a fold's first prediction is
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         predict(model, data.x[va])
-        predict_s = (time.perf_counter() - start) / len(va)
+        predict_s = (time.perf_counter() - t0) / len(va)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    per_image = max(fits[3] - fits[1], 1e-9) / (2 * len(tr))
-    return {"model": job.model, "rows": int(len(tr)), "fit_1_s": round(fits[1], 3), "fit_3_s": round(fits[3], 3),
-            "train_s_per_image": per_image, "fit_fixed_s": round(max(fits[1] - per_image * len(tr), 0.0), 3),
+    epochs_s = [b - a for a, b in zip([start, *ends[:-1]], ends)]
+    steady = (epochs_s[1] + epochs_s[2]) / 2
+    return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "epochs_s": [round(e, 3) for e in epochs_s],
+            "train_s_per_image": steady / len(tr), "fit_fixed_s": round(max(epochs_s[0] - steady, 0.0), 3),
             "predict_s_per_image": predict_s, **where.__dict__}
 
 
