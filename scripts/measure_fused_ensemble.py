@@ -10,19 +10,25 @@ Measured on an AVX2 EPYC (family 23): parity 3e-8, 64 -> 19 nodes (cnn_small), b
 graph's speed: ONNX Runtime runs a grouped conv as a loop over groups, and per-node overhead is
 not what bounds these graphs. Not adopted.
 """
-import sys, time
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.core.tfquiet import import_tensorflow
+
 import_tensorflow(1)
-import keras, tensorflow as tf, tf2onnx, onnx
-from harness.registry import get_model
-from harness.export.convert import convert, simplify
-from harness.bench import make_session
+import keras
+import onnx
+import tensorflow as tf
+import tf2onnx
+
 import models  # noqa: registers
+from harness.bench import make_session
+from harness.export.convert import convert, simplify
+from harness.registry import get_model
 
 
 def fused_function(ms):

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.core import io  # noqa: E402
 from harness.bench import versus  # noqa: E402
+from harness.core import io  # noqa: E402
 from harness.core.runs import resolve_run, run_models  # noqa: E402
 
 

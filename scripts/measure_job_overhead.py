@@ -29,11 +29,11 @@ def main() -> int:
     ap.add_argument("--data-dir", default="data/digit-recognizer")
     args = ap.parse_args()
 
-    from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
     from harness.executors import Processes, run_jobs
-    from harness.train.jobs import FoldJob, JobData
     from harness.registry import get_model
+    from harness.train.cv import make_folds, stratified_subset
+    from harness.train.jobs import FoldJob, JobData
 
     ds = load(Path(args.data_dir))
     rows = stratified_subset(ds.y_train, args.rows, 0)

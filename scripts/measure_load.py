@@ -1,6 +1,11 @@
 """Time harness.data.dataset.load cold (parse cache deleted) and warm. Usage: python scripts/measure_load.py [DATA_DIR]"""
-import shutil, statistics, sys, time
+import shutil
+import statistics
+import sys
+import time
+
 from harness.data.dataset import load
+
 d = sys.argv[1] if len(sys.argv) > 1 else "data/digit-recognizer"
 def once(cold: bool) -> float:
     if cold:

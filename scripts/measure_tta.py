@@ -31,11 +31,10 @@ def main() -> None:
     configure_threads()
     import keras
 
-    from harness.train import tta
-
-    from harness.data import dataset as data
     from harness.core.runs import fold_dir
+    from harness.data import dataset as data
     from harness.kaggle.submission import read_solution, score_labels
+    from harness.train import tta
 
     run = args.run.resolve()
     manifest = json.loads((run / "manifest.json").read_text())

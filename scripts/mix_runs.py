@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.train.ensemble import select  # noqa: E402
 from harness.core.errors import RunError  # noqa: E402
+from harness.train.ensemble import select  # noqa: E402
 
 
 def load(runs: list[Path]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
@@ -49,7 +49,8 @@ def main() -> int:
                     "to select among")
     args = ap.parse_args()
 
-    from harness.data.dataset import load as load_data, solution_path
+    from harness.data.dataset import load as load_data
+    from harness.data.dataset import solution_path
     from harness.kaggle.submission import read_solution, score_labels
 
     data_dir = Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer"))

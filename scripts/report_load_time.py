@@ -1,7 +1,11 @@
 """Open a report in headless Chromium (Playwright, system chromium) 3 times; print load times, images,
 console errors and non-file requests. Usage: python scripts/report_load_time.py reports/RUN.html"""
-import sys, time, statistics
+import statistics
+import sys
+import time
+
 from playwright.sync_api import sync_playwright
+
 path = str(__import__("pathlib").Path(sys.argv[1]).resolve())
 with sync_playwright() as p:
     b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])

@@ -41,8 +41,8 @@ SETTINGS = ["fp32", "bf16", "amp", "batch x2", "spe 8", "no aug", "val/epoch", "
 
 
 def _data(rows: int, seed: int = 0):
-    from harness.train.cv import stratified_subset
     from harness.data.dataset import load
+    from harness.train.cv import stratified_subset
 
     ds = load(Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer")))
     rng = np.random.default_rng(seed)
@@ -65,8 +65,8 @@ def worker(cfg: dict) -> dict:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     if cfg["setting"] == "amp":
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-    from harness.train.cv import _train_dataset, compile_model
     from harness.registry import get_model
+    from harness.train.cv import _train_dataset, compile_model
 
     spec = get_model(cfg["model"])
     params = spec.params()

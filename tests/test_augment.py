@@ -12,8 +12,8 @@ configure_threads()
 
 import tensorflow as tf  # noqa: E402
 
-from harness.train.augment import GRID, _resize_matrix, affine_transforms, augment_fn, bilinear_sample, displacement  # noqa: E402
 from harness.core.errors import RunError  # noqa: E402
+from harness.train.augment import GRID, _resize_matrix, affine_transforms, augment_fn, bilinear_sample, displacement  # noqa: E402
 
 
 def _images(n: int = 16, seed: int = 0) -> np.ndarray:

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.train import bags
 from harness.core.errors import UsageError
 from harness.registry import get_model
+from harness.train import bags
 from tests.conftest import harness_cli
 
 

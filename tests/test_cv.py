@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from harness.train.cv import assemble_cv, make_folds, stratified_subset
-from harness.executors import InProcess, run_jobs
-from harness.train.jobs import FoldJob, JobData
 from harness.core.errors import RunError
+from harness.executors import InProcess, run_jobs
 from harness.registry import get_model
+from harness.train.cv import assemble_cv, make_folds, stratified_subset
+from harness.train.jobs import FoldJob, JobData
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from harness.data import dataset as data
-
-from harness.data import replica
-
-from harness.kaggle import formats as validate
 from harness.core.config import Settings
+from harness.core.errors import (
+    DataError,
+    KaggleCredentialsMissing,
+    KaggleNetworkError,
+    KaggleRulesNotAccepted,
+    UsageError,
+)
+from harness.data import dataset as data
+from harness.data import replica
 from harness.data.dataset import ensure_data, load, solution_path
-from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleNetworkError,
-                            KaggleRulesNotAccepted, UsageError)
 from harness.data.replica import Digits
+from harness.kaggle import formats as validate
 from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, write_table
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -19,8 +19,8 @@ from tests.conftest import kill_worker_of
 
 @pytest.fixture(scope="module")
 def data(replica_dir: Path) -> JobData:
-    from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
+    from harness.train.cv import make_folds, stratified_subset
 
     ds = load(replica_dir)
     rows = stratified_subset(ds.y_train, 3000, 0)

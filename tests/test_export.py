@@ -221,8 +221,8 @@ def _perturbed(convert):
 
 
 def test_broken_export_is_caught(tmp_path, images, monkeypatch):
-    from harness.export import convert as export
     from harness.core.errors import RunError
+    from harness.export import convert as export
 
     run_dir = make_run(tmp_path / "run-broken", "tiny_conv", seed=3)
     (run_dir / "tiny_conv" / "model.onnx").write_bytes(b"stale")  # an earlier export must not survive
@@ -257,8 +257,8 @@ def test_broken_simplification_falls_back_to_plain_graph(tmp_path, images, monke
 
 
 def test_gate_needs_enough_images_and_fold_models(tmp_path, images):
-    from harness.export import convert as export
     from harness.core.errors import RunError, UsageError
+    from harness.export import convert as export
 
     run_dir = make_run(tmp_path / "run-small", "tiny_dense", folds=1)
     with pytest.raises(UsageError, match="at least 1000"):
@@ -286,8 +286,8 @@ def test_cli_export_run(tmp_path, replica_dir, monkeypatch, capsys):
 
 
 def test_cli_export_failure_exits_5_and_names_model(tmp_path, replica_dir, monkeypatch, capsys):
-    from harness.export import convert as export
     from harness.cli import main
+    from harness.export import convert as export
 
     runs = tmp_path / "runs"
     make_run(runs / "20260101-000001", "tiny_dense", folds=1, seed=6)

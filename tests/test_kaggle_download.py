@@ -8,10 +8,10 @@ import io
 import zipfile
 
 import pytest
+from kaggle_server import ARCHIVE, empty_home, home, isolate, run_subprocess, standin  # noqa: F401
 
 from harness.core import errors
 from harness.kaggle.api import download_competition
-from kaggle_server import ARCHIVE, empty_home, home, isolate, run_subprocess, standin  # noqa: F401
 
 pytestmark = [pytest.mark.kaggle]
 

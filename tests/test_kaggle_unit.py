@@ -13,12 +13,10 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from harness.kaggle import api as kaggle
-
-from harness.kaggle import client as kaggle_client
-
-from harness.core import errors
 from harness.cli.submissions import render_table
+from harness.core import errors
+from harness.kaggle import api as kaggle
+from harness.kaggle import client as kaggle_client
 
 pytestmark = [pytest.mark.kaggle]
 

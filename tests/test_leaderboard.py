@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from harness.results import leaderboard
-
 from harness.core import io
 from harness.core.errors import RunError
+from harness.results import leaderboard
 
 
 def _row(model, acc, p50, status="ok"):

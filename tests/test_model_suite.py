@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.train.cv import compile_model, configure_threads
 from harness.registry import list_models
+from harness.train.cv import compile_model, configure_threads
 
 configure_threads()
 SPECS = list_models()

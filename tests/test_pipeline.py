@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from harness.core import io
+from harness.core.progress import TrainingProgress
 from harness.run.pipeline import RunOptions, _benched, _fingerprint
 from harness.run.training import check_params as _check_params
-from harness.core.progress import TrainingProgress
 
 
 def test_fingerprint_follows_command_line_choices_and_data():

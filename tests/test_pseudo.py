@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.train import pseudo
-
 from harness.core import io
 from harness.core.errors import UsageError
+from harness.train import pseudo
 from tests.conftest import harness_cli
 
 

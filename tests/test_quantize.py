@@ -12,12 +12,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from harness.results import leaderboard  # noqa: E402
-
-from harness.export import quantize
-
 from harness.core import io
 from harness.core.errors import RunError  # noqa: E402
+from harness.export import quantize
+from harness.results import leaderboard  # noqa: E402
 
 
 def _tiny_conv(seed: int):

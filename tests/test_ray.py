@@ -138,8 +138,8 @@ def test_killed_driver_resumes(project: Path, cluster):
 
 
 def _job(run_dir: Path, fold: int = 0, **params):
-    from harness.train.jobs import FoldJob
     from harness.registry import get_model
+    from harness.train.jobs import FoldJob
 
     spec = get_model("cnn_tiny")
     return FoldJob(run_dir=str(run_dir), model="cnn_tiny", fold=fold, k=2, params={**spec.params(), **params},
@@ -149,9 +149,9 @@ def _job(run_dir: Path, fold: int = 0, **params):
 @pytest.fixture
 def executor(cluster, replica_dir: Path, tmp_path: Path):
     """A Ray executor connected to the cluster, with the data of a small 2-fold grid."""
-    from harness.train.cv import make_folds, stratified_subset
     from harness.data.dataset import load
     from harness.executors import make_executor
+    from harness.train.cv import make_folds, stratified_subset
     from harness.train.jobs import JobData
 
     ds = load(replica_dir)
@@ -189,9 +189,9 @@ def test_failing_job_stops_naming_it(executor, tmp_path: Path):
 
 
 def test_dead_worker_is_retried_once(executor, tmp_path: Path):
-    from harness.executors import run_jobs
-
     import threading
+
+    from harness.executors import run_jobs
 
     killed: set[int] = set()
     killer = threading.Thread(target=kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import replica
 from harness.cli import main
 from harness.core.config import load_settings
-from harness.data.dataset import check_data, load, solution_path
 from harness.core.errors import DataError
+from harness.data import replica
+from harness.data.dataset import check_data, load, solution_path
 from harness.kaggle.submission import read_solution, score_submission
 
 # The replica's files, pinned: a change here changes every score (e.g. numpy's Generator stream).

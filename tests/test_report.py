@@ -340,8 +340,9 @@ def test_text_from_plugins_and_files_is_escaped(report):
 
 def test_figures_decode(report):
     p = _parse(report.read_text(encoding="utf-8"))
-    from PIL import Image
     import io as _io
+
+    from PIL import Image
 
     kinds = set()
     for src in p.srcs:
@@ -589,8 +590,9 @@ def _open_in_chromium(report: Path, screenshot: Path | None = None) -> dict:
 
 
 def _assert_renders(report: Path, out: dict) -> None:
-    from PIL import Image, ImageStat
     import io as _io
+
+    from PIL import Image, ImageStat
 
     assert out["console"] == []
     # The only request is the page itself, once per load (data: URIs are not requests).

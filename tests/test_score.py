@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.data.dataset import ensure_data, solution_path
 from harness.core.errors import SubmissionError
-from harness.kaggle.submission import (Solution, read_solution, score_labels, score_submission, validate_submission,
-                                write_submission)
+from harness.data.dataset import ensure_data, solution_path
+from harness.kaggle.submission import (
+    Solution,
+    read_solution,
+    score_labels,
+    score_submission,
+    validate_submission,
+    write_submission,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

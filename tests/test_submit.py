@@ -16,9 +16,17 @@ import time
 from pathlib import Path
 
 import pytest
-
 from kaggle_server import (  # noqa: F401  (fixtures)
-    SOLUTION, USERNAME, StandIn, empty_home, history, home, project, run_subprocess, standin, submission_csv,
+    SOLUTION,
+    USERNAME,
+    StandIn,
+    empty_home,
+    history,
+    home,
+    project,
+    run_subprocess,
+    standin,
+    submission_csv,
 )
 
 pytestmark = [pytest.mark.kaggle, pytest.mark.e2e]

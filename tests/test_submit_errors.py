@@ -8,9 +8,18 @@ import json
 import socket
 
 import pytest
-
 from kaggle_server import (  # noqa: F401  (fixtures)
-    RULES_MESSAGE, SOLUTION, TOKEN, USERNAME, cli, empty_home, history, home, isolate, project, standin,
+    RULES_MESSAGE,
+    SOLUTION,
+    TOKEN,
+    USERNAME,
+    cli,
+    empty_home,
+    history,
+    home,
+    isolate,
+    project,
+    standin,
     submission_csv,
 )
 

@@ -14,8 +14,8 @@ import pytest
 from harness.core.config import load_settings
 from harness.core.errors import ModelError, UsageError
 from harness.registry import get_model, list_models, register_model, unregister_model
-from harness.tune.study import TuneOptions, protocol_rows, tune
 from harness.tune.space import active_space, in_space, load_tuned, parse_assignments, search_space, tuned_path
+from harness.tune.study import TuneOptions, protocol_rows, tune
 from tests.conftest import harness_cli
 
 TINY = dict(limit=1100, folds=2, folds_used=2, epochs=2)  # run's parity gate wants 1000 rows
@@ -104,7 +104,8 @@ def test_cli_reports_bad_parameters_with_exit_4(project: Path):
 # ----------------------------------------------------------------------------- studies
 
 def test_tiny_study_saves_best_params_and_run_tuned_uses_them(project: Path):
-    from harness.run.pipeline import RunOptions, run as run_pipeline
+    from harness.run.pipeline import RunOptions
+    from harness.run.pipeline import run as run_pipeline
 
     settings = load_settings()
     before = set(Path(tempfile.gettempdir()).glob("harness-tune-*"))

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.kaggle import formats as validate
-from harness.data.dataset import check_data, ensure_data
 from harness.core.errors import DataError, SubmissionError
+from harness.data.dataset import check_data, ensure_data
+from harness.kaggle import formats as validate
 from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, read_table, write_table
 
 FIXTURES = Path(__file__).parent / "fixtures"

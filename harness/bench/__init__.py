@@ -9,11 +9,34 @@
 - gpu: the same timings on ONNX Runtime's CUDA provider
 """
 
-from harness.bench.latency import DEFAULT_BATCHES, DEFAULT_PEAK_GFLOPS_PER_CORE, DEFAULT_THREADS, bench_model, \
-    bench_onnx, positive_float, summary, versus
-from harness.bench.timing import DEFAULT_BUDGET, QUICK_BUDGET, STREAM_MAX_BYTES, STREAM_ROWS, TimingBudget, interleaved, \
-    make_session, matmul_call, measure_peak_gflops, measure_peak_gops_int8, replace_budget, roofline, stats, \
-    stream_call, time_calls, trivial_model
+from harness.bench.latency import (
+           DEFAULT_BATCHES,
+           DEFAULT_PEAK_GFLOPS_PER_CORE,
+           DEFAULT_THREADS,
+           bench_model,
+           bench_onnx,
+           positive_float,
+           summary,
+           versus,
+)
+from harness.bench.timing import (
+           DEFAULT_BUDGET,
+           QUICK_BUDGET,
+           STREAM_MAX_BYTES,
+           STREAM_ROWS,
+           TimingBudget,
+           interleaved,
+           make_session,
+           matmul_call,
+           measure_peak_gflops,
+           measure_peak_gops_int8,
+           replace_budget,
+           roofline,
+           stats,
+           stream_call,
+           time_calls,
+           trivial_model,
+)
 
 __all__ = ["DEFAULT_BATCHES", "DEFAULT_BUDGET", "DEFAULT_PEAK_GFLOPS_PER_CORE", "DEFAULT_THREADS", "QUICK_BUDGET",
            "STREAM_MAX_BYTES", "STREAM_ROWS", "TimingBudget", "bench_model", "bench_onnx", "interleaved", "make_session",

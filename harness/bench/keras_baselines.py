@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.core import io
 from harness.bench.timing import DEFAULT_BUDGET, INPUT_NAME, TimingBudget, make_session, stats, time_calls
+from harness.core import io
 from harness.core.runs import model_dir
 
 

@@ -46,9 +46,22 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from harness.bench.timing import (DEFAULT_BUDGET, INPUT_NAME, PERCENTILE_MIN_N, QUICK_BUDGET, TimingBudget, _r, make_session,
-                                   measure_peak_gflops, measure_peak_gops_int8, roofline, stats, stream_call,
-                                   time_calls, trivial_model)
+from harness.bench.timing import (
+    DEFAULT_BUDGET,
+    INPUT_NAME,
+    PERCENTILE_MIN_N,
+    QUICK_BUDGET,
+    TimingBudget,
+    _r,
+    make_session,
+    measure_peak_gflops,
+    measure_peak_gops_int8,
+    roofline,
+    stats,
+    stream_call,
+    time_calls,
+    trivial_model,
+)
 from harness.core import io
 from harness.core.device import machine
 from harness.core.errors import RunError, UsageError
@@ -230,7 +243,9 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
     and its speed-up over the FP32 graph timed interleaved with it -> bench.int8.json).
     `quick` uses a shorter budget (batch 1 keeps >= 662 calls, so p99 stays valid).
     """
-    from harness.core.names import INT8_SUFFIX as SUFFIX, artefact, int8_base as base_of, onnx_path
+    from harness.core.names import INT8_SUFFIX as SUFFIX
+    from harness.core.names import artefact, onnx_path
+    from harness.core.names import int8_base as base_of
 
     run_dir = Path(run_dir)
     int8 = model.endswith(SUFFIX)

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from harness.cli._common import add_json, print_json, say
-from harness.results import leaderboard
 from harness.core.config import Settings
 from harness.core.errors import RunError, UsageError
+from harness.results import leaderboard
 
 
 def register(sub: argparse._SubParsersAction) -> None:

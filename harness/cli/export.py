@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from harness.cli._common import add_data_dir, add_json, print_json, say
-from harness.results import leaderboard
 from harness.core.config import Settings
 from harness.core.errors import DataError, RunError
+from harness.results import leaderboard
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness.export import convert as export
     from harness.core.runs import resolve_run
+    from harness.export import convert as export
 
     settings = settings.replace(data_dir=args.data_dir)
     run_dir = resolve_run(settings.runs_dir, args.run)
@@ -78,11 +78,9 @@ def _int8(run_dir, models: list[str], settings: Settings) -> list[dict]:
     which is built from its members' INT8 folds)."""
     import numpy as np
 
-    from harness.export import quantize
-
-    from harness.data import dataset as data
-
     from harness.core import io
+    from harness.data import dataset as data
+    from harness.export import quantize
 
     ds = data.load(settings.data_dir)
     index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from harness.results import leaderboard
     from harness.core.runs import resolve_run
+    from harness.results import leaderboard
 
     run_dir = resolve_run(settings.runs_dir, args.run)
     sys.stdout.write(leaderboard.render(leaderboard.load_results(run_dir), args.fmt))

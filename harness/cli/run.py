@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.results import leaderboard
-    from harness.run.pipeline import RunOptions, run as run_pipeline
+    from harness.run.pipeline import RunOptions
+    from harness.run.pipeline import run as run_pipeline
 
     if not args.all and not args.model:
         raise UsageError("harness run: choose models with --all or --model NAME (see `harness models`)")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from harness.kaggle import api as kaggle
 from harness.cli._common import add_json, print_json, say
 from harness.core.config import Settings
+from harness.kaggle import api as kaggle
 
 COLUMNS = ("time", "status", "public_score", "ref", "model", "run", "file_name", "message")
 HEADERS = ("time", "status", "score", "ref", "model", "run", "file", "message")

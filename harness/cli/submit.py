@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.kaggle import api as kaggle
 from harness.cli._common import add_json, print_json, say
 from harness.core.config import Settings
 from harness.core.errors import KaggleUploadFailed, RunError, UsageError
 from harness.core.io import read_json
 from harness.core.runs import list_runs, resolve_run
+from harness.kaggle import api as kaggle
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

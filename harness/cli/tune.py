@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.registry import get_model
-    from harness.tune.study import TuneOptions, tune
     from harness.tune.space import parse_assignments
+    from harness.tune.study import TuneOptions, tune
 
     for flag, low in (("trials", 1), ("folds", 2), ("folds_used", 1), ("limit", 1), ("epochs", 1)):
         value = getattr(args, flag)

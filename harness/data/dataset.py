@@ -32,11 +32,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.data import replica
 from harness.core.config import Settings, load_settings
-from harness.core.errors import (DataError, KaggleCredentialsMissing, KaggleNetworkError,
-                            KaggleRulesNotAccepted, KaggleServerError, UsageError)
+from harness.core.errors import (
+    DataError,
+    KaggleCredentialsMissing,
+    KaggleNetworkError,
+    KaggleRulesNotAccepted,
+    KaggleServerError,
+    UsageError,
+)
 from harness.core.io import read_json, write_json, write_npy
+from harness.data import replica
 from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, Schema, read_table, sha256_bytes
 
 FILES = {"train": "train.csv", "test": "test.csv", "sample_submission": "sample_submission.csv"}

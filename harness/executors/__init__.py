@@ -15,8 +15,17 @@ from __future__ import annotations
 from typing import Callable
 
 from harness.core.errors import UsageError
-from harness.executors.base import (CONNECT_TIMEOUT_S, EXECUTORS, RAY_INSTALL, RAY_PIN, Executor, Failure, Job,
-                                    JobFailed, run_jobs)
+from harness.executors.base import (
+    CONNECT_TIMEOUT_S,
+    EXECUTORS,
+    RAY_INSTALL,
+    RAY_PIN,
+    Executor,
+    Failure,
+    Job,
+    JobFailed,
+    run_jobs,
+)
 from harness.executors.local import InProcess, Processes, auto_jobs, parse_jobs
 
 __all__ = ["CONNECT_TIMEOUT_S", "EXECUTORS", "Executor", "Failure", "InProcess", "Job", "JobFailed", "Processes",

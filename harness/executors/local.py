@@ -20,6 +20,7 @@ from harness.core.errors import UsageError
 from harness.executors.base import Executor, Failure, Job
 from harness.train.jobs import JobData, Where, execute
 
+
 class InProcess(Executor):
     """One job at a time, in this process (today's behaviour)."""
 

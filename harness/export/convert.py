@@ -35,9 +35,9 @@ import numpy as np
 
 from harness.core import io
 from harness.core.errors import RunError, UsageError
-from harness.export.onnx_graph import simplify
 from harness.core.runs import model_dir
 from harness.core.tfquiet import quiet_stderr
+from harness.export.onnx_graph import simplify
 
 OPSET = 17
 INPUT_NAME = "pixels"

@@ -30,10 +30,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.core import io
-from harness.core.names import INT8_SUFFIX as SUFFIX, artefact, int8_base as base_of, int8_name as variant, \
-    onnx_path, predictions  # noqa: F401  (the INT8 row names, harness.core.names, as this stage calls them)
+from harness.core import io, names
 from harness.core.runs import model_dir
+
+# The INT8 rows' names and files (harness.core.names), as this stage calls them.
+SUFFIX, variant, base_of = names.INT8_SUFFIX, names.int8_name, names.int8_base
+onnx_path, predictions, artefact = names.onnx_path, names.predictions, names.artefact
 
 CALIB_ROWS = 512
 MAX_OOF_DROP = 0.0005  # 0.05 points of OOF accuracy
@@ -51,8 +53,13 @@ def quantize_graph(fp32, calib: np.ndarray, input_name: str = "pixels"):
     """An FP32 `onnx.ModelProto` -> its static INT8 QDQ `ModelProto`, calibrated on `calib`
     (uint8 [N,28,28,1]). Raises whatever the quantiser raises for an unsupported graph."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -228,8 +235,8 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
     int8.json records the sha256 of the FP32 file it came from (see `ensure`)."""
     import onnx
 
-    from harness.train.ensemble import members
     from harness.export.convert import add_metadata, predict_onnx
+    from harness.train.ensemble import members
 
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()

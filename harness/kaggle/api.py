@@ -32,12 +32,27 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.core.errors import (
-    HarnessError, KaggleAuthError, KaggleError, KaggleLimitReached, KaggleNetworkError, KaggleNotFound,
-    KaggleRulesNotAccepted, KaggleServerError, KaggleUploadFailed, SubmissionError,
+    HarnessError,
+    KaggleAuthError,
+    KaggleError,
+    KaggleLimitReached,
+    KaggleNetworkError,
+    KaggleNotFound,
+    KaggleRulesNotAccepted,
+    KaggleServerError,
+    KaggleUploadFailed,
+    SubmissionError,
 )
 from harness.core.io import utc_now, write_text
 from harness.kaggle.client import (  # noqa: F401  (re-exported: this module's API too)
-    COMPETITION, Progress, _Net, _api, _network, _redact, _timeout, download_competition,
+    COMPETITION,
+    Progress,
+    _api,
+    _Net,
+    _network,
+    _redact,
+    _timeout,
+    download_competition,
     has_credentials,
 )
 

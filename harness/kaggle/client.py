@@ -30,8 +30,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness.core.errors import (
-    HarnessError, KaggleAuthError, KaggleCredentialsMissing, KaggleError, KaggleLimitReached,
-    KaggleNetworkError, KaggleNotFound, KaggleRulesNotAccepted, KaggleServerError, UsageError,
+    HarnessError,
+    KaggleAuthError,
+    KaggleCredentialsMissing,
+    KaggleError,
+    KaggleLimitReached,
+    KaggleNetworkError,
+    KaggleNotFound,
+    KaggleRulesNotAccepted,
+    KaggleServerError,
+    UsageError,
 )
 from harness.core.io import atomic_path
 

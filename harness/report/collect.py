@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from harness.core.errors import RunError
-from harness.core.names import INT8_SUFFIX as SUFFIX, artefact, int8_base as base_of, predictions
+from harness.core.names import INT8_SUFFIX as SUFFIX
+from harness.core.names import artefact, predictions
+from harness.core.names import int8_base as base_of
 from harness.core.runs import RUN_MARKER
 
 

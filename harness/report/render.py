@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from harness import __version__
-
 from harness.core import io
 from harness.report.bench_view import bench_view
 from harness.report.collect import ModelData, RunData, load_run
@@ -219,8 +218,8 @@ def _executor(man: dict[str, Any]) -> dict[str, Any] | None:
 
 def _pseudo_note(run: RunData, name: str) -> str | None:
     """How a `+pl` model was made (harness.train.pseudo), from runs/<run>/pseudo/labels.json."""
-    from harness.train import pseudo
     from harness.core import io
+    from harness.train import pseudo
 
     path = run.run_dir / "pseudo" / "labels.json"
     if not name.endswith(pseudo.SUFFIX) or not path.is_file():

@@ -13,7 +13,6 @@ from matplotlib.lines import Line2D
 
 from harness.report.figures import TEST_COLOR, TRAIN_COLOR, WIDTH, _figure, _log_axis, _t, _uri, styled
 
-
 # --- tuning -----------------------------------------------------------------------------------
 
 

@@ -76,7 +76,8 @@ def model_row(run_dir: Path, model: str) -> dict[str, Any]:
 
 def int8_row(run_dir: Path, model: str, fp32: dict[str, Any]) -> dict[str, Any] | None:
     """The row of `model`'s INT8 variant (harness.export.quantize), or None when it has none."""
-    from harness.core.names import artefact, int8_name as variant
+    from harness.core.names import artefact
+    from harness.core.names import int8_name as variant
 
     doc = _read(run_dir / model / "int8.json")
     if doc is None:

@@ -136,7 +136,8 @@ def _log(run_dir: Path, uri: str) -> dict:
             "throughput_ips": row.get("throughput_ips"), "onnx_bytes": row.get("size_bytes"),
             "int8_speedup_vs_fp32_batch1": row.get("speedup_vs_fp32")}),
             tags=[RunTag("best", str(bool(row.get("best"))))])
-        from harness.core.names import INT8_SUFFIX as SUFFIX, int8_base as base_of
+        from harness.core.names import INT8_SUFFIX as SUFFIX
+        from harness.core.names import int8_base as base_of
 
         if model.endswith(SUFFIX):  # an INT8 variant's files live beside its FP32 model's
             files = [run_dir / base_of(model) / n for n in ("model.int8.onnx", "int8.json", "bench.int8.json")]

@@ -8,36 +8,31 @@ and data as an unfinished one resumes it: finished folds, exports and benchmarks
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import platform
 import subprocess
 import sys
-import dataclasses
-from dataclasses import asdict
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness import __version__
-
-from harness.run import training
-
-from harness.train import bags
-
-from harness.core import io
-
-from harness.core import device, lock
+from harness.core import device, io, lock
 from harness.core.config import Settings
-from harness.train.cv import configure_threads, enable_determinism, make_folds, stratified_subset
 from harness.core.errors import HarnessError, ModelError, RunError
 from harness.core.progress import TrainingProgress
-from harness.registry import ModelSpec, select_models
 from harness.core.runs import list_runs, new_run_id, resolve_run
+from harness.registry import ModelSpec, select_models
+from harness.run import training
 from harness.run.options import RunOptions
 from harness.run.state import Run
+from harness.train import bags
+from harness.train.cv import configure_threads, enable_determinism, make_folds, stratified_subset
 
 
 def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data_hashes: dict) -> str:
@@ -246,8 +241,8 @@ def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, soluti
 def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, solution: Path | None) -> dict:
     """submissions/<run>.csv from the very ONNX file that was benchmarked, validated, written
     atomically, and scored locally where the replica's solution exists."""
-    from harness.export.convert import predict_onnx
     from harness.core.names import onnx_path
+    from harness.export.convert import predict_onnx
     from harness.kaggle.submission import score_submission, write_submission
 
     path = settings.submissions_dir / f"{run_dir.name}.csv"

@@ -13,15 +13,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
-from harness.train import bags
-
-from harness.train import pseudo
-
 from harness.core import io
-from harness.train.cv import assemble_cv
 from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec
+from harness.train import bags, pseudo
+from harness.train.cv import assemble_cv
 
 if TYPE_CHECKING:
     from harness.run.state import Run

@@ -17,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from harness.core import names
 from harness.core.errors import UsageError
-from harness.core.names import BAG_SEP as SEP, bag_base as base, bag_name as name  # noqa: F401  (harness.core.names)
 from harness.registry import ModelSpec
+
+SEP, name, base = names.BAG_SEP, names.bag_name, names.bag_base  # the bag rows' names (harness.core.names)
 
 MAX_BAGS = 50
 STRIDE = 1000  # seed offset between bags: far from the seeds a user passes to neighbouring runs

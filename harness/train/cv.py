@@ -21,11 +21,10 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.core import io
-from harness.train.augment import augment_fn
 from harness.core.errors import RunError
-from harness.registry import ModelSpec
 from harness.core.runs import fold_dir, model_dir
-
+from harness.registry import ModelSpec
+from harness.train.augment import augment_fn
 
 # ----------------------------------------------------------------------------- folds
 

@@ -26,14 +26,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.train import bags
-
+from harness.core import io
+from harness.train import bags, pseudo
 
 # A fold's per-epoch validation (its learning curve) runs on this many of its validation rows:
-
-from harness.train import pseudo
-
-from harness.core import io
 # on all of them it cost 5-12 % of a 5-fold epoch and ~25 % of a 2-fold (--quick) one, where
 # the validation fold is as large as the training folds. Tuning's pruner still sees every row.
 CURVE_VAL_ROWS = 2048
@@ -201,9 +197,9 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
              hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
     """Train one fold unless it is complete; returns its fold.json record plus `status`
     (trained | skipped: already complete | duplicate: another attempt published first)."""
-    from harness.train.cv import train_fold
-    from harness.registry import get_model
     from harness.core.runs import fold_dir
+    from harness.registry import get_model
+    from harness.train.cv import train_fold
 
     final = fold_dir(Path(job.run_dir), job.model, job.fold)
     if fold_complete(final):
@@ -240,8 +236,8 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
     stopped if the pruning bar was crossed."""
     import tempfile
 
-    from harness.train.cv import train_fold
     from harness.registry import get_model
+    from harness.train.cv import train_fold
 
     configure_worker(where.threads)
     spec = get_model(job.model)

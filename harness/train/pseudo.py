@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.core import io
+from harness.core import io, names
 from harness.core.errors import UsageError
-from harness.core.names import PSEUDO_SUFFIX as SUFFIX, pseudo_base as base, pseudo_name as name  # noqa: F401
 from harness.registry import ModelSpec
+
+SUFFIX, name, base = names.PSEUDO_SUFFIX, names.pseudo_name, names.pseudo_base  # the `+pl` rows' names
 
 DEFAULT_THRESHOLD = 0.9   # label smoothing 0.05 caps a softmax near 0.955: 0.9 keeps ~95-98 % of test rows
 FINE_TUNE_EPOCHS = 1 / 3   # of the model's own epochs

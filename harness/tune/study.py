@@ -43,8 +43,8 @@ from harness.core import io
 from harness.core.config import Settings
 from harness.core.errors import UsageError
 from harness.registry import get_model
-from harness.tune.space import active_space, check_params, in_space, suggest, tuned_path
 from harness.tune.options import TuneOptions
+from harness.tune.space import active_space, check_params, in_space, suggest, tuned_path
 from harness.tune.summary import TrialProgress, finished_trials, plain_json, summarize
 
 PRUNERS = ("median", "hyperband", "none")
