@@ -137,7 +137,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
             cores_used = min(t, cores)
             roof = roofline(over_ms / 1e3, b * flops.total, peak * 1e9 * cores_used, nbytes,
                             float(np.median(stream_s)), stream_bytes)
-            flop_floor_ms = over_ms + b * flops.total / (peak * 1e9 * cores_used) * 1e3
+            flop_floor_ms = over_ms + roof["compute_s"] * 1e3
             p50 = float(np.percentile(samples, 50)) * 1e3
             row.update(floor_ms=_r(roof["floor_s"] * 1e3), overhead_ms=_r(over_ms),
                        efficiency=round(roof["floor_s"] * 1e3 / p50, 3), bound=roof["bound"],

@@ -165,14 +165,14 @@ def _matmul_peak(op: str, a: np.ndarray, w: np.ndarray, threads: int, repeats: i
 
 
 def matmul_call(op: str, a: np.ndarray, w: np.ndarray, threads: int = 1) -> Callable[[], Any]:
-    """One call of ONNX Runtime's `op` (MatMul, MatMulInteger) of n x n `a` by constant `w`."""
+    """One call of ONNX Runtime's `op` (MatMul, MatMulInteger) of `a` by the constant `w`."""
     from onnx import TensorProto, helper, numpy_helper
 
-    n = a.shape[0]
     out = TensorProto.INT32 if op == "MatMulInteger" else TensorProto.FLOAT
-    graph = helper.make_graph([helper.make_node(op, ["a", "w"], ["y"])], "peak",
-                              [helper.make_tensor_value_info("a", helper.np_dtype_to_tensor_dtype(a.dtype), [n, n])],
-                              [helper.make_tensor_value_info("y", out, [n, n])], [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph([helper.make_node(op, ["a", "w"], ["y"])], op.lower(),
+                              [helper.make_tensor_value_info("a", helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape))],
+                              [helper.make_tensor_value_info("y", out, [a.shape[0], w.shape[1]])],
+                              [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     sess = make_session(model.SerializeToString(), threads)
     return lambda: sess.run(None, {"a": a})
@@ -183,18 +183,9 @@ def stream_call(nbytes: int, threads: int = 1) -> tuple[Callable[[], Any], int]:
     of about `nbytes` (at most STREAM_MAX_BYTES), the bytes of that matrix). At batch 1 every weight
     is read once for two FLOPs, so its time is the rate at which this machine streams that many
     bytes through the kernel a dense layer uses, with the caches a graph of that size sees."""
-    from onnx import TensorProto, helper, numpy_helper
-
     cols = max(1, min(int(nbytes), STREAM_MAX_BYTES) // (4 * STREAM_ROWS))
     w = np.random.default_rng(0).standard_normal((STREAM_ROWS, cols), dtype=np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "stream",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, STREAM_ROWS])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
-                              [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    sess = make_session(model.SerializeToString(), threads)
-    a = np.ones((1, STREAM_ROWS), np.float32)
-    return (lambda: sess.run(None, {"a": a})), int(w.nbytes)
+    return matmul_call("MatMul", np.ones((1, STREAM_ROWS), np.float32), w, threads), int(w.nbytes)
 
 
 def roofline(overhead_s: float, flops: float, peak_flops_s: float, nbytes: float, stream_s: float,

@@ -168,12 +168,12 @@ def _int8_default(quick: bool) -> bool:
 
 def _render_plan(budget: dict) -> str:
     """The plan as a table: each model's epochs, bags, and a job's predicted seconds."""
-    from harness.run.planner import fmt_duration
+    from harness.core.progress import fmt_seconds
 
     plan = budget["plan"]
-    lines = [f"time limit {fmt_duration(budget['limit_s'])}: {plan['k']} folds on {plan['slots']} slot(s), "
-             f"predicted {fmt_duration(plan['predicted_s'])} (training {fmt_duration(plan['training_s'])}, "
-             f"after training {fmt_duration(plan['after_s'] + plan['run_s'])})",
+    lines = [f"time limit {fmt_seconds(budget['limit_s'])}: {plan['k']} folds on {plan['slots']} slot(s), "
+             f"predicted {fmt_seconds(plan['predicted_s'])} (training {fmt_seconds(plan['training_s'])}, "
+             f"after training {fmt_seconds(plan['after_s'] + plan['run_s'])})",
              f"{'model':<16} {'epochs':>6} {'bags':>4} {'job s':>8}"]
     lines += [f"{j['model']:<16} {j['epochs']:>6} {j['bags']:>4} {j['job_s']:>8.1f}" for j in plan["jobs"]]
     lines.append("every model at its full recipe" if plan["full_recipes"] else

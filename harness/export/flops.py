@@ -72,9 +72,10 @@ def count_flops(model: Any, batch: int = 1) -> FlopCount:
     `model` is a path, serialized bytes or an `onnx.ModelProto`; it is not modified.
     """
     proto = _load(model)
-    shapes = _shapes(proto, batch)
+    shapes, types = _shapes(proto, batch)
     sizes = {i.name: math.prod(i.dims) * _ITEM_BYTES.get(i.data_type, 4) for i in proto.graph.initializer}
-    fc = FlopCount(param_bytes=sum(sizes.values()), activation_bytes=_activation_bytes(proto, shapes) // batch)
+    fc = FlopCount(param_bytes=sum(sizes.values()),
+                   activation_bytes=_activation_bytes(proto, shapes, types) // batch)
     for node in proto.graph.node:
         flops = _node_flops(node, shapes)
         if flops is None:
@@ -142,47 +143,38 @@ def _shape_of(value_info) -> list[int] | None:
     return None if any(d is None for d in dims) else dims
 
 
-def _shapes(proto, batch: int) -> dict[str, list[int]]:
-    """Static shape of every tensor the counted ops read or write, at the given batch."""
+def _shapes(proto, batch: int) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Static shape of every tensor the counted ops read or write, at the given batch, and the
+    element type of every tensor shape inference could type (one inference for both)."""
     import onnx
 
     _fix_batch(proto, batch)
     shapes: dict[str, list[int]] = {i.name: list(i.dims) for i in proto.graph.initializer}
+    types: dict[str, int] = {}
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
             s = _shape_of(vi)
             if s is not None:
                 shapes.setdefault(vi.name, s)
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                types[vi.name] = vi.type.tensor_type.elem_type
     except Exception:  # inference can choke on contrib ops; the probe below still works
         pass
     missing = [n for node in proto.graph.node if _counted(node)
                for n in _needed(node) if n and n not in shapes]
     if missing:
         shapes.update(_probe_shapes(proto, sorted(set(missing))))
-    return shapes
+    return shapes, types
 
 
-def _activation_bytes(proto, shapes: dict[str, list[int]]) -> int:
-    """Bytes of the graph's inputs and node outputs, each once, at the batch `_shapes` fixed (1).
-    Element types come from shape inference; tensors it leaves unknown are read off one run."""
-    import onnx
-
+def _activation_bytes(proto, shapes: dict[str, list[int]], types: dict[str, int]) -> int:
+    """Bytes of the graph's inputs and node outputs, each once, at the batch `_shapes` fixed (1);
+    tensors inference left without a shape or type are read off one run."""
     inits = {i.name for i in proto.graph.initializer}
     names = [i.name for i in proto.graph.input if i.name not in inits]
     names += [o for node in proto.graph.node for o in node.output if o]
     names = list(dict.fromkeys(names))
-    types: dict[str, int] = {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-                types[vi.name] = vi.type.tensor_type.elem_type
-                s = _shape_of(vi)
-                if s is not None:
-                    shapes.setdefault(vi.name, s)
-    except Exception:  # contrib ops: the probe below reads what inference could not
-        pass
     missing = [n for n in names if n not in shapes or n not in types]
     probed = _probe_values(proto, missing) if missing else {}
     total = 0
@@ -190,7 +182,7 @@ def _activation_bytes(proto, shapes: dict[str, list[int]]) -> int:
         if n in probed:
             total += probed[n].nbytes
         elif n in shapes:
-            total += math.prod(shapes[n]) * _ITEM_BYTES.get(types.get(n, 1), 4)
+            total += math.prod(shapes[n]) * _ITEM_BYTES.get(types[n], 4)
     return int(total)
 
 

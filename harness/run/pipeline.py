@@ -343,8 +343,9 @@ def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: 
           data: Any, k: int, seed: int, progress: TrainingProgress) -> dict[str, Any]:
     """Calibrate on this machine in the run's layout, then plan every model's epochs and bags in
     --time-limit (a PlanError, exit 2, when even the cheapest plan does not fit)."""
+    from harness.core.progress import fmt_seconds
     from harness.run.calibrate import after_training, calibrate
-    from harness.run.planner import ModelBudget, fmt_duration, make_plan
+    from harness.run.planner import ModelBudget, make_plan
 
     start = time.perf_counter()
     rows = opts.limit or len(data.y_train)
@@ -359,10 +360,10 @@ def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: 
     costs = dataclasses.replace(costs, epoch_s={m: v * scale for m, v in costs.epoch_s.items()})
     spent = 0.0 if probe.get("cached") else time.perf_counter() - start
     plan = make_plan(opts.time_limit, models, costs, k, int(probe.get("slots") or opts.jobs or 1), spent_s=spent)
-    progress.stage(f"plan for {fmt_duration(opts.time_limit)} on {plan.slots} slot(s): "
+    progress.stage(f"plan for {fmt_seconds(opts.time_limit)} on {plan.slots} slot(s): "
                    + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
                                for n in plan.epochs)
-                   + f"; predicted {fmt_duration(plan.predicted_s)} (training {fmt_duration(plan.training_s)})"
+                   + f"; predicted {fmt_seconds(plan.predicted_s)} (training {fmt_seconds(plan.training_s)})"
                    + ("" if probe.get("cached") else f"; calibration took {probe['seconds']:.0f} s"))
     return {"limit_s": opts.time_limit, "plan": plan.as_dict(), "calibration": probe,
             "costs": dataclasses.asdict(costs)}

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.core.errors import UsageError
+from harness.core.progress import fmt_seconds
 
 MARGIN = 0.05           # of the budget, held back for what the costs do not see (drift, stragglers)
 MAX_BAGS = 50           # as harness.train.bags
@@ -56,16 +57,6 @@ def parse_time_limit(text: str | float | None) -> float | None:
     if not math.isfinite(seconds) or seconds <= 0:
         raise UsageError(f"--time-limit must be positive, got {text!r}")
     return seconds
-
-
-def fmt_duration(seconds: float) -> str:
-    """1234 -> '20m34s', 7200 -> '2h00m', 45 -> '45s'."""
-    seconds = int(math.ceil(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)
@@ -152,9 +143,9 @@ def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, s
     ok, train, after = fits(lo, bags)
     if not ok:
         need = (train + after + costs.run_s + spent_s) / (1 - MARGIN)
-        raise PlanError(f"--time-limit {fmt_duration(limit_s)} is below the cheapest plan on this machine "
+        raise PlanError(f"--time-limit {fmt_seconds(limit_s)} is below the cheapest plan on this machine "
                         f"(every model at its fewest epochs, {k} folds on {slots} slot(s)): it needs about "
-                        f"{fmt_duration(need)}")
+                        f"{fmt_seconds(math.ceil(need))}")  # rounded up: the budget named must fit
     # The largest share f of each model's range (min -> max epochs) that fits, found by bisection:
     # every model gains alike, so none is starved for another's recipe, and more time never
     # means fewer epochs for any model.
