@@ -13,6 +13,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # `harness run` defaults to --jobs auto (a spawned process per fold); tests of tiny models train in
 # the test's own process unless they ask for more (test_executor covers auto).
 os.environ["HARNESS_JOBS"] = "1"
+# `harness run` defaults to a 30-minute time limit (a calibration, then a plan): tests of the fixed
+# recipes keep them; the time-limit tests (test_time_limit, test_keeper) set their own.
+os.environ["HARNESS_TIME_LIMIT"] = "none"
 # Tests must never reach Kaggle with a developer's real credentials.
 for _var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
     os.environ.pop(_var, None)

@@ -15,11 +15,13 @@ from tests.conftest import harness_cli
     (["--time-limit", "0"], "--time-limit must be positive"),
     (["--time-limit", "5x"], "--time-limit must be a duration"),
     (["--time-limit=-5m"], "--time-limit must be a duration"),
-    (["--plan"], "--plan needs --time-limit"),
+    (["--plan"], "--plan needs a time limit"),
     (["--time-limit", "10m", "--epochs", "3"], "use one or the other"),
     (["--time-limit", "10m", "--bags", "2"], "use one or the other"),
-    (["--time-limit", "10m", "--pseudo-label"], "not in a --time-limit plan yet"),
-    (["--time-limit", "10m", "--tta", "3"], "not in a --time-limit plan yet"),
+    (["--time-limit", "10m", "--pseudo-label"], "not in a time-limited plan yet"),
+    (["--time-limit", "10m", "--tta", "3"], "not in a time-limited plan yet"),
+    (["--replay", "x", "--time-limit", "10m"], "--replay takes the models"),
+    (["--replay", "x", "--model", "ann_tiny"], "--replay takes the models"),
 ])
 def test_bad_time_limits_are_one_line_exit_2(tmp_path, args, needle):
     proc = harness_cli("run", "--model", "ann_tiny", *args, cwd=tmp_path)
@@ -60,3 +62,86 @@ def test_plan_then_a_run_that_trains_what_it_planned(project: Path):
     again = json.loads(harness_cli(*common, "--time-limit", "30m", "--plan", "--json", cwd=project, check=True).stdout)
     observed = again["calibration"]["observed"]
     assert set(observed) == {"ann_tiny", "cnn_tiny"} and all(o["train_s_per_image"] > 0 for o in observed.values())
+
+
+TINY = ["run", "--model", "ann_tiny", "--model", "cnn_tiny", "--limit", "1000", "--folds", "3", "--no-bench",
+        "--no-int8"]
+
+
+def _manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
+
+
+@pytest.mark.e2e
+def test_replay_trains_the_same_plan_to_the_same_oof_predictions(project: Path):
+    import numpy as np
+
+    first = harness_cli(*TINY, "--no-report", "--time-limit", "20m", "--deterministic", "--json", cwd=project,
+                        check=True)
+    src = Path(json.loads(first.stdout)["run_dir"])
+    again = harness_cli("run", "--replay", src.name, "--no-bench", "--no-int8", "--no-report", "--json",
+                        cwd=project, check=True)
+    dst = Path(json.loads(again.stdout)["run_dir"])
+    assert dst != src
+    manifest = _manifest(dst)
+    assert manifest["budget"] is None and manifest["config"]["deterministic"]
+    for model in ("ann_tiny", "cnn_tiny"):
+        assert manifest["params"][model]["epochs"] == _manifest(src)["params"][model]["epochs"]
+        assert np.array_equal(np.load(src / model / "oof.npy"), np.load(dst / model / "oof.npy")), model
+    # a run without a plan has nothing to replay
+    fixed = harness_cli("run", "--model", "ann_tiny", "--limit", "500", "--folds", "2", "--epochs", "1",
+                        "--no-bench", "--no-report", "--json", cwd=project, check=True)
+    bad = harness_cli("run", "--replay", Path(json.loads(fixed.stdout)["run_dir"]).name, cwd=project)
+    assert bad.returncode != 0 and "no --time-limit plan to replay" in bad.stderr
+
+
+@pytest.mark.e2e
+def test_a_run_killed_mid_training_resumes_under_its_recorded_plan(project: Path):
+    cmd = [*TINY, "--no-report", "--time-limit", "20m"]
+    # killed as the first model's CV is written: the plan and that model's folds are on disk
+    killed = harness_cli(*cmd, cwd=project, env={"HARNESS_FAILPOINT": "cv.json"})
+    runs = list((project / "runs").glob("*/manifest.json"))
+    if killed.returncode != -9:  # the failpoint names a file the fold writes; it must have fired
+        pytest.fail(f"not killed: {killed.stderr[-2000:]}")
+    assert len(runs) == 1
+    plan = _manifest(runs[0].parent)["budget"]["plan"]
+    resumed = harness_cli(*cmd, cwd=project, check=True)
+    assert "keeping the plan run" in resumed.stderr and "calibrating" not in resumed.stderr
+    assert "already trained, resumed" in resumed.stderr
+    manifest = _manifest(runs[0].parent)
+    assert manifest["budget"]["plan"] == plan and manifest["finished"] and len(manifest["sessions"]) == 2
+
+
+@pytest.mark.integration
+def test_a_worker_slowed_partway_makes_the_driver_replan_and_end_in_time(project: Path):
+    import time
+
+    # cnn_tiny's folds after its first sleep 2 minutes: far past what the plan gave them. The keeper
+    # cancels them at the deadline, drops cnn_tiny whole and ends with ann_tiny's submission and report.
+    cmd = [*TINY, "--jobs", "2", "--time-limit", "150s", "--json"]
+    harness_cli(*cmd, "--plan", cwd=project, check=True)  # the calibration of this layout, cached
+    start = time.perf_counter()
+    done = harness_cli(*cmd, cwd=project, env={"HARNESS_FAILPOINT_SLEEP": "cnn_tiny:120"}, check=True)
+    wall = time.perf_counter() - start
+    assert wall <= 150 * 1.05 + 30, wall
+    results = json.loads(done.stdout)
+    run_dir = Path(results["run_dir"])
+    events = _manifest(run_dir)["budget"]["events"]
+    assert {e["model"] for e in events if e["event"] in ("cancelled", "dropped")} == {"cnn_tiny"}, events
+    assert "budget: cnn_tiny dropped" in done.stderr
+    assert _manifest(run_dir)["trained"] == ["ann_tiny"] and not (run_dir / "cnn_tiny" / "cv.json").exists()
+    assert results["best"] == "ann_tiny" and Path(results["submission"]["path"]).is_file()
+    assert (project / "reports" / f"{run_dir.name}.html").is_file()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("flags, limit", [([], 1800), (["--quick"], 300), (["--epochs", "1"], None),
+                                          (["--time-limit", "none"], None)])
+def test_the_default_time_limit_is_30_minutes_and_5_with_quick(project: Path, flags, limit):
+    proc = harness_cli("run", "--model", "ann_tiny", "--plan", "--json", *flags, cwd=project,
+                       env={"HARNESS_TIME_LIMIT": ""})  # unset: the built-in default
+    if limit is None:  # a fixed recipe, or none asked for: nothing to plan
+        assert proc.returncode == 2 and "--plan needs a time limit" in proc.stderr, proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["limit_s"] == limit

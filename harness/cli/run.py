@@ -9,6 +9,9 @@ from harness.cli._common import add_data_dir, add_executor, add_json, executor_k
 from harness.core.config import Settings
 from harness.core.errors import UsageError
 
+DEFAULT_LIMIT, QUICK_LIMIT = "30m", "5m"          # `harness run`'s time limit, and --quick's
+DEFAULT_LIMIT_S, QUICK_LIMIT_S = 1800.0, 300.0
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train, evaluate, export, benchmark and submit models",
@@ -62,12 +65,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     p.add_argument("--time-limit", metavar="DURATION",
-                   help="fit the run to this much time on this machine: 90s, 10m, 1.5h, or none (the recipes as "
-                   "they are; the default, also from HARNESS_TIME_LIMIT or [tool.harness] time_limit). A short "
-                   "calibration measures each model here, then a plan sets every model's epochs (with the "
-                   "learning-rate schedule sized to them) and, with time to spare, bags")
+                   help="fit the run to this much time on this machine: 90s, 10m, 1.5h, or none (the fixed "
+                   f"recipes, reproducible). Default {DEFAULT_LIMIT} ({QUICK_LIMIT} with --quick; none with --epochs, "
+                   "--bags, --tta or --pseudo-label), also from HARNESS_TIME_LIMIT or [tool.harness] time_limit. "
+                   "A short calibration measures each model here (cached), then a plan sets every model's epochs "
+                   "(with the learning-rate schedule sized to them) and, with time to spare, bags; the run "
+                   "re-plans as it goes to end within the limit")
     p.add_argument("--plan", action="store_true",
-                   help="with --time-limit: calibrate and print the plan and its predicted time; train nothing")
+                   help="calibrate and print the plan of the time limit and its predicted time; train nothing")
+    p.add_argument("--replay", metavar="RUN",
+                   help="train exactly the plan an earlier time-limited run trained (its models, bags, epochs, "
+                   "folds, seed and rows), with no time limit: the same OOF predictions on the same CPU class")
     p.add_argument("--submit", action="store_true", help="upload the best model's submission to Kaggle")
     p.add_argument("--message", help="submission message (with --submit)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -83,7 +91,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.run.pipeline import RunOptions
     from harness.run.pipeline import run as run_pipeline
 
-    if not args.all and not args.model:
+    if args.replay:
+        given = [flag for flag, used in (("--all", args.all), ("--model", args.model), ("--folds", args.folds),
+                                         ("--epochs", args.epochs), ("--seed", args.seed), ("--limit", args.limit),
+                                         ("--bags", args.bags != 1), ("--time-limit", args.time_limit),
+                                         ("--quick", args.quick), ("--plan", args.plan), ("--resume", args.resume))
+                 if used]
+        if given:
+            raise UsageError(f"--replay takes the models, folds, seed, rows and epochs from its run: drop {given[0]}")
+    elif not args.all and not args.model:
         raise UsageError("harness run: choose models with --all or --model NAME (see `harness models`)")
     for flag in ("folds", "epochs", "limit"):
         value = getattr(args, flag)
@@ -114,18 +130,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--max-latency-ms needs the benchmark; drop --no-bench")
     if args.baselines and args.no_bench:
         raise UsageError("--baselines needs the benchmark; drop --no-bench")
-    from harness.run.planner import parse_time_limit
-
-    time_limit = parse_time_limit(args.time_limit if args.time_limit is not None else settings.time_limit)
+    time_limit = _time_limit(args, settings)
     if args.plan and time_limit is None:
-        raise UsageError("--plan needs --time-limit (the plan of what fits in it)")
-    if time_limit is not None and args.epochs is not None:
-        raise UsageError("--epochs fixes every model's epochs, --time-limit plans them: use one or the other")
-    if time_limit is not None and args.bags != 1:
-        raise UsageError("--bags sets the bags, --time-limit plans them: use one or the other")
-    for flag, used in (("--pseudo-label", args.pseudo_label is not None), ("--tta", args.tta > 1)):
-        if time_limit is not None and used:
-            raise UsageError(f"{flag} is not in a --time-limit plan yet (its cost is not measured): use one or the other")
+        raise UsageError("--plan needs a time limit (the plan of what fits in it); this run has none")
     executor = executor_kwargs(args)
     settings = settings.replace(data_dir=args.data_dir)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
@@ -135,7 +142,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                       ensemble=not args.no_ensemble, tta=args.tta, bags=args.bags,
                       pseudo_label=args.pseudo_label, track=args.track, tracking_uri=args.tracking_uri,
                       int8=_int8_default(args.quick) if args.int8 is None else args.int8, max_latency_ms=args.max_latency_ms, latency_batch=args.latency_batch,
-                      submit=args.submit, time_limit=time_limit, plan_only=args.plan,
+                      submit=args.submit, time_limit=time_limit, plan_only=args.plan, replay=args.replay,
                       message=args.message, wait=args.wait, command=["harness", *sys.argv[1:]])
     results = run_pipeline(opts, settings)
     if args.plan:
@@ -149,6 +156,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(leaderboard.render(results, "text"))
     return 0
+
+
+def _time_limit(args: argparse.Namespace, settings: Settings) -> float | None:
+    """--time-limit, else HARNESS_TIME_LIMIT / [tool.harness] time_limit, else 30 minutes (5 with
+    --quick). A fixed recipe (--epochs, --bags, --tta, --pseudo-label) or --replay has none unless
+    one is given, and one given with it is an error: the two would fight over the epochs."""
+    from harness.run.planner import parse_time_limit
+
+    fixed = [flag for flag, used in (("--epochs", args.epochs is not None), ("--bags", args.bags != 1),
+                                     ("--tta", args.tta > 1), ("--pseudo-label", args.pseudo_label is not None),
+                                     ("--replay", bool(args.replay)))
+             if used]
+    if args.time_limit is not None:
+        limit = parse_time_limit(args.time_limit)
+        if limit is not None and fixed:
+            what = {"--epochs": "fixes every model's epochs", "--bags": "sets the bags",
+                    "--replay": "trains an earlier run's plan"}.get(fixed[0], "is not in a time-limited plan yet "
+                                                                              "(its cost is not measured)")
+            raise UsageError(f"{fixed[0]} {what}, --time-limit plans the run: use one or the other "
+                             f"(--time-limit none keeps the fixed recipes)")
+        return limit
+    configured = parse_time_limit(settings.time_limit) if settings.time_limit is not None else (
+        QUICK_LIMIT_S if args.quick else DEFAULT_LIMIT_S)
+    return None if fixed else configured
 
 
 def _int8_default(quick: bool) -> bool:

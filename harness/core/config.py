@@ -26,7 +26,7 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "harness")
     folds: int = 5
     seed: int = 42
-    time_limit: str | None = None   # harness run's default --time-limit ("30m", "none"); None: none
+    time_limit: str | None = None   # harness run's --time-limit ("30m", "none"); None: 30m, 5m with --quick
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with the non-None `changes` applied (unset flags keep lower layers)."""

@@ -33,6 +33,11 @@ def bag_base(name: str) -> str:
     return head if sep and tail.isdigit() else name
 
 
+def bag_number(name: str) -> int:
+    """1 for a model, b for its bag `<model>~b`."""
+    return 1 if bag_base(name) == name else int(name.rpartition(BAG_SEP)[2])
+
+
 def pseudo_name(model: str) -> str:
     return model + PSEUDO_SUFFIX
 

@@ -28,13 +28,20 @@ class TrainingProgress:
         self._total = self._done = self._slots = 0
         self._running: dict[str, tuple[float, str]] = {}   # job name -> (start time, model)
         self._job_seconds: list[float] = []
+        self.deadline: float | None = None   # time.perf_counter() a time-limited run ends by
+
+    def time_left(self) -> float | None:
+        """Seconds left in the run's time limit (None without one)."""
+        return None if self.deadline is None else self.deadline - time.perf_counter()
 
     def _say(self, msg: str) -> None:
         if self.enabled:
             print(msg, file=sys.stderr, flush=True)
 
     def stage(self, msg: str) -> None:
-        self._say(f"[{time.perf_counter() - self._t0:7.1f}s] {msg}")
+        left = self.time_left()
+        self._say(f"[{time.perf_counter() - self._t0:7.1f}s"
+                  + (f", {fmt_seconds(max(left, 0))} left" if left is not None else "") + f"] {msg}")
 
     def skip_fold(self, model: str, fold: int, k: int) -> None:
         self._say(f"  {model} fold {fold + 1}/{k}: already trained, resumed")
@@ -104,15 +111,30 @@ class TrainingProgress:
         work += sum((n - running[model]) * cost(model) for model, n in self._left.items())
         return work / max(1, min(self._slots, self._total - self._done))
 
+    def jobs_dropped(self, models: list[str], cancelled: Any = None) -> None:
+        """Jobs (of these models) given up to keep the time limit (harness.run.keeper); one of
+        them was running if `cancelled`."""
+        self._total -= len(models)
+        for model in models:
+            self._left[model] -= 1
+        if cancelled is not None:
+            self._running.pop(cancelled.name, None)
+            self._say(f"  {cancelled.name}: cancelled at the time limit's training deadline ({self._status()})")
+        self._refresh()
+
     def _status(self) -> str:
-        eta = self.eta()
+        eta, left = self.eta(), self.time_left()
         return (f"{self._done}/{self._total} done, {len(self._running)} running"
-                + (f", ETA {fmt_seconds(eta)}" if eta is not None else ""))
+                + (f", ETA {fmt_seconds(eta)}" if eta is not None else "")
+                + (f", {fmt_seconds(max(left, 0))} left of the time limit" if left is not None else ""))
 
     def _refresh(self) -> None:
         if self._jobs_bar is not None:
             self._jobs_bar.n = self._done
-            self._jobs_bar.set_postfix_str(", ".join(self._running) or "-")
+            self._jobs_bar.total = self._total
+            left = self.time_left()
+            self._jobs_bar.set_postfix_str((", ".join(self._running) or "-")
+                                           + (f" | {fmt_seconds(max(left, 0))} left" if left is not None else ""))
             self._jobs_bar.refresh()
 
     def job_done(self, job: Any, result: dict) -> None:

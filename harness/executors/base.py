@@ -78,6 +78,10 @@ class Executor(abc.ABC):
     def close(self) -> None:
         pass
 
+    def cancel(self, job: Job) -> bool:
+        """Stop a running job; False where this executor cannot (it then runs to its end)."""
+        return False
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "jobs": self.slots, "cpus_per_job": self.cpus_per_job,
                 "nodes": [{"host": socket.gethostname(), "cpus": os.cpu_count()}],
@@ -88,21 +92,38 @@ class Executor(abc.ABC):
 
 
 def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict], None],
-             progress: Any = None) -> None:
+             progress: Any = None, keeper: Any = None) -> None:
     """Hand out `jobs` (in order, as slots free up) and call `on_done` in this process for each
-    result. A Failure stops the run: in-flight jobs are cancelled, finished ones stay."""
+    result. A Failure stops the run: in-flight jobs are cancelled, finished ones stay. A `keeper`
+    (harness.run.keeper) re-plans the jobs not started to keep a time limit, and cancels what
+    runs past it."""
     pending = deque(jobs)
-    started: dict[str, float] = {}
+    running: dict[str, tuple[Job, float]] = {}
+    clock = keeper.clock if keeper else time.perf_counter
     if progress:
         progress.jobs_begin(jobs, executor.slots)
     try:
         while pending or executor.in_flight:
             while pending and executor.free() > 0:
-                job = pending.popleft()
+                before = {j.key: j.model for j in pending}
+                job = keeper.admit(pending, running) if keeper else pending.popleft()
+                gone = set(before) - {j.key for j in pending} - ({job.key} if job else set())
+                if progress and gone:
+                    progress.jobs_dropped([before[key] for key in gone])
+                if job is None:
+                    break
                 executor.submit(job)
-                started[job.key] = time.perf_counter()
+                running[job.key] = (job, clock())
                 if progress:
                     progress.job_started(job)
+            if keeper:
+                for job in keeper.overdue(running):
+                    if executor.cancel(job):
+                        running.pop(job.key)
+                        gone = [j.model for j in pending if j.model == job.model]
+                        keeper.forget(job.model, pending)
+                        if progress:
+                            progress.jobs_dropped([job.model, *gone], cancelled=job)
             for job, outcome in executor.wait(timeout=1.0):
                 if isinstance(outcome, Failure):
                     if outcome.trace and os.environ.get("HARNESS_DEBUG"):
@@ -111,7 +132,9 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
                                     f"finished jobs are kept (run the same command again to resume)",
                                     exit_code=outcome.exit_code)
                 # wall_s: submit to result as the driver saw it (queueing, start-up, transfer, work)
-                outcome = {**outcome, "wall_s": round(time.perf_counter() - started.pop(job.key), 3)}
+                outcome = {**outcome, "wall_s": round(clock() - running.pop(job.key)[1], 3)}
+                if keeper and outcome.get("status") == "trained":
+                    keeper.finished(job, outcome["wall_s"])
                 if progress:
                     progress.job_done(job, outcome)
                 on_done(job, outcome)

@@ -166,6 +166,22 @@ class Processes(Executor):
                 done.append((job, Failure(message[1], trace=message[2], exit_code=message[3])))
         return done
 
+    def cancel(self, job: Job) -> bool:
+        """Stop the worker running `job` (a new one starts for the next job); its staging folder
+        is left for the next run's clean-up (harness.train.jobs.clean_stale_stages)."""
+        worker = next((w for w in self._workers if w.job is not None and w.job.key == job.key), None)
+        if worker is None:
+            return False
+        worker.proc.terminate()
+        worker.proc.join(timeout=10)
+        if worker.proc.is_alive():
+            worker.proc.kill()
+            worker.proc.join(timeout=5)
+        worker.conn.close()
+        self._workers.remove(worker)
+        self.in_flight.pop(job.key, None)
+        return True
+
     def close(self) -> None:
         for w in self._workers:
             if w.job is None and w.proc.is_alive():

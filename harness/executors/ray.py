@@ -210,6 +210,18 @@ class RayExecutor(Executor):
                                           f"{': ' + first if first else ''})", died=True)))
         return done
 
+    def cancel(self, job: Job) -> bool:
+        ref = next((r for r, j in self._refs.items() if j.key == job.key), None)
+        if ref is None:
+            return False
+        try:
+            self._ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 (finished meanwhile: its result is dropped)
+            pass
+        del self._refs[ref]
+        self.in_flight.pop(job.key, None)
+        return True
+
     def close(self) -> None:
         if not self._connected:
             return

@@ -25,7 +25,7 @@ from harness import __version__
 from harness.core import device, io, lock
 from harness.core.config import Settings
 from harness.core.errors import HarnessError, ModelError, RunError
-from harness.core.progress import TrainingProgress
+from harness.core.progress import TrainingProgress, fmt_seconds
 from harness.core.runs import list_runs, new_run_id, resolve_run
 from harness.registry import ModelSpec, select_models
 from harness.run import training
@@ -40,7 +40,8 @@ def _fingerprint(opts: RunOptions, names: list[str], folds: int, seed: int, data
     on the same data. Each model's resolved parameters are checked apart (see harness.run.training.check_params)."""
     key = {"models": names, "folds": folds, "seed": seed, "epochs": opts.epochs, "limit": opts.limit,
            "quick": opts.quick, "deterministic": opts.deterministic, "tuned": opts.tuned, "data": data_hashes,
-           **({"time_limit": opts.time_limit} if opts.time_limit is not None else {})}
+           **({"time_limit": opts.time_limit} if opts.time_limit is not None else {}),
+           **({"replay": opts.replay} if opts.replay else {})}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -122,7 +123,7 @@ def _resolve_params(specs: list[ModelSpec], opts: RunOptions, settings: Settings
             progress.stage(f"{spec.name}: --tuned, but no parameters saved by `harness tune {spec.name}`; "
                            f"using the model's defaults")
         params = spec.params({**overrides, "epochs": opts.epochs})
-        if opts.quick and opts.epochs is None:
+        if opts.quick and opts.epochs is None and opts.time_limit is None:  # a limit plans them instead
             params["epochs"] = params["quick_epochs"]
         model_params[spec.name] = params
         param_sources[spec.name] = source or "model defaults" + (" (--epochs)" if opts.epochs else "")
@@ -262,27 +263,39 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     # One writer per run folder: a second command on a run a live process holds stops here.
     with lock.hold(run.run_dir / lock.LOCK_NAME, what=f"run {run.run_dir.name}", hint="pass --new to start another run"):
         _prepare(run)
+        if run.budget and not run.resumed and not run.budget["calibration"].get("cached"):
+            run.manifest.setdefault("stages_s", {})["calibration"] = run.budget["calibration"]["seconds"]
         # Training: (model, fold) jobs on the executor; the driver (this process) alone writes
         # model-level files, as soon as a model's last fold is in. Then the opt-in `+pl` fine-tunes.
-        training.cross_validate(run, run.specs, run.params)
+        with run.stage("training"):
+            training.cross_validate(run, run.specs, run.params)
         if run.budget:
             _observe(run)
-        names = run.names + training.pseudo_round(run)
+            _fit_after_training(run)
+        names = [n for n in run.names if (run.run_dir / n / "cv.json").is_file()]  # a limit may drop some
+        run.manifest["trained"] = list(names)
+        names += training.pseudo_round(run)
         run.manifest["devices"] = device.run_devices(run.run_dir, names)
         # Export (+ parity) and benchmark; INT8 variants; the OOF ensemble of what exported, alike.
         parity_x = _parity_images(run)
-        _export_and_bench(run, names, parity_x)
-        int8 = _int8(run, names)
-        extra = _ensemble(run, names)
-        _export_and_bench(run, extra, parity_x)
-        int8 += _int8(run, extra)
-        if run.info.solution is not None:  # the replica's hidden answers: each row's local score
-            _score_models(run.run_dir, names + extra + int8, run.data.image_ids, run.info.solution)
-        results = _choose_and_write_submission(run)
+        with run.stage("export and benchmark"):
+            _export_and_bench(run, names, parity_x)
+        with run.stage("int8"):
+            int8 = _int8(run, names)
+        with run.stage("ensemble"):
+            extra = _ensemble(run, names)
+            _export_and_bench(run, extra, parity_x)
+            int8 += _int8(run, extra)
+        with run.stage("submission"):
+            if run.info.solution is not None:  # the replica's hidden answers: each row's local score
+                _score_models(run.run_dir, names + extra + int8, run.data.image_ids, run.info.solution)
+            results = _choose_and_write_submission(run)
         if opts.submit:
             results = _upload(run, results)
         if opts.report:
-            _report(run)
+            with run.stage("report"):
+                run.checkpoint()  # the report reads the stage times so far
+                _report(run)
         # Finished only now: a run killed during its upload or report is resumed, not started again.
         run.checkpoint(finished=True)
         if opts.track == "mlflow":
@@ -291,11 +304,50 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     return results
 
 
+def _fit_after_training(run: Run) -> None:
+    """The stages after training in the time that is left: INT8 variants go first, then the long
+    benchmark (one thread, short runs), when their estimates do not fit; export always runs."""
+    from harness.run.calibrate import BENCH_S, EXPORT_S, INT8_S, REPORT_S, RUN_S
+
+    left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
+    rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
+    opts, given_up = run.opts, []
+    scale = 0.5 if opts.quick else 1.0   # a short benchmark: one thread, fewer repeats
+
+    def need(bench: bool, int8: bool, quick: bool) -> float:
+        per_row = EXPORT_S + (BENCH_S * (0.5 if quick else 1.0) if bench else 0.0) + (INT8_S if int8 else 0.0)
+        return rows * per_row + RUN_S + (REPORT_S if opts.report else 0.0)
+
+    bench, int8, quick = opts.bench, opts.int8, scale < 1
+    if int8 and need(bench, int8, quick) > left:
+        int8 = False
+        given_up.append("INT8 variants")
+    if bench and not quick and need(bench, int8, quick) > left:
+        quick = True
+        given_up.append("the two-thread benchmark rows")
+    if bench and need(bench, int8, quick) > left:
+        bench = False
+        given_up.append("the benchmark")
+    if given_up:
+        run.opts = dataclasses.replace(opts, int8=int8, bench=bench, quick=quick or opts.quick)
+        run.say(f"budget: {fmt_seconds(max(left, 0))} left after training; skipping " + ", ".join(given_up)
+                + " to end within the limit")
+        run.manifest["budget"].setdefault("events", []).append(
+            {"event": "after_training", "skipped": given_up, "left_s": round(left, 1)})
+
+
 def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> Run:
     """The models, the data and each model's parameters, then the run folder these make: a new
-    one, or the unfinished run with the same fingerprint. Nothing is written yet."""
+    one, or the unfinished run with the same fingerprint. Nothing is written yet.
+
+    Under a time limit the folder comes before the plan: a resumed run keeps the plan it recorded
+    (its finished work stays what it is) and has the time its earlier sessions left."""
     from harness.data import dataset
 
+    clock = time.perf_counter()
+    replayed = _replayed(opts, settings) if opts.replay else None
+    if replayed is not None:
+        opts = replayed["opts"]
     specs = select_models(opts.models, opts.all_models)
     if not specs:
         raise ModelError("no model selected: pass --all or --model NAME (see `harness models`)")
@@ -307,18 +359,67 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
     params, sources = _resolve_params(specs, opts, settings, progress)
     budget = None
-    if opts.time_limit is not None:  # the plan sets each model's epochs and bags (harness.run.planner)
-        budget = _plan(opts, settings, specs, params, data, k, seed, progress)
-        params = {n: {**p, "epochs": budget["plan"]["epochs"][n]} for n, p in params.items()}
+    if replayed is not None:  # --replay: the epochs and bags the replayed run trained, no clock
+        specs, params, sources = _replay_plan(replayed["manifest"], specs, params, sources, opts.replay)
+        fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
+        run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
+    elif opts.time_limit is None:
+        # --bags N: each model's bags 2..N as models of their own; their names make them part of
+        # the fingerprint.
+        specs, params, sources = bags.expand(specs, params, sources, opts.bags)
+        fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
+        run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
+    else:  # the plan sets each model's epochs and bags (harness.run.planner)
+        fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
+        run_dir, resumed = (None, False) if opts.plan_only else _start_or_resume(opts, settings, fingerprint)
+        recorded = io.read_json(run_dir / "manifest.json") if resumed else {}
+        if recorded.get("budget"):
+            budget = recorded["budget"]
+            clock -= float(recorded.get("duration_s") or 0.0)  # the time its earlier sessions used
+            progress.stage(f"keeping the plan run {run_dir.name} recorded; "
+                           f"{fmt_seconds(max(budget['limit_s'] - (time.perf_counter() - clock), 0))} of its "
+                           f"time limit left")
+        else:
+            budget = _plan(opts, settings, specs, params, data, k, seed, progress)
+        epochs = {**budget["plan"]["epochs"], **{n: p["epochs"] for n, p in recorded.get("params", {}).items()}}
+        specs, params, sources = bags.expand(specs, params, sources, budget["plan"]["bags"])
+        params = {n: {**p, "epochs": int(epochs.get(n, epochs.get(bags.base(n), p["epochs"])))}
+                  for n, p in params.items()}
         sources = {n: f"{src}, epochs planned for --time-limit" for n, src in sources.items()}
-    # --bags N (or the plan's): each model's bags 2..N as models of their own; their names make them
-    # part of the fingerprint.
-    specs, params, sources = bags.expand(specs, params, sources, budget["plan"]["bags"] if budget else opts.bags)
-    fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
-    run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
     return Run(opts=opts, settings=settings, progress=progress, run_dir=run_dir, resumed=resumed, seed=seed, k=k,
                specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint,
-               budget=budget)
+               budget=budget, clock=clock)
+
+
+def _replayed(opts: RunOptions, settings: Settings) -> dict[str, Any]:
+    """--replay RUN: that run's manifest, and these options with its models, folds, seed, rows and
+    determinism; no time limit."""
+    src = resolve_run(settings.runs_dir, opts.replay)
+    manifest = io.read_json(src / "manifest.json")
+    if not manifest.get("budget"):
+        raise RunError(f"run {src.name} had no --time-limit plan to replay; repeat its command instead "
+                       f"(see its manifest.json)")
+    cfg = manifest["config"]
+    models = [n for n in cfg["models"] if bags.base(n) == n]
+    replay = dataclasses.replace(opts, models=models, all_models=False, folds=cfg["folds"], seed=cfg["seed"],
+                                 limit=cfg.get("limit"), deterministic=bool(cfg.get("deterministic")),
+                                 quick=bool(cfg.get("quick")), time_limit=None, replay=src.name)
+    return {"opts": replay, "manifest": manifest}
+
+
+def _replay_plan(manifest: dict[str, Any], specs: list[ModelSpec], params: dict[str, dict[str, Any]],
+                 sources: dict[str, str], run_id: str) -> tuple[list[ModelSpec], dict, dict[str, str]]:
+    """The models (bags included) the replayed run finished, each at the epochs it trained."""
+    trained = {n: p["epochs"] for n, p in manifest["params"].items()
+               if n in manifest.get("trained", manifest["params"])}
+    counts = {s.name: max([bags.number(n) for n in trained if bags.base(n) == s.name] or [1]) for s in specs}
+    specs, params, sources = bags.expand(specs, params, sources, counts)
+    specs = [s for s in specs if s.name in trained]
+    if not specs:
+        raise RunError(f"run {run_id} finished no model to replay")
+    params = {s.name: {**params[s.name], "epochs": int(trained[s.name])} for s in specs}
+    sources = {s.name: f"{sources[s.name]}, epochs replayed from run {run_id}" for s in specs}
+    return specs, params, sources
 
 
 def _observe(run: Run) -> None:

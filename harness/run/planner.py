@@ -18,8 +18,10 @@ without training anything. The order of decisions follows what the peers learned
    with other seeds), most expected gain first: a second `cnn_deep` took the ensemble from 146 to
    139 OOF errors, bags of the cheap models bought nothing.
 
-Jobs are one fold of one model (or bag); they are dealt longest first over the slots (local worker
-processes, Ray CPUs), and the plan's training time is that schedule's makespan.
+Jobs are one fold of one model (or bag); they are dealt over the slots (local worker processes, Ray
+CPUs) in `job_order`: every model's folds longest first, then the bags, bag 2 of every model before
+bag 3, so the work a short-running machine gives up (harness.run.keeper) is the last bags. The
+plan's training time is that schedule's makespan.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import heapq
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from harness.core.errors import UsageError
+from harness.core.names import bag_number
 from harness.core.progress import fmt_seconds
 
 MARGIN = 0.05           # of the budget, held back for what the costs do not see (drift, stragglers)
@@ -111,21 +114,36 @@ def job_seconds(costs: Costs, model: str, epochs: int) -> float:
     return costs.job_s[model] + epochs * costs.epoch_s[model]
 
 
-def makespan(durations: list[float], slots: int) -> float:
+def makespan(durations: list[float], slots: int, busy: list[float] | None = None) -> float:
     """Longest first, each job to the slot that frees first: the end of the last job."""
-    ends = [0.0] * max(1, slots)
-    for d in sorted(durations, reverse=True):
+    return list_schedule(sorted(durations, reverse=True), slots, busy)
+
+
+def list_schedule(durations: list[float], slots: int, busy: list[float] | None = None) -> float:
+    """Jobs in the order given, each to the slot that frees first (`busy`: the seconds until each
+    busy slot frees); the end of the last job."""
+    ends = sorted(busy or [])[:max(1, slots)]
+    ends += [0.0] * (max(1, slots) - len(ends))
+    heapq.heapify(ends)
+    for d in durations:
         heapq.heapreplace(ends, ends[0] + d)
     return max(ends)
+
+
+def job_order(jobs: list[Any], seconds: Callable[[Any], float], model: Callable[[Any], str]) -> list[Any]:
+    """The order jobs are handed out: bag 1 (the models) before bag 2 before bag 3, and within a
+    bag index longest first (ties keep the given order)."""
+    return sorted(jobs, key=lambda j: (bag_number(model(j)), -seconds(j)))
 
 
 def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: dict[str, int],
           bags: dict[str, int]) -> tuple[float, float]:
     """(training makespan, after-training seconds) of a choice of epochs and bags."""
-    durations = [job_seconds(costs, m.name, epochs[m.name])
-                 for m in models for _ in range(k * bags[m.name])]
+    jobs = [(b, job_seconds(costs, m.name, epochs[m.name]))
+            for m in models for b in range(1, bags[m.name] + 1) for _ in range(k)]
+    jobs.sort(key=lambda j: (j[0], -j[1]))  # as job_order deals them
     after = sum(costs.after_s[m.name] * bags[m.name] for m in models)
-    return makespan(durations, slots), after
+    return list_schedule([d for _, d in jobs], slots), after
 
 
 def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, slots: int,
@@ -179,7 +197,7 @@ def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, s
                 break
             bags[max(options)[1]] += 1
     _, train, after = fits(best, bags)
-    jobs = [{"model": m.name, "bags": bags[m.name], "epochs": best[m.name],
+    jobs = [{"model": m.name, "bags": bags[m.name], "epochs": best[m.name], "min_epochs": m.min_epochs,
              "job_s": round(job_seconds(costs, m.name, best[m.name]), 1)} for m in models]
     return Plan(limit_s=limit_s, k=k, slots=slots, epochs=best, bags=bags, training_s=train, after_s=after,
                 run_s=costs.run_s + spent_s, full_recipes=full, jobs=jobs)

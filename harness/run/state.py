@@ -11,10 +11,11 @@ their parameters, the data, the rows and folds fixed once per run, and the manif
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class Run:
     manifest: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] | None = None     # --time-limit: the limit, the plan and its calibration
     started: float = field(default_factory=time.perf_counter)
+    clock: float = field(default_factory=time.perf_counter)  # when the time limit's clock started
 
     @property
     def names(self) -> list[str]:
@@ -62,6 +64,17 @@ class Run:
 
     def say(self, message: str) -> None:
         self.progress.stage(message)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage into the manifest's `stages_s` (added up over sessions; the planned
+        against the used time of a time-limited run)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            stages = self.manifest.setdefault("stages_s", {})
+            stages[name] = round(stages.get(name, 0.0) + time.perf_counter() - start, 1)
 
     def checkpoint(self, finished: bool = False) -> None:
         """Save the manifest with this session's seconds so far (and `finished`, at the very end)."""

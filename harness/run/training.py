@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from harness.core import io
 from harness.core.progress import TrainingProgress
 from harness.registry import ModelSpec
+from harness.run.planner import job_order
 from harness.train import bags, pseudo
 from harness.train.cv import assemble_cv
 
@@ -111,7 +112,13 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
         return
     by_name = {s.name: s for s in specs}
     costs = job_costs(jobs, by_name)
-    jobs = longest_first(jobs, costs)
+    keeper = _keeper(run, specs, model_params) if run.budget and specs == run.specs else None
+    if keeper is not None:  # the models' folds before their bags, bag 2 before bag 3 (the planner's order)
+        jobs = job_order(jobs, lambda j: keeper.planned_s(j.model, j.epochs), lambda j: j.model)
+        keeper.started.update(s.name for s in specs if left.get(s.name, 0) < k)
+        progress.deadline = run.clock + run.budget["limit_s"]
+    else:
+        jobs = longest_first(jobs, costs)
     progress.set_costs(costs)
 
     def hooks(job: FoldJob) -> dict:  # the per-step bar, for jobs run in this process
@@ -124,7 +131,8 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
     def on_done(job: FoldJob, result: dict) -> None:
         manifest["sessions"][-1].setdefault("jobs", []).append({
             "job": job.name, "status": result["status"], "node": result.get("node"), "host": result.get("host"),
-            "wall_s": result["wall_s"], "worker_s": result.get("worker_s"), "train_s": result.get("seconds")})
+            "wall_s": result["wall_s"], "worker_s": result.get("worker_s"), "train_s": result.get("seconds"),
+            **({"planned_s": round(keeper.planned_s(job.model, job.epochs), 1)} if keeper else {})})
         run.checkpoint()
         left[job.model] -= 1
         if not left[job.model]:
@@ -140,7 +148,40 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
         progress.stage(f"training {len(jobs)} fold job(s) on the {info['name']} executor, {info['jobs']} at once"
                        + (f", {info['cpus_per_job']} CPU(s) each" if info.get("cpus_per_job") else "")
                        + (f" ({len(info['nodes'])} node(s))" if info["name"] == "ray" else ""))
-        run_jobs(executor, jobs, on_done, progress)
+        try:
+            run_jobs(executor, jobs, on_done, progress, keeper=keeper)
+        finally:
+            if keeper is not None and keeper.events:
+                manifest["budget"].setdefault("events", []).extend(keeper.events)
+                run.checkpoint()
+
+
+def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]]) -> Any:
+    """The time limit's keeper of this run's training (harness.run.keeper): the plan's costs, the
+    deadline left after the stages that follow training, the cheapest model kept whatever happens."""
+    from harness.run.keeper import Keeper
+    from harness.run.planner import MARGIN
+
+    budget = run.budget
+    costs, plan = budget["costs"], budget["plan"]
+    mins = {j["model"]: int(j.get("min_epochs", j["epochs"])) for j in plan["jobs"]}
+
+    def planned_s(model: str, epochs: int) -> float:
+        base = bags.base(model)
+        return costs["job_s"][base] + epochs * costs["epoch_s"][base]
+
+    def on_epochs(model: str, epochs: int) -> None:  # a bag re-planned before any of its folds started
+        model_params[model] = {**model_params[model], "epochs": epochs}
+        io.write_json(run.run_dir / model / "params.json", model_params[model])
+        run.manifest["params"][model] = model_params[model]
+
+    limit = budget["limit_s"]
+    deadline = run.clock + limit * (1 - MARGIN) - plan["after_s"] - costs["run_s"]
+    protected = min((s.name for s in specs if bags.number(s.name) == 1),
+                    key=lambda n: planned_s(n, int(model_params[n]["epochs"])))
+    return Keeper(deadline=deadline, slots=int(plan["slots"]), planned_s=planned_s,
+                  min_epochs={s.name: mins.get(bags.base(s.name), 1) for s in specs}, protected=protected,
+                  grace_s=MARGIN * limit, say=run.say, on_epochs=on_epochs)
 
 
 def pseudo_round(run: Run) -> list[str]:

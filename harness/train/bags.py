@@ -21,7 +21,7 @@ from harness.core import names
 from harness.core.errors import UsageError
 from harness.registry import ModelSpec
 
-SEP, name, base = names.BAG_SEP, names.bag_name, names.bag_base  # the bag rows' names (harness.core.names)
+SEP, name, base, number = names.BAG_SEP, names.bag_name, names.bag_base, names.bag_number  # the bag rows' names (harness.core.names)
 
 MAX_BAGS = 50
 STRIDE = 1000  # seed offset between bags: far from the seeds a user passes to neighbouring runs

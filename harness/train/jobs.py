@@ -310,6 +310,15 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
             "predict_s_per_image": predict_s, **where.__dict__}
 
 
+def _slow_failpoint(job: FoldJob) -> None:
+    """For tests of a time limit: with HARNESS_FAILPOINT_SLEEP=<model>:<seconds>, every fold of
+    that model but its first sleeps that long first (a worker slowed partway through a run)."""
+    spec = os.environ.get("HARNESS_FAILPOINT_SLEEP", "")
+    model, _, seconds = spec.rpartition(":")
+    if model == job.model and job.fold > 0:
+        time.sleep(float(seconds))
+
+
 def execute(job: FoldJob | TrialJob | ProbeJob, data: JobData, where: Where,
             hooks: dict[str, Callable] | None = None) -> dict[str, Any]:
     """Run any job; the one entry point every executor calls in its worker. `worker_s` is its
@@ -317,6 +326,7 @@ def execute(job: FoldJob | TrialJob | ProbeJob, data: JobData, where: Where,
     an executor's own overhead apart."""
     start = time.perf_counter()
     if job.kind == "fold":
+        _slow_failpoint(job)  # type: ignore[arg-type]
         result = run_fold(job, data, where, hooks)  # type: ignore[arg-type]
     elif job.kind == "probe":
         result = run_probe(job, data, where)  # type: ignore[arg-type]

@@ -1,0 +1,143 @@
+"""Keeping a plan's promise while its jobs run: after every finished job the driver compares the
+measured with the planned time and re-plans the jobs not started.
+
+    keeper = Keeper(deadline, slots, planned_s, min_epochs, protected="ann", say=run.say)
+    run_jobs(executor, jobs, on_done, progress, keeper=keeper)   # harness.executors.run_jobs
+
+The plan (harness.run.planner) assumed the calibrated speed. The keeper measures the speed the
+jobs really have (the recent finished jobs' actual / planned seconds), predicts when the pending
+jobs would end over the slots, and when that is past the training deadline it gives up work, last
+planned first:
+
+1. the last bag not started trains fewer epochs (down to its model's minimum; its learning-rate
+   schedule is sized to them, as the planner's are), else is dropped whole;
+2. with no bag left to cut, a job that cannot end before the deadline is not started, and its
+   model is dropped whole: a model with a missing fold has no out-of-fold predictions;
+3. at the deadline plus a grace, jobs still running are cancelled and their models dropped.
+
+The `protected` model (the cheapest) is never dropped or cancelled: a run always ends with at
+least one model to submit. Every decision is an event in the manifest's budget record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import deque
+from typing import Any, Callable
+
+from harness.core.names import bag_number
+from harness.core.progress import fmt_seconds
+from harness.run.planner import list_schedule
+
+RECENT = 4          # the speed is the mean ratio of this many latest finished jobs (a slowdown shows fast)
+
+
+@dataclasses.dataclass
+class Keeper:
+    deadline: float                                  # time.perf_counter() by which training must end
+    slots: int
+    planned_s: Callable[[str, int], float]           # (model, epochs) -> planned seconds of one job
+    min_epochs: dict[str, int]                       # per model name, bags included
+    protected: str                                   # never dropped
+    grace_s: float = 0.0                             # past the deadline, before running jobs are cancelled
+    say: Callable[[str], None] = lambda _m: None
+    on_epochs: Callable[[str, int], None] = lambda _m, _e: None   # a bag's epochs changed (params.json)
+    clock: Callable[[], float] = time.perf_counter
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    dropped: set[str] = dataclasses.field(default_factory=set)
+    ratios: list[float] = dataclasses.field(default_factory=list)
+    started: set[str] = dataclasses.field(default_factory=set)    # models with a job handed out
+
+    # ------------------------------------------------------------------ what the driver calls
+
+    def speed(self) -> float:
+        """Measured / planned seconds of the latest finished jobs (1.0 before any finished)."""
+        recent = self.ratios[-RECENT:]
+        return sum(recent) / len(recent) if recent else 1.0
+
+    def finished(self, job: Any, wall_s: float) -> None:
+        self.ratios.append(wall_s / max(self.planned_s(job.model, job.epochs), 1e-6))
+
+    def left(self) -> float:
+        return self.deadline - self.clock()
+
+    def admit(self, pending: deque, running: dict[str, tuple[Any, float]]) -> Any | None:
+        """The next job to start from the front of `pending` (re-planned: its epochs may be
+        fewer), or None when none may start; drops from `pending` the work that no longer fits."""
+        while pending:
+            now = self.clock()
+            if self._ends(pending, running, now) <= self.deadline:
+                return self._start(pending)
+            bag = self._last_unstarted_bag(pending)
+            if bag is not None:
+                self._cut(bag, pending, running, now)
+                continue
+            job = pending[0]
+            if job.model == self.protected or now + self._seconds(job) <= self.deadline:
+                return self._start(pending)
+            self._drop(job.model, pending, f"a fold of {job.model} would end "
+                       f"{fmt_seconds(now + self._seconds(job) - self.deadline)} past the training deadline")
+        return None
+
+    def _start(self, pending: deque) -> Any:
+        job = pending.popleft()
+        self.started.add(job.model)
+        return job
+
+    def overdue(self, running: dict[str, tuple[Any, float]]) -> list[Any]:
+        """Running jobs to cancel now: past the deadline and its grace, all but the protected model's."""
+        if self.clock() <= self.deadline + self.grace_s:
+            return []
+        late = [job for job, _ in running.values() if job.model != self.protected]
+        for model in sorted({j.model for j in late} - self.dropped):
+            self._event("cancelled", model, "still training at the deadline")
+            self.dropped.add(model)
+        return late
+
+    def forget(self, model: str, pending: deque) -> None:
+        """Drop `model`'s pending jobs (one of its jobs was cancelled)."""
+        for job in [j for j in pending if j.model == model]:
+            pending.remove(job)
+
+    # ------------------------------------------------------------------ the re-plan
+
+    def _seconds(self, job: Any) -> float:
+        return self.planned_s(job.model, job.epochs) * self.speed()
+
+    def _ends(self, pending: deque, running: dict[str, tuple[Any, float]], now: float) -> float:
+        """When the last of `pending` would end, dealt in order after the running jobs."""
+        busy = [max(self._seconds(job) - (now - started), 1.0) for job, started in running.values()]
+        return now + list_schedule([self._seconds(j) for j in pending], self.slots, busy)
+
+    def _last_unstarted_bag(self, pending: deque) -> str | None:
+        """The bag (bag number > 1) dealt last among those with no job started."""
+        bags = [j.model for j in pending if bag_number(j.model) > 1 and j.model not in self.started]
+        return bags[-1] if bags else None
+
+    def _cut(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float) -> None:
+        """Fewer epochs for `model`'s pending jobs, the most that fits; else drop it whole."""
+        epochs = next(j.epochs for j in pending if j.model == model)
+        for e in range(epochs - 1, self.min_epochs.get(model, epochs) - 1, -1):
+            trial = deque(dataclasses.replace(j, epochs=e, params={**j.params, "epochs": e})
+                          if j.model == model else j for j in pending)
+            if self._ends(trial, running, now) <= self.deadline:
+                pending.clear()
+                pending.extend(trial)
+                self.on_epochs(model, e)
+                self._event("epochs", model, f"{epochs} -> {e} epochs to fit the time left", epochs=e)
+                return
+        self._drop(model, pending, "not enough time left for it")
+
+    def _drop(self, model: str, pending: deque, why: str) -> None:
+        for job in [j for j in pending if j.model == model]:
+            pending.remove(job)
+        self.dropped.add(model)
+        self._event("dropped", model, why)
+
+    def _event(self, kind: str, model: str, why: str, **extra: Any) -> None:
+        left = self.left()
+        self.events.append({"event": kind, "model": model, "why": why, "speed": round(self.speed(), 3),
+                            "left_s": round(left, 1), **extra})
+        self.say(f"budget: {model} {'dropped' if kind != 'epochs' else 're-planned'}: {why} "
+                 f"(jobs run at {self.speed():.2f}x their planned time; {fmt_seconds(max(left, 0))} of training left)")

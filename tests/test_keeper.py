@@ -1,0 +1,141 @@
+"""The time limit kept while jobs run (harness.run.keeper under harness.executors.run_jobs), on
+a simulated clock: jobs that take their planned time, or twice it from some point on."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from harness.executors.base import Executor, run_jobs
+from harness.run.keeper import Keeper
+from harness.run.planner import job_order
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    model: str
+    fold: int
+    epochs: int
+    params: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+    kind: str = "fold"
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}/{self.fold}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} fold {self.fold + 1}"
+
+
+EPOCH_S = {"cnn_deep": 10.0, "cnn_small": 4.0, "ann": 1.0}   # one epoch of one fold job, seconds
+JOB_S = 5.0                                                   # a job's fixed seconds
+
+
+def planned_s(model: str, epochs: int) -> float:
+    return JOB_S + epochs * EPOCH_S[model.split("~")[0]]
+
+
+class Simulated(Executor):
+    """Jobs take planned_s x `slow(t)` seconds of a simulated clock, `slots` at once."""
+
+    def __init__(self, slots: int, slow=lambda t: 1.0) -> None:
+        super().__init__()
+        self.slots, self.now, self.slow = slots, 0.0, slow
+        self.ends: dict[str, float] = {}
+        self.cancelled: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def submit(self, job) -> None:
+        self.in_flight[job.key] = job
+        self.ends[job.key] = self.now + planned_s(job.model, job.epochs) * self.slow(self.now)
+
+    def wait(self, timeout: float):
+        if not self.ends:
+            return []
+        self.now = min(self.now + timeout, min(self.ends.values()))
+        done = [key for key, end in self.ends.items() if end <= self.now]
+        out = []
+        for key in done:
+            del self.ends[key]
+            job = self.in_flight.pop(key)
+            out.append((job, {"status": "trained"}))
+        return out
+
+    def cancel(self, job) -> bool:
+        self.ends.pop(job.key, None)
+        self.in_flight.pop(job.key, None)
+        self.cancelled.append(job.key)
+        return True
+
+
+def jobs_of(models: dict[str, int], k: int = 5) -> list[Job]:
+    jobs = [Job(m, f, e, {"epochs": e}) for m, e in models.items() for f in range(k)]
+    return job_order(jobs, lambda j: planned_s(j.model, j.epochs), lambda j: j.model)
+
+
+def run(models: dict[str, int], deadline: float, slots: int = 2, slow=lambda t: 1.0, grace: float = 0.0):
+    executor = Simulated(slots, slow)
+    keeper = Keeper(deadline=deadline, slots=slots, planned_s=planned_s,
+                    min_epochs={m: 3 for m in models}, protected="ann", grace_s=grace, clock=executor.clock)
+    done: list[Job] = []
+    run_jobs(executor, jobs_of(models), lambda job, _r: done.append(job), keeper=keeper)
+    return executor, keeper, done
+
+
+PLAN = {"cnn_deep": 30, "cnn_small": 10, "ann": 10, "cnn_deep~2": 30, "cnn_deep~3": 30}
+
+
+def test_the_order_is_every_model_then_bag_2_then_bag_3():
+    order = [j.model for j in jobs_of(PLAN, k=1)]
+    assert order == ["cnn_deep", "cnn_small", "ann", "cnn_deep~2", "cnn_deep~3"]
+
+
+def test_a_plan_that_fits_runs_whole():
+    executor, keeper, done = run(PLAN, deadline=10_000)
+    assert len(done) == 25 and not keeper.events and not executor.cancelled
+
+
+def test_at_half_speed_later_bags_are_cut_then_dropped_whole_and_the_run_ends_in_time():
+    # the plan's makespan on 2 slots: 25 jobs, about 5 x (3 x 305 + 105 + 15) / 2 = 2,590 s
+    deadline = 2700.0
+    executor, keeper, done = run(PLAN, deadline=deadline, slow=lambda t: 1.0 if t < 600 else 2.0)
+    assert executor.now <= deadline + 1e-6
+    kinds = {(e["event"], e["model"]) for e in keeper.events}
+    assert ("dropped", "cnn_deep~3") in kinds          # the last bag goes first
+    finished = {m for m in PLAN if sum(j.model == m for j in done) == 5}
+    assert {"cnn_deep", "cnn_small", "ann"} <= finished
+    for model in PLAN:                                # no model ends with some of its folds: whole or none
+        assert sum(j.model == model for j in done) in (0, 5), model
+    # a bag that was cut (perhaps more than once before it started) trains every fold at its last epochs
+    cut = {e["model"]: e["epochs"] for e in keeper.events if e["event"] == "epochs"}
+    for model, epochs in cut.items():
+        assert {j.epochs for j in done if j.model == model} <= {epochs}
+
+
+def test_a_job_that_cannot_finish_is_not_started_but_the_cheapest_model_always_trains():
+    executor, keeper, done = run({"cnn_deep": 30, "ann": 10}, deadline=200.0)
+    assert ("dropped", "cnn_deep") in {(e["event"], e["model"]) for e in keeper.events}
+    assert [j.model for j in done].count("ann") == 5 and "cnn_deep" not in {j.model for j in done}
+
+
+def test_jobs_still_running_past_the_deadline_and_its_grace_are_cancelled():
+    # every job takes 4x its planned time, seen only once the first (ann's) finishes: the cnn_deep
+    # folds all started at once, and only cancelling keeps the limit
+    executor, keeper, done = run({"cnn_deep": 30, "ann": 10}, deadline=400.0, slots=6, grace=50.0,
+                                 slow=lambda t: 4.0)
+    assert executor.cancelled and all(key.startswith("cnn_deep") for key in executor.cancelled)
+    assert executor.now <= 400.0 + 50.0 + 1.0 + 1e-6   # + one wait's timeout
+    assert ("cancelled", "cnn_deep") in {(e["event"], e["model"]) for e in keeper.events}
+    assert [j.model for j in done].count("ann") == 5
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.0, 1.5, 2.0, 3.0])
+def test_whatever_the_speed_no_job_ends_past_the_deadline_and_grace(speed):
+    deadline = 2700.0
+    executor, keeper, done = run(PLAN, deadline=deadline, slow=lambda t: speed, grace=0.05 * deadline)
+    assert executor.now <= deadline * 1.05 + 1.0
+    assert [j.model for j in done].count("ann") == 5
