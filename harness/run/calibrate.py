@@ -1,6 +1,7 @@
 """What a run costs on this machine, measured before it trains: the planner's input.
 
-    costs = calibrate(specs, params, x, y, k, executor_options, cache_dir, say)   # harness.run.planner.Costs
+    record = calibrate(specs, params, x, y, executor_options, cache_dir, say)   # probed once, cached
+    costs = costs_of(record, rows=42_000, k=5, after=After(bench=True, int8=True))  # harness.run.planner.Costs
 
 Each model trains a probe (harness.train.jobs.ProbeJob: 3 epochs on 6,144 rows, timed epoch by
 epoch, then predictions) as jobs on the executor the run will use, one copy per slot side by
@@ -13,8 +14,8 @@ then costs
 
 The figures are cached per machine, versions, layout and model parameters
 (`<cache>/calibration.json`), so the next run with the same setup skips the probe. The stages
-after training (export, INT8, benchmarks) are not probed: their shares are estimates scaled by
-measured stage times (`after_training`), named as such in the plan.
+after training (export, INT8, benchmarks, ensemble, report) are not probed: their shares start
+as estimates and become what the last planned run on this machine took (`observe_after`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,13 +39,57 @@ TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job pred
 # Estimates, not probed, in seconds, from the default run's stage times on the AMX Xeon of
 # docs/MEASUREMENTS.md: a model row's export with its parity gate, its benchmark, its INT8 variant
 # (quantised, predicted, benchmarked); the run's own work (data, ensemble, submission) and report.
+# A finished planned run replaces them with this machine's own (observe_after).
 EXPORT_S, BENCH_S, INT8_S = 10.0, 30.0, 35.0
 RUN_S, REPORT_S = 60.0, 30.0
+SHORT_BENCH = 0.5            # a short benchmark (one thread, fewer repeats) against the full one
 
 
-def after_training(bench: bool, int8: bool, report: bool) -> tuple[float, float]:
-    """(seconds per model row after training, the run's own seconds) for these stages."""
-    return EXPORT_S + (BENCH_S if bench else 0.0) + (INT8_S if int8 else 0.0), RUN_S + (REPORT_S if report else 0.0)
+@dataclass(frozen=True)
+class After:
+    """Which stages run after training: the benchmark (short: one thread), INT8 variants, the report."""
+    bench: bool = True
+    int8: bool = True
+    short_bench: bool = False
+    report: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"bench={int(self.bench)}{'s' * self.short_bench},int8={int(self.int8)},report={int(self.report)}"
+
+    def leaner(self) -> list["After"]:
+        """This, then without INT8, then with a short benchmark: the order a tight budget gives them up."""
+        out = [self]
+        if self.int8:
+            out.append(replace(out[-1], int8=False))
+        if self.bench and not self.short_bench:
+            out.append(replace(out[-1], short_bench=True))
+        return out
+
+
+def after_training(after: After, cache_dir: Path | None = None) -> tuple[float, float]:
+    """(seconds per model row after training, the run's own seconds) of these stages: what this
+    machine's last planned run took with them, else the estimates."""
+    from harness.core.device import machine_key
+
+    if cache_dir is not None and (Path(cache_dir) / "calibration.json").is_file():
+        seen = io.read_json(Path(cache_dir) / "calibration.json").get(f"after:{machine_key()}", {}).get(after.key)
+        if seen:
+            return seen["per_row_s"], seen["run_s"]
+    bench = (BENCH_S * (SHORT_BENCH if after.short_bench else 1.0)) if after.bench else 0.0
+    return EXPORT_S + bench + (INT8_S if after.int8 else 0.0), RUN_S + (REPORT_S if after.report else 0.0)
+
+
+def observe_after(cache_dir: Path, after: After, per_row_s: float, run_s: float) -> None:
+    """Record what a planned run's stages after training took on this machine (per model row, and
+    the run's own), for the next plan with the same stages."""
+    from harness.core.device import machine_key
+
+    path = Path(cache_dir) / "calibration.json"
+    cache = io.read_json(path) if path.is_file() else {}
+    cache.setdefault(f"after:{machine_key()}", {})[after.key] = {
+        "per_row_s": round(per_row_s, 1), "run_s": round(run_s, 1), "observed": io.utc_now()}
+    io.write_json(path, cache)
 
 
 def cache_key(specs: list[ModelSpec], params: dict[str, dict[str, Any]], layout: dict[str, Any]) -> str:
@@ -65,12 +111,11 @@ def cache_key(specs: list[ModelSpec], params: dict[str, dict[str, Any]], layout:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.ndarray, y: np.ndarray, k: int,
+def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.ndarray, y: np.ndarray,
               executor: dict[str, Any], cache_dir: Path, say: Callable[[str], None] = lambda _m: None,
-              seed: int = 0, stages: tuple[float, float] = after_training(True, True, True)
-              ) -> tuple[Costs, dict[str, Any]]:
-    """The costs of `specs` at `params` for a run of `len(y)` rows in `k` folds, and the probe's
-    record (its figures, seconds, and whether it came from the cache)."""
+              seed: int = 0) -> dict[str, Any]:
+    """The probe's record of `specs` at `params` in this layout (its figures, seconds, slots, and
+    whether it came from the cache); `costs_of` turns it into a run's costs."""
     from harness.executors import make_executor, run_jobs
     from harness.train.cv import make_folds
     from harness.train.jobs import JobData, ProbeJob
@@ -80,44 +125,50 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     path = Path(cache_dir) / "calibration.json"
     cache = io.read_json(path) if path.is_file() else {}
     record = cache.get(key)
-    if record is None:
-        names = [s.name for s in specs]
-        say(f"calibrating on this machine: {', '.join(names)} (3 epochs on {PROBE_ROWS} rows, one copy per slot)")
-        rows = min(len(y), 2 * PROBE_ROWS)
-        data = JobData(x=x[:rows], y=y[:rows], x_test=x[:1], folds=make_folds(y[:rows], 4, seed))
-        copies: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
-        start = time.perf_counter()
-        runner = make_executor(executor.get("executor", "local"), jobs=executor.get("jobs"),
-                               cpus_per_job=executor.get("cpus_per_job"), address=executor.get("ray_address"),
-                               timeout=executor.get("ray_timeout", 30.0))
-        with runner.session(data):  # the probes write nothing a node must share
-            slots = runner.slots
-            # one copy per slot, model after model: each probe sees a machine as busy as training
-            # makes it (two cnn_deep folds side by side train ~30 % slower than one beside `ann`)
-            jobs = [ProbeJob(model=s.name, params=params[s.name], rows=PROBE_ROWS, seed=seed, copy=c)
-                    for s in specs for c in range(slots)]
-            run_jobs(runner, jobs, lambda job, result: copies[job.model].append(result))
-        # the slowest copy of each: a plan is kept when its slowest slot keeps it
-        probes = {m: max(runs, key=lambda p: p["train_s_per_image"]) for m, runs in copies.items()}
-        record = {"probes": probes, "seconds": round(time.perf_counter() - start, 1), "layout": layout,
-                  "slots": slots, "measured": io.utc_now()}
-        cache[key] = record
-        io.write_json(path, cache)
-    else:
-        record = {**record, "cached": True}
-    n_val = len(y) / k
-    n_train = len(y) - n_val
+    if record is not None:
+        return {**record, "cached": True, "key": key}
+    names = [s.name for s in specs]
+    say(f"calibrating on this machine: {', '.join(names)} (3 epochs on {PROBE_ROWS} rows, one copy per slot)")
+    rows = min(len(y), 2 * PROBE_ROWS)
+    data = JobData(x=x[:rows], y=y[:rows], x_test=x[:1], folds=make_folds(y[:rows], 4, seed))
+    copies: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
+    start = time.perf_counter()
+    runner = make_executor(executor.get("executor", "local"), jobs=executor.get("jobs"),
+                           cpus_per_job=executor.get("cpus_per_job"), address=executor.get("ray_address"),
+                           timeout=executor.get("ray_timeout", 30.0))
+    with runner.session(data):  # the probes write nothing a node must share
+        slots = runner.slots
+        # one copy per slot, model after model: each probe sees a machine as busy as training
+        # makes it (two cnn_deep folds side by side train ~30 % slower than one beside `ann`)
+        jobs = [ProbeJob(model=s.name, params=params[s.name], rows=PROBE_ROWS, seed=seed, copy=c)
+                for s in specs for c in range(slots)]
+        run_jobs(runner, jobs, lambda job, result: copies[job.model].append(result))
+    # the slowest copy of each: a plan is kept when its slowest slot keeps it
+    probes = {m: max(runs, key=lambda p: p["train_s_per_image"]) for m, runs in copies.items()}
+    record = {"probes": probes, "seconds": round(time.perf_counter() - start, 1), "layout": layout,
+              "slots": slots, "measured": io.utc_now()}
+    cache = io.read_json(path) if path.is_file() else {}
+    cache[key] = record
+    io.write_json(path, cache)
+    return {**record, "key": key}
+
+
+def costs_of(record: dict[str, Any], rows: int, k: int, after: After, cache_dir: Path | None = None) -> Costs:
+    """A run's costs from a calibration record: `rows` training rows in `k` folds, with the
+    stages `after` training."""
+    n_val = rows / k
+    n_train = rows - n_val
     # What a finished run of this setup observed beats the probe (the probe's few thousand rows
     # sit in caches a fold's tens of thousands do not): harness.run.pipeline records it (`observe`).
     figures = {m: {**p, **record.get("observed", {}).get(m, {})} for m, p in record["probes"].items()}
-    costs = Costs(
+    per_row, run_s = after_training(after, cache_dir)
+    return Costs(
         # the steady epoch's seconds per image carry its per-epoch work (validation, the input
         # pipeline's start): scaled up to a fold's rows it is an upper estimate, as a budget wants
         epoch_s={m: n_train * p["train_s_per_image"] for m, p in figures.items()},
         job_s={m: p["job_fixed_s"] if "job_fixed_s" in p else
                p["fit_fixed_s"] + (n_val + TEST_ROWS) * p["predict_s_per_image"] for m, p in figures.items()},
-        after_s={m: stages[0] for m in figures}, run_s=stages[1])
-    return costs, {**record, "key": key}
+        after_s={m: per_row for m in figures}, run_s=run_s)
 
 
 def observe(cache_dir: Path, key: str, model: str, train_s_per_image: float, job_fixed_s: float) -> None:

@@ -39,6 +39,7 @@ class RunOptions:
     max_latency_ms: float | None = None  # choose the best model whose p50 at `latency_batch` fits this
     latency_batch: int = 1
     time_limit: float | None = None  # seconds (harness.run.planner); None: the recipes as they are
+    short_bench: bool = False       # one-thread benchmark rows only (a time limit's plan; --quick has it too)
     replay: str | None = None       # --replay RUN: train exactly that run's plan, no time limit
     plan_only: bool = False         # --plan: calibrate and print the plan, train nothing
     track: str = "none"             # experiment tracking after the run (harness.results.track): none | mlflow

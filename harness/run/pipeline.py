@@ -155,7 +155,7 @@ def _export_and_bench(run: Run, names: list[str], parity_x: np.ndarray) -> None:
             # 194 s of a 51-minute default run; --quick also skips the 2-thread rows. `harness bench
             # --run RUN` adds either later.
             bench_model(run_dir, name, batches=_batches(opts), threads=_threads(opts), baselines=opts.baselines,
-                        quick=opts.quick, progress=run.say)
+                        quick=opts.quick or opts.short_bench, progress=run.say)
             run.checkpoint()
 
 
@@ -178,7 +178,7 @@ def _int8(run: Run, names: list[str]) -> list[str]:
         variant = quantize.variant(name)
         if opts.bench and not _benched(quantize.artefact(run_dir, variant, "bench"), opts):
             run.say(f"{variant}: benchmarking with ONNX Runtime")
-            bench_model(run_dir, variant, batches=_batches(opts), threads=_threads(opts), quick=opts.quick,
+            bench_model(run_dir, variant, batches=_batches(opts), threads=_threads(opts), quick=opts.quick or opts.short_bench,
                         progress=run.say)
             run.checkpoint()
         out.append(variant)
@@ -196,7 +196,7 @@ def _threads(opts: RunOptions) -> tuple[int, ...]:
     """The benchmark's thread counts: one under --quick, else the default ones."""
     from harness.bench import DEFAULT_THREADS
 
-    return (1,) if opts.quick else tuple(DEFAULT_THREADS)
+    return (1,) if opts.quick or opts.short_bench else tuple(DEFAULT_THREADS)
 
 
 def _benched(path: Path, opts: RunOptions) -> bool:
@@ -263,8 +263,10 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
     # One writer per run folder: a second command on a run a live process holds stops here.
     with lock.hold(run.run_dir / lock.LOCK_NAME, what=f"run {run.run_dir.name}", hint="pass --new to start another run"):
         _prepare(run)
-        if run.budget and not run.resumed and not run.budget["calibration"].get("cached"):
-            run.manifest.setdefault("stages_s", {})["calibration"] = run.budget["calibration"]["seconds"]
+        if run.budget and not run.resumed:  # the time before training: the data, the calibration, the plan
+            calibration = 0.0 if run.budget["calibration"].get("cached") else run.budget["calibration"]["seconds"]
+            run.manifest.setdefault("stages_s", {}).update({"calibration": calibration, "start": round(
+                time.perf_counter() - run.clock - calibration, 1)})
         # Training: (model, fold) jobs on the executor; the driver (this process) alone writes
         # model-level files, as soon as a model's last fold is in. Then the opt-in `+pl` fine-tunes.
         with run.stage("training"):
@@ -298,6 +300,8 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
                 _report(run)
         # Finished only now: a run killed during its upload or report is resumed, not started again.
         run.checkpoint(finished=True)
+        if run.budget:
+            _observe_after(run)
         if opts.track == "mlflow":
             _track(run)
     results["run_dir"] = str(run.run_dir)
@@ -306,34 +310,37 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
 
 def _fit_after_training(run: Run) -> None:
     """The stages after training in the time that is left: INT8 variants go first, then the long
-    benchmark (one thread, short runs), when their estimates do not fit; export always runs."""
-    from harness.run.calibrate import BENCH_S, EXPORT_S, INT8_S, REPORT_S, RUN_S
+    benchmark (one thread, short runs), when what they took here before does not fit; export, the
+    ensemble and the submission always run."""
+    from harness.run.calibrate import After, after_training
 
     left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
     rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
-    opts, given_up = run.opts, []
-    scale = 0.5 if opts.quick else 1.0   # a short benchmark: one thread, fewer repeats
-
-    def need(bench: bool, int8: bool, quick: bool) -> float:
-        per_row = EXPORT_S + (BENCH_S * (0.5 if quick else 1.0) if bench else 0.0) + (INT8_S if int8 else 0.0)
-        return rows * per_row + RUN_S + (REPORT_S if opts.report else 0.0)
-
-    bench, int8, quick = opts.bench, opts.int8, scale < 1
-    if int8 and need(bench, int8, quick) > left:
-        int8 = False
-        given_up.append("INT8 variants")
-    if bench and not quick and need(bench, int8, quick) > left:
-        quick = True
-        given_up.append("the two-thread benchmark rows")
-    if bench and need(bench, int8, quick) > left:
-        bench = False
-        given_up.append("the benchmark")
-    if given_up:
-        run.opts = dataclasses.replace(opts, int8=int8, bench=bench, quick=quick or opts.quick)
-        run.say(f"budget: {fmt_seconds(max(left, 0))} left after training; skipping " + ", ".join(given_up)
-                + " to end within the limit")
+    for after in After(**run.budget["after"]).leaner():
+        per_row, run_s = after_training(after, run.settings.cache_dir)
+        if rows * per_row + run_s <= left:
+            break
+    if after != After(**run.budget["after"]):
+        run.opts = dataclasses.replace(run.opts, int8=after.int8, short_bench=after.short_bench)
+        run.say(f"budget: {fmt_seconds(max(left, 0))} left after training; "
+                + ("no INT8 variants, " if not after.int8 else "") + "short benchmarks, to end within the limit")
         run.manifest["budget"].setdefault("events", []).append(
-            {"event": "after_training", "skipped": given_up, "left_s": round(left, 1)})
+            {"event": "after_training", "after": dataclasses.asdict(after), "left_s": round(left, 1)})
+    run.budget["after_used"] = dataclasses.asdict(after)
+
+
+def _observe_after(run: Run) -> None:
+    """What the stages after training took, per model row and for the run, for the next plan on
+    this machine (harness.run.calibrate.observe_after)."""
+    from harness.run.calibrate import After, observe_after
+
+    stages = run.manifest.get("stages_s", {})
+    rows = len(run.manifest.get("trained", [])) + 1
+    per_row = sum(stages.get(n, 0.0) for n in ("export and benchmark", "int8", "ensemble")) / rows
+    tail = sum(stages.get(n, 0.0) for n in ("start", "submission", "report"))
+    if per_row > 0 and len(run.manifest.get("sessions", [])) == 1:  # a resumed run's stages are partial
+        observe_after(run.settings.cache_dir, After(**run.budget.get("after_used", run.budget["after"])),
+                      per_row, tail)
 
 
 def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> Run:
@@ -369,8 +376,8 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
         specs, params, sources = bags.expand(specs, params, sources, opts.bags)
         fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
         run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
-    else:  # the plan sets each model's epochs and bags (harness.run.planner)
-        fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
+    else:  # the plan sets the folds, each model's epochs and bags (harness.run.planner)
+        fingerprint = _fingerprint(opts, [s.name for s in specs], opts.folds or 0, seed, info.sha256)
         run_dir, resumed = (None, False) if opts.plan_only else _start_or_resume(opts, settings, fingerprint)
         recorded = io.read_json(run_dir / "manifest.json") if resumed else {}
         if recorded.get("budget"):
@@ -381,6 +388,8 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
                            f"time limit left")
         else:
             budget = _plan(opts, settings, specs, params, data, k, seed, progress)
+        k = int(budget["plan"]["k"])
+        opts = dataclasses.replace(opts, int8=budget["after"]["int8"], short_bench=budget["after"]["short_bench"])
         epochs = {**budget["plan"]["epochs"], **{n: p["epochs"] for n, p in recorded.get("params", {}).items()}}
         specs, params, sources = bags.expand(specs, params, sources, budget["plan"]["bags"])
         params = {n: {**p, "epochs": int(epochs.get(n, epochs.get(bags.base(n), p["epochs"])))}
@@ -442,32 +451,54 @@ def _observe(run: Run) -> None:
 
 def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: dict[str, dict[str, Any]],
           data: Any, k: int, seed: int, progress: TrainingProgress) -> dict[str, Any]:
-    """Calibrate on this machine in the run's layout, then plan every model's epochs and bags in
-    --time-limit (a PlanError, exit 2, when even the cheapest plan does not fit)."""
-    from harness.core.progress import fmt_seconds
-    from harness.run.calibrate import after_training, calibrate
-    from harness.run.planner import ModelBudget, make_plan
+    """Calibrate on this machine in the run's layout, then plan the folds, every model's epochs and
+    bags, and the stages after training in --time-limit (a PlanError, exit 2, when even the
+    cheapest plan does not fit).
+
+    Accuracy first: INT8 variants and the two-thread benchmark rows only when every model still
+    gets its full recipe with them; fewer folds (down to 2) only when even every model's fewest
+    epochs do not fit in `k` (--folds fixes them)."""
+    from harness.run.calibrate import After, calibrate, costs_of
+    from harness.run.planner import ModelBudget, PlanError, make_plan
 
     start = time.perf_counter()
     rows = opts.limit or len(data.y_train)
     layout = {"executor": opts.executor, "jobs": opts.jobs, "cpus_per_job": opts.cpus_per_job,
               "ray_address": opts.ray_address, "ray_timeout": opts.ray_timeout}
-    costs, probe = calibrate(specs, params, data.x_train, data.y_train, k, layout, settings.cache_dir,
-                             say=progress.stage, seed=seed,
-                             stages=after_training(opts.bench, opts.int8, opts.report))
+    probe = calibrate(specs, params, data.x_train, data.y_train, layout, settings.cache_dir, say=progress.stage,
+                      seed=seed)
     models = [ModelBudget(s.name, min(s.min_epochs or int(params[s.name]["quick_epochs"]), int(params[s.name]["epochs"])),
                           int(params[s.name]["epochs"]), s.bag_gain) for s in specs]
-    scale = rows / len(data.y_train)  # a --limit run trains on fewer rows: its epochs cost less
-    costs = dataclasses.replace(costs, epoch_s={m: v * scale for m, v in costs.epoch_s.items()})
     spent = 0.0 if probe.get("cached") else time.perf_counter() - start
-    plan = make_plan(opts.time_limit, models, costs, k, int(probe.get("slots") or opts.jobs or 1), spent_s=spent)
-    progress.stage(f"plan for {fmt_seconds(opts.time_limit)} on {plan.slots} slot(s): "
+    slots = int(probe.get("slots") or opts.jobs or 1)
+    levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
+                   report=opts.report).leaner()
+    chosen, error = None, None
+    for folds in ([opts.folds] if opts.folds else range(k, 1, -1)):
+        plans = []
+        for after in levels:
+            try:
+                costs = costs_of(probe, rows, folds, after, settings.cache_dir)
+                plans.append((after, costs, make_plan(opts.time_limit, models, costs, folds, slots, spent_s=spent)))
+            except PlanError as e:
+                error = e
+        if plans:
+            chosen = next((p for p in plans if p[2].full_recipes), plans[-1])
+            break
+    if chosen is None:
+        raise error  # type: ignore[misc]  (the cheapest plan there is: fewest folds, leanest stages)
+    after, costs, plan = chosen
+    given_up = [what for what, kept in (("INT8 variants", after.int8 or not opts.int8),
+                                        ("two-thread benchmark rows", not after.short_bench or opts.quick
+                                         or opts.short_bench or not opts.bench)) if not kept]
+    progress.stage(f"plan for {fmt_seconds(opts.time_limit)}: {plan.k} folds on {plan.slots} slot(s), "
                    + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
                                for n in plan.epochs)
+                   + (f"; without {' and '.join(given_up)}" if given_up else "")
                    + f"; predicted {fmt_seconds(plan.predicted_s)} (training {fmt_seconds(plan.training_s)})"
                    + ("" if probe.get("cached") else f"; calibration took {probe['seconds']:.0f} s"))
     return {"limit_s": opts.time_limit, "plan": plan.as_dict(), "calibration": probe,
-            "costs": dataclasses.asdict(costs)}
+            "costs": dataclasses.asdict(costs), "after": dataclasses.asdict(after), "given_up": given_up}
 
 
 def _prepare(run: Run) -> None:
