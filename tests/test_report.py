@@ -289,7 +289,7 @@ def _parse(text: str) -> _Parser:
 # --- tests -----------------------------------------------------------------------------------------
 
 
-SECTIONS = ["summary", "data", "leaderboard", "models", "latency", "reproduction"]
+SECTIONS = ["summary", "data", "leaderboard", "models", "latency", "budget", "reproduction"]
 
 
 def test_report_has_sections_in_order_and_is_self_contained(report):

@@ -97,7 +97,7 @@ def test_replay_trains_the_same_plan_to_the_same_oof_predictions(project: Path):
 
 @pytest.mark.e2e
 def test_a_run_killed_mid_training_resumes_under_its_recorded_plan(project: Path):
-    cmd = [*TINY, "--no-report", "--time-limit", "20m"]
+    cmd = [*TINY, "--time-limit", "20m"]
     # killed as the first model's CV is written: the plan and that model's folds are on disk
     killed = harness_cli(*cmd, cwd=project, env={"HARNESS_FAILPOINT": "cv.json"})
     runs = list((project / "runs").glob("*/manifest.json"))
@@ -110,6 +110,12 @@ def test_a_run_killed_mid_training_resumes_under_its_recorded_plan(project: Path
     assert "already trained, resumed" in resumed.stderr
     manifest = _manifest(runs[0].parent)
     assert manifest["budget"]["plan"] == plan and manifest["finished"] and len(manifest["sessions"]) == 2
+    # the report's Budget section: the limit, the plan, planned against used time
+    html = (project / "reports" / f"{runs[0].parent.name}.html").read_text()
+    budget = html[html.index('<section id="budget">'):]
+    budget = budget[:budget.index("</section>")]
+    assert "Time limit <strong>20 min" in budget and "planned against used" in budget.lower()
+    assert f"harness run --replay {runs[0].parent.name}" in budget
 
 
 @pytest.mark.integration
@@ -131,7 +137,8 @@ def test_a_worker_slowed_partway_makes_the_driver_replan_and_end_in_time(project
     assert "budget: cnn_tiny dropped" in done.stderr
     assert _manifest(run_dir)["trained"] == ["ann_tiny"] and not (run_dir / "cnn_tiny" / "cv.json").exists()
     assert results["best"] == "ann_tiny" and Path(results["submission"]["path"]).is_file()
-    assert (project / "reports" / f"{run_dir.name}.html").is_file()
+    html = (project / "reports" / f"{run_dir.name}.html").read_text()
+    assert "<code>cnn_tiny</code> cancelled" in html or "<code>cnn_tiny</code> dropped" in html
 
 
 @pytest.mark.e2e

@@ -23,6 +23,7 @@ import numpy as np
 from harness import __version__
 from harness.core import io
 from harness.report.bench_view import bench_view
+from harness.report.budget_view import budget_view
 from harness.report.collect import ModelData, RunData, load_run
 from harness.report.fmt import FILTERS, as_float, pick
 from harness.report.tuning_view import tuning_view
@@ -384,6 +385,7 @@ def build_context(run: RunData) -> dict[str, Any]:
         "leaderboard": lb,
         "models": models,
         "latency": _latency_section(run),
+        "budget": budget_view(run),
         "repro": _reproduction(run),
         "duration_s": run.manifest.get("duration_s"),
     }

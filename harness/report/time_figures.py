@@ -210,3 +210,42 @@ def throughput_by_batch(series: list[dict[str, Any]]) -> str:
                     for i, t in enumerate(all_threads)]
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return _uri(fig)
+
+
+@styled
+def budget_bars(stages: list[dict[str, Any]], jobs: list[dict[str, Any]], limit_s: float | None) -> str:
+    """A time-limited run: each stage's planned and used seconds side by side, stacked to the run's
+    length against its limit (left); each training job's used against planned seconds (right).
+    `stages`: dicts with stage, planned, used (None where not recorded); `jobs`: job, planned_s, wall_s."""
+    fig = _figure(WIDTH, 2.9)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
+    palette = sns.color_palette("colorblind", len(stages))
+    div, unit = _time_axis([limit_s or 0.0, sum(r["used"] or 0 for r in stages),
+                            sum(r["planned"] or 0 for r in stages)])
+    for y, key in ((1, "planned"), (0, "used")):
+        start = 0.0
+        for color, row in zip(palette, stages):
+            width = (row[key] or 0.0) / div
+            left.barh(y, width, left=start, color=color, edgecolor="white", height=0.6,
+                      label=_t(row["stage"]) if key == "used" else None)
+            start += width
+    if limit_s:
+        left.axvline(limit_s / div, color=BEST_COLOR, lw=1.4, ls="--")
+        left.text(limit_s / div, 1.45, " limit", color=BEST_COLOR, fontsize=8, va="center")
+    left.set_yticks([0, 1], ["used", "planned"])
+    left.set_ylim(-0.5, 1.7)
+    left.set_xlabel(f"time ({unit})")
+    left.set_title("Planned against used, by stage")
+    left.legend(loc="lower right", fontsize=7, ncols=len(stages))
+    if jobs:
+        top = max(max(j["planned_s"], j["wall_s"]) for j in jobs) * 1.1
+        right.plot([0, top], [0, top], color="0.6", lw=1, ls=":")
+        right.scatter([j["planned_s"] for j in jobs], [j["wall_s"] for j in jobs], s=14, color=TRAIN_COLOR)
+        right.set_xlim(0, top)
+        right.set_ylim(0, top)
+        right.set_xlabel("planned (s)")
+        right.set_ylabel("used (s)")
+    else:
+        right.text(0.5, 0.5, "no timed jobs", ha="center", va="center", transform=right.transAxes)
+    right.set_title("Training jobs")
+    return _uri(fig)

@@ -67,27 +67,25 @@ class After:
         return out
 
 
-def after_training(after: After, cache_dir: Path | None = None) -> tuple[float, float]:
-    """(seconds per model row after training, the run's own seconds) of these stages: what this
-    machine's last planned run took with them, else the estimates."""
-    from harness.core.device import machine_key
-
-    if cache_dir is not None and (Path(cache_dir) / "calibration.json").is_file():
-        seen = io.read_json(Path(cache_dir) / "calibration.json").get(f"after:{machine_key()}", {}).get(after.key)
-        if seen:
-            return seen["per_row_s"], seen["run_s"]
+def after_training(after: After, record: dict[str, Any] | None = None) -> tuple[float, float]:
+    """(seconds per model row after training, the run's own seconds) of these stages: what the last
+    planned run of this calibration's setup (machine, models, layout) took with them, else the
+    estimates."""
+    seen = (record or {}).get("after", {}).get(after.key)
+    if seen:
+        return seen["per_row_s"], seen["run_s"]
     bench = (BENCH_S * (SHORT_BENCH if after.short_bench else 1.0)) if after.bench else 0.0
     return EXPORT_S + bench + (INT8_S if after.int8 else 0.0), RUN_S + (REPORT_S if after.report else 0.0)
 
 
-def observe_after(cache_dir: Path, after: After, per_row_s: float, run_s: float) -> None:
-    """Record what a planned run's stages after training took on this machine (per model row, and
-    the run's own), for the next plan with the same stages."""
-    from harness.core.device import machine_key
-
+def observe_after(cache_dir: Path, key: str, after: After, per_row_s: float, run_s: float) -> None:
+    """Record what a planned run's stages after training took (per model row, and the run's own)
+    under the calibration `key`, for the next plan of the same setup with the same stages."""
     path = Path(cache_dir) / "calibration.json"
     cache = io.read_json(path) if path.is_file() else {}
-    cache.setdefault(f"after:{machine_key()}", {})[after.key] = {
+    if key not in cache:
+        return
+    cache[key].setdefault("after", {})[after.key] = {
         "per_row_s": round(per_row_s, 1), "run_s": round(run_s, 1), "observed": io.utc_now()}
     io.write_json(path, cache)
 
@@ -153,7 +151,7 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     return {**record, "key": key}
 
 
-def costs_of(record: dict[str, Any], rows: int, k: int, after: After, cache_dir: Path | None = None) -> Costs:
+def costs_of(record: dict[str, Any], rows: int, k: int, after: After) -> Costs:
     """A run's costs from a calibration record: `rows` training rows in `k` folds, with the
     stages `after` training."""
     n_val = rows / k
@@ -161,7 +159,7 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After, cache_dir:
     # What a finished run of this setup observed beats the probe (the probe's few thousand rows
     # sit in caches a fold's tens of thousands do not): harness.run.pipeline records it (`observe`).
     figures = {m: {**p, **record.get("observed", {}).get(m, {})} for m, p in record["probes"].items()}
-    per_row, run_s = after_training(after, cache_dir)
+    per_row, run_s = after_training(after, record)
     return Costs(
         # the steady epoch's seconds per image carry its per-epoch work (validation, the input
         # pipeline's start): scaled up to a fold's rows it is an upper estimate, as a budget wants

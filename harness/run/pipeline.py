@@ -317,7 +317,7 @@ def _fit_after_training(run: Run) -> None:
     left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
     rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
     for after in After(**run.budget["after"]).leaner():
-        per_row, run_s = after_training(after, run.settings.cache_dir)
+        per_row, run_s = after_training(after, run.budget["calibration"])
         if rows * per_row + run_s <= left:
             break
     if after != After(**run.budget["after"]):
@@ -339,8 +339,8 @@ def _observe_after(run: Run) -> None:
     per_row = sum(stages.get(n, 0.0) for n in ("export and benchmark", "int8", "ensemble")) / rows
     tail = sum(stages.get(n, 0.0) for n in ("start", "submission", "report"))
     if per_row > 0 and len(run.manifest.get("sessions", [])) == 1:  # a resumed run's stages are partial
-        observe_after(run.settings.cache_dir, After(**run.budget.get("after_used", run.budget["after"])),
-                      per_row, tail)
+        observe_after(run.settings.cache_dir, run.budget["calibration"]["key"],
+                      After(**run.budget.get("after_used", run.budget["after"])), per_row, tail)
 
 
 def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> Run:
@@ -478,7 +478,7 @@ def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: 
         plans = []
         for after in levels:
             try:
-                costs = costs_of(probe, rows, folds, after, settings.cache_dir)
+                costs = costs_of(probe, rows, folds, after)
                 plans.append((after, costs, make_plan(opts.time_limit, models, costs, folds, slots, spent_s=spent)))
             except PlanError as e:
                 error = e
