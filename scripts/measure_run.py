@@ -48,6 +48,15 @@ def table(run_dir: Path, wall_s: float | None = None, probe: float | None = None
                      f"{100 * (pub or 0):>9.3f} {round((1 - (pub or 0)) * n_pub):>7} "
                      f"{100 * (priv or 0):>10.3f} {round((1 - (priv or 0)) * n_priv):>7} "
                      f"{(r['train_seconds'] or 0):>8.0f}  {r.get('members') or ''}")
+    budget = manifest.get("budget")
+    if budget:  # a time-limited run: the limit, what the plan predicted, what it used, its re-plans
+        plan, used = budget["plan"], manifest.get("duration_s") or 0.0
+        epochs = ", ".join(f"{m} {e}" + (f" x {plan['bags'][m]}" if plan["bags"].get(m, 1) > 1 else "")
+                           for m, e in plan["epochs"].items())
+        lines.insert(3, f"time limit {budget['limit_s']:.0f} s: {plan['k']} folds, epochs {epochs}, predicted "
+                        f"{plan['predicted_s']:.0f} s, used {used:.0f} s ({used / budget['limit_s']:.3f} of the limit); "
+                        f"stages {json.dumps(manifest.get('stages_s', {}))}; re-plans: "
+                        + (json.dumps(budget.get("events")) if budget.get("events") else "none"))
     sub = results.get("submission") or {}
     if sub.get("private") is not None:
         lines.append(f"submission ({sub['model']}): private {100 * sub['private']:.3f} % "
