@@ -139,3 +139,14 @@ def test_whatever_the_speed_no_job_ends_past_the_deadline_and_grace(speed):
     executor, keeper, done = run(PLAN, deadline=deadline, slow=lambda t: speed, grace=0.05 * deadline)
     assert executor.now <= deadline * 1.05 + 1.0
     assert [j.model for j in done].count("ann") == 5
+
+
+def test_a_model_with_folds_trained_may_end_within_the_grace_rather_than_be_dropped():
+    # on one slot, cnn_deep's folds then cnn_small's: cnn_small's last fold ends 5 s past the deadline
+    models = {"cnn_deep": 3, "cnn_small": 2}
+    total = 5 * planned_s("cnn_deep", 3) + 5 * planned_s("cnn_small", 2)
+    executor, keeper, done = run(models, deadline=total - 5, slots=1, grace=60.0)
+    assert [j.model for j in done].count("cnn_small") == 5 and not keeper.events
+    executor, keeper, done = run(models, deadline=total - 5, slots=1, grace=0.0)  # without it: 4 folds lost
+    assert [j.model for j in done].count("cnn_small") == 4
+    assert ("dropped", "cnn_small") in {(e["event"], e["model"]) for e in keeper.events}

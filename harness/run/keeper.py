@@ -12,7 +12,8 @@ planned first:
 1. the last bag not started trains fewer epochs (down to its model's minimum; its learning-rate
    schedule is sized to them, as the planner's are), else is dropped whole;
 2. with no bag left to cut, a job that cannot end before the deadline is not started, and its
-   model is dropped whole: a model with a missing fold has no out-of-fold predictions;
+   model is dropped whole: a model with a missing fold has no out-of-fold predictions (a model
+   with folds already trained may use the grace, not to throw that work away for seconds);
 3. at the deadline plus a grace, jobs still running are cancelled and their models dropped.
 
 The `protected` model (the cheapest) is never dropped or cancelled: a run always ends with at
@@ -74,7 +75,10 @@ class Keeper:
                 self._cut(bag, pending, running, now)
                 continue
             job = pending[0]
-            if job.model == self.protected or now + self._seconds(job) <= self.deadline:
+            # a model with folds already trained may end within the grace: dropping it would throw
+            # that work away for seconds
+            latest = self.deadline + (self.grace_s if job.model in self.started else 0.0)
+            if job.model == self.protected or now + self._seconds(job) <= latest:
                 return self._start(pending)
             self._drop(job.model, pending, f"a fold of {job.model} would end "
                        f"{fmt_seconds(now + self._seconds(job) - self.deadline)} past the training deadline")
