@@ -209,4 +209,6 @@ def _render_plan(budget: dict) -> str:
     lines += [f"{j['model']:<16} {j['epochs']:>6} {j['bags']:>4} {j['job_s']:>8.1f}" for j in plan["jobs"]]
     lines.append("every model at its full recipe" if plan["full_recipes"] else
                  "epochs cut from the recipes to fit (each model's learning-rate schedule is sized to its epochs)")
+    if budget.get("given_up"):
+        lines.append("planned without " + " and ".join(budget["given_up"]) + " (they would cost epochs)")
     return "\n".join(lines) + "\n"
