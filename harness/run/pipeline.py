@@ -316,9 +316,10 @@ def _fit_after_training(run: Run) -> None:
 
     left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
     rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
+    slower = max(1.0, float(run.budget.get("speed") or 1.0))  # a machine that slowed during training
     for after in After(**run.budget["after"]).leaner():
         per_row, run_s = after_training(after, run.budget["calibration"])
-        if rows * per_row + run_s <= left:
+        if slower * (rows * per_row + run_s) <= left:
             break
     if after != After(**run.budget["after"]):
         run.opts = dataclasses.replace(run.opts, int8=after.int8, short_bench=after.short_bench)

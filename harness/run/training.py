@@ -151,7 +151,8 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
         try:
             run_jobs(executor, jobs, on_done, progress, keeper=keeper)
         finally:
-            if keeper is not None and keeper.events:
+            if keeper is not None:  # the speed the jobs ran at also scales the stages after training
+                run.budget["speed"] = round(keeper.speed(), 3)
                 manifest["budget"].setdefault("events", []).extend(keeper.events)
                 run.checkpoint()
 
