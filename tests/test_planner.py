@@ -84,3 +84,17 @@ def test_time_already_spent_counts_against_the_limit():
     assert sum(spent.epochs.values()) < sum(free.epochs.values())
     with pytest.raises(PlanError, match=r"--time-limit 30m00s is below"):
         make_plan(1800, MODELS, COSTS, k=5, slots=2, spent_s=1700)
+
+
+def test_the_stages_after_training_get_leaner_in_order_and_use_what_was_observed():
+    from harness.run.calibrate import After, after_training
+
+    full = After(bench=True, int8=True)
+    levels = full.leaner()
+    assert [(a.int8, a.short_bench, a.bench) for a in levels] == [
+        (True, False, True), (False, False, True), (False, True, True), (False, True, False)]
+    assert full.leaner(keep_bench=True)[-1].bench  # --max-latency-ms needs a benchmark
+    costs = [sum(after_training(a)) for a in levels]
+    assert costs == sorted(costs, reverse=True)    # each level costs less than the one before
+    seen = {"after": {levels[1].key: {"per_row_s": 3.0, "run_s": 7.0}}}
+    assert after_training(levels[1], seen) == (3.0, 7.0) and after_training(levels[0], seen) == after_training(levels[0])

@@ -36,13 +36,13 @@ from harness.run.planner import Costs
 PROBE_ROWS = 6144
 PROBE_VERSION = 3             # part of the cache key: figures of another probe are measured again
 TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job predicts it
-# Estimates, not probed, in seconds, from the default run's stage times on the AMX Xeon of
-# docs/MEASUREMENTS.md: a model row's export with its parity gate, its benchmark, its INT8 variant
+# Estimates, not probed, in seconds, from the stage times of default runs on an AMX Xeon and a Zen 5
+# (docs/MEASUREMENTS.md): a model row's export with its parity gate, its benchmark, its INT8 variant
 # (quantised, predicted, benchmarked); the run's own work (data, ensemble, submission) and report.
-# A finished planned run replaces them with this machine's own (observe_after).
-EXPORT_S, BENCH_S, INT8_S = 10.0, 30.0, 35.0
-RUN_S, REPORT_S = 60.0, 30.0
-SHORT_BENCH = 0.5            # a short benchmark (one thread, fewer repeats) against the full one
+# A finished planned run replaces them with what its setup took (observe_after).
+EXPORT_S, BENCH_S, INT8_S = 8.0, 25.0, 35.0
+RUN_S, REPORT_S = 20.0, 15.0
+SHORT_BENCH = 0.3            # a short benchmark (one thread, fewer repeats) against the full one
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,16 @@ class After:
     def key(self) -> str:
         return f"bench={int(self.bench)}{'s' * self.short_bench},int8={int(self.int8)},report={int(self.report)}"
 
-    def leaner(self) -> list["After"]:
-        """This, then without INT8, then with a short benchmark: the order a tight budget gives them up."""
+    def leaner(self, keep_bench: bool = False) -> list["After"]:
+        """This, then without INT8, then with a short benchmark, then (unless `keep_bench`) none:
+        the order a tight budget gives them up."""
         out = [self]
         if self.int8:
             out.append(replace(out[-1], int8=False))
         if self.bench and not self.short_bench:
             out.append(replace(out[-1], short_bench=True))
+        if self.bench and not keep_bench:
+            out.append(replace(out[-1], bench=False))
         return out
 
 

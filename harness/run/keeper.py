@@ -14,7 +14,10 @@ planned first:
 2. with no bag left to cut, a job that cannot end before the deadline is not started, and its
    model is dropped whole: a model with a missing fold has no out-of-fold predictions (a model
    with folds already trained may use the grace, not to throw that work away for seconds);
-3. at the deadline plus a grace, jobs still running are cancelled and their models dropped.
+3. at the deadline plus a grace, jobs still running are cancelled and their models dropped. The
+   grace is the time the leanest stages after training leave (export, ensemble, submission,
+   report; no benchmark): the stages after training give up INT8 and benchmarks before finished
+   training work is thrown away.
 
 The `protected` model (the cheapest) is never dropped or cancelled: a run always ends with at
 least one model to submit. Every decision is an event in the manifest's budget record.

@@ -310,21 +310,22 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
 
 def _fit_after_training(run: Run) -> None:
     """The stages after training in the time that is left: INT8 variants go first, then the long
-    benchmark (one thread, short runs), when what they took here before does not fit; export, the
-    ensemble and the submission always run."""
+    benchmark (one thread, short runs), then the benchmark (unless --max-latency-ms needs it), when
+    what they took here before does not fit; export, the ensemble and the submission always run."""
     from harness.run.calibrate import After, after_training
 
     left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
     rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
     slower = max(1.0, float(run.budget.get("speed") or 1.0))  # a machine that slowed during training
-    for after in After(**run.budget["after"]).leaner():
+    for after in After(**run.budget["after"]).leaner(keep_bench=run.opts.max_latency_ms is not None):
         per_row, run_s = after_training(after, run.budget["calibration"])
         if slower * (rows * per_row + run_s) <= left:
             break
     if after != After(**run.budget["after"]):
-        run.opts = dataclasses.replace(run.opts, int8=after.int8, short_bench=after.short_bench)
+        run.opts = dataclasses.replace(run.opts, int8=after.int8, short_bench=after.short_bench, bench=after.bench)
         run.say(f"budget: {fmt_seconds(max(left, 0))} left after training; "
-                + ("no INT8 variants, " if not after.int8 else "") + "short benchmarks, to end within the limit")
+                + ("no INT8 variants, " if not after.int8 else "")
+                + ("short benchmarks" if after.bench else "no benchmark") + ", to end within the limit")
         run.manifest["budget"].setdefault("events", []).append(
             {"event": "after_training", "after": dataclasses.asdict(after), "left_s": round(left, 1)})
     run.budget["after_used"] = dataclasses.asdict(after)
@@ -473,7 +474,7 @@ def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: 
     spent = 0.0 if probe.get("cached") else time.perf_counter() - start
     slots = int(probe.get("slots") or opts.jobs or 1)
     levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
-                   report=opts.report).leaner()
+                   report=opts.report).leaner(keep_bench=True)
     chosen, error = None, None
     for folds in ([opts.folds] if opts.folds else range(k, 1, -1)):
         plans = []

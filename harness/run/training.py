@@ -178,11 +178,18 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
 
     limit = budget["limit_s"]
     deadline = run.clock + limit * (1 - MARGIN) - plan["after_s"] - costs["run_s"]
+    # the latest a job may end: the limit less the leanest stages after training (no INT8, no
+    # benchmark), as this setup took them before or as estimated
+    from harness.run.calibrate import After, after_training
+
+    per_row, run_s = after_training(After(**budget["after"]).leaner()[-1], budget["calibration"])
+    rows = sum(plan["bags"].values()) + 1
+    hard = run.clock + limit - (rows * per_row + run_s)
     protected = min((s.name for s in specs if bags.number(s.name) == 1),
                     key=lambda n: planned_s(n, int(model_params[n]["epochs"])))
     return Keeper(deadline=deadline, slots=int(plan["slots"]), planned_s=planned_s,
                   min_epochs={s.name: mins.get(bags.base(s.name), 1) for s in specs}, protected=protected,
-                  grace_s=MARGIN * limit, say=run.say, on_epochs=on_epochs)
+                  grace_s=max(hard - deadline, 0.0), say=run.say, on_epochs=on_epochs)
 
 
 def pseudo_round(run: Run) -> list[str]:
