@@ -340,7 +340,10 @@ def _observe_after(run: Run) -> None:
     rows = len(run.manifest.get("trained", [])) + 1
     per_row = sum(stages.get(n, 0.0) for n in ("export and benchmark", "int8", "ensemble")) / rows
     tail = sum(stages.get(n, 0.0) for n in ("start", "submission", "report"))
-    if per_row > 0 and len(run.manifest.get("sessions", [])) == 1:  # a resumed run's stages are partial
+    # a resumed run's stages are partial; a run that dropped models had other rows than planned
+    # (a 5-minute run left with `cnn_small` alone took 3 s a row, a 10-minute one with all three 15 s)
+    dropped = any(e.get("event") in ("dropped", "cancelled") for e in run.budget.get("events", []))
+    if per_row > 0 and len(run.manifest.get("sessions", [])) == 1 and not dropped:
         observe_after(run.settings.cache_dir, run.budget["calibration"]["key"],
                       After(**run.budget.get("after_used", run.budget["after"])), per_row, tail)
 
