@@ -29,6 +29,7 @@ from harness.core.progress import TrainingProgress, fmt_seconds
 from harness.core.runs import list_runs, new_run_id, resolve_run
 from harness.registry import ModelSpec, select_models
 from harness.run import training
+from harness.run.budget import fit_after_training, observe_folds, observe_stages, plan_run, replay_plan, replayed
 from harness.run.options import RunOptions
 from harness.run.state import Run
 from harness.train import bags
@@ -272,8 +273,8 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         with run.stage("training"):
             training.cross_validate(run, run.specs, run.params)
         if run.budget:
-            _observe(run)
-            _fit_after_training(run)
+            observe_folds(run)
+            fit_after_training(run)
         names = [n for n in run.names if (run.run_dir / n / "cv.json").is_file()]  # a limit may drop some
         run.manifest["trained"] = list(names)
         names += training.pseudo_round(run)
@@ -301,51 +302,11 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
         # Finished only now: a run killed during its upload or report is resumed, not started again.
         run.checkpoint(finished=True)
         if run.budget:
-            _observe_after(run)
+            observe_stages(run)
         if opts.track == "mlflow":
             _track(run)
     results["run_dir"] = str(run.run_dir)
     return results
-
-
-def _fit_after_training(run: Run) -> None:
-    """The stages after training in the time that is left: INT8 variants go first, then the long
-    benchmark (one thread, short runs), then the benchmark (unless --max-latency-ms needs it), when
-    what they took here before does not fit; export, the ensemble and the submission always run."""
-    from harness.run.calibrate import After, after_training
-
-    left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
-    rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
-    slower = max(1.0, float(run.budget.get("speed") or 1.0))  # a machine that slowed during training
-    for after in After(**run.budget["after"]).leaner(keep_bench=run.opts.max_latency_ms is not None):
-        per_row, run_s = after_training(after, run.budget["calibration"])
-        if slower * (rows * per_row + run_s) <= left:
-            break
-    if after != After(**run.budget["after"]):
-        run.opts = dataclasses.replace(run.opts, int8=after.int8, short_bench=after.short_bench, bench=after.bench)
-        run.say(f"budget: {fmt_seconds(max(left, 0))} left after training; "
-                + ("no INT8 variants, " if not after.int8 else "")
-                + ("short benchmarks" if after.bench else "no benchmark") + ", to end within the limit")
-        run.manifest["budget"].setdefault("events", []).append(
-            {"event": "after_training", "after": dataclasses.asdict(after), "left_s": round(left, 1)})
-    run.budget["after_used"] = dataclasses.asdict(after)
-
-
-def _observe_after(run: Run) -> None:
-    """What the stages after training took, per model row and for the run, for the next plan on
-    this machine (harness.run.calibrate.observe_after)."""
-    from harness.run.calibrate import After, observe_after
-
-    stages = run.manifest.get("stages_s", {})
-    rows = len(run.manifest.get("trained", [])) + 1
-    per_row = sum(stages.get(n, 0.0) for n in ("export and benchmark", "int8", "ensemble")) / rows
-    tail = sum(stages.get(n, 0.0) for n in ("start", "submission", "report"))
-    # a resumed run's stages are partial; a run that dropped models had other rows than planned
-    # (a 5-minute run left with `cnn_small` alone took 3 s a row, a 10-minute one with all three 15 s)
-    dropped = any(e.get("event") in ("dropped", "cancelled") for e in run.budget.get("events", []))
-    if per_row > 0 and len(run.manifest.get("sessions", [])) == 1 and not dropped:
-        observe_after(run.settings.cache_dir, run.budget["calibration"]["key"],
-                      After(**run.budget.get("after_used", run.budget["after"])), per_row, tail)
 
 
 def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> Run:
@@ -357,9 +318,9 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     from harness.data import dataset
 
     clock = time.perf_counter()
-    replayed = _replayed(opts, settings) if opts.replay else None
-    if replayed is not None:
-        opts = replayed["opts"]
+    replay = replayed(opts, settings) if opts.replay else None
+    if replay is not None:
+        opts = replay["opts"]
     specs = select_models(opts.models, opts.all_models)
     if not specs:
         raise ModelError("no model selected: pass --all or --model NAME (see `harness models`)")
@@ -371,8 +332,8 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
     params, sources = _resolve_params(specs, opts, settings, progress)
     budget = None
-    if replayed is not None:  # --replay: the epochs and bags the replayed run trained, no clock
-        specs, params, sources = _replay_plan(replayed["manifest"], specs, params, sources, opts.replay)
+    if replay is not None:  # --replay: the epochs and bags the replayed run trained, no clock
+        specs, params, sources = replay_plan(replay["manifest"], specs, params, sources, opts.replay)
         fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
         run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
     elif opts.time_limit is None:
@@ -392,7 +353,7 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
                            f"{fmt_seconds(max(budget['limit_s'] - (time.perf_counter() - clock), 0))} of its "
                            f"time limit left")
         else:
-            budget = _plan(opts, settings, specs, params, data, k, seed, progress)
+            budget = plan_run(opts, settings, specs, params, data, k, seed, progress)
         k = int(budget["plan"]["k"])
         opts = dataclasses.replace(opts, int8=budget["after"]["int8"], short_bench=budget["after"]["short_bench"])
         epochs = {**budget["plan"]["epochs"], **{n: p["epochs"] for n, p in recorded.get("params", {}).items()}}
@@ -403,107 +364,6 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     return Run(opts=opts, settings=settings, progress=progress, run_dir=run_dir, resumed=resumed, seed=seed, k=k,
                specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint,
                budget=budget, clock=clock)
-
-
-def _replayed(opts: RunOptions, settings: Settings) -> dict[str, Any]:
-    """--replay RUN: that run's manifest, and these options with its models, folds, seed, rows and
-    determinism; no time limit."""
-    src = resolve_run(settings.runs_dir, opts.replay)
-    manifest = io.read_json(src / "manifest.json")
-    if not manifest.get("budget"):
-        raise RunError(f"run {src.name} had no --time-limit plan to replay; repeat its command instead "
-                       f"(see its manifest.json)")
-    cfg = manifest["config"]
-    models = [n for n in cfg["models"] if bags.base(n) == n]
-    replay = dataclasses.replace(opts, models=models, all_models=False, folds=cfg["folds"], seed=cfg["seed"],
-                                 limit=cfg.get("limit"), deterministic=bool(cfg.get("deterministic")),
-                                 quick=bool(cfg.get("quick")), time_limit=None, replay=src.name)
-    return {"opts": replay, "manifest": manifest}
-
-
-def _replay_plan(manifest: dict[str, Any], specs: list[ModelSpec], params: dict[str, dict[str, Any]],
-                 sources: dict[str, str], run_id: str) -> tuple[list[ModelSpec], dict, dict[str, str]]:
-    """The models (bags included) the replayed run finished, each at the epochs it trained."""
-    trained = {n: p["epochs"] for n, p in manifest["params"].items()
-               if n in manifest.get("trained", manifest["params"])}
-    counts = {s.name: max([bags.number(n) for n in trained if bags.base(n) == s.name] or [1]) for s in specs}
-    specs, params, sources = bags.expand(specs, params, sources, counts)
-    specs = [s for s in specs if s.name in trained]
-    if not specs:
-        raise RunError(f"run {run_id} finished no model to replay")
-    params = {s.name: {**params[s.name], "epochs": int(trained[s.name])} for s in specs}
-    sources = {s.name: f"{sources[s.name]}, epochs replayed from run {run_id}" for s in specs}
-    return specs, params, sources
-
-
-def _observe(run: Run) -> None:
-    """After training under a plan: each model's measured speed over whole folds, for the next
-    plan of the same setup (harness.run.calibrate.observe)."""
-    from harness.core.runs import fold_dir
-    from harness.run.calibrate import observe
-
-    jobs = [j for s in run.manifest.get("sessions", []) for j in s.get("jobs", [])]
-    for name in run.budget["calibration"]["probes"]:
-        folds = [io.read_json(fold_dir(run.run_dir, name, f) / "fold.json") for f in range(run.k)
-                 if (fold_dir(run.run_dir, name, f) / "fold.json").is_file()]
-        overhead = [j["wall_s"] - j["train_s"] for j in jobs
-                    if j["job"].startswith(f"{name} fold ") and j.get("train_s") is not None]
-        if folds and overhead:
-            per_image = float(np.mean([f["seconds"] / (f["n_train"] * f["epochs"]) for f in folds]))
-            observe(run.settings.cache_dir, run.budget["calibration"]["key"], name, per_image,
-                    float(np.median(overhead)))
-
-
-def _plan(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: dict[str, dict[str, Any]],
-          data: Any, k: int, seed: int, progress: TrainingProgress) -> dict[str, Any]:
-    """Calibrate on this machine in the run's layout, then plan the folds, every model's epochs and
-    bags, and the stages after training in --time-limit (a PlanError, exit 2, when even the
-    cheapest plan does not fit).
-
-    Accuracy first: INT8 variants and the two-thread benchmark rows only when every model still
-    gets its full recipe with them; fewer folds (down to 2) only when even every model's fewest
-    epochs do not fit in `k` (--folds fixes them)."""
-    from harness.run.calibrate import After, calibrate, costs_of
-    from harness.run.planner import ModelBudget, PlanError, make_plan
-
-    start = time.perf_counter()
-    rows = opts.limit or len(data.y_train)
-    layout = {"executor": opts.executor, "jobs": opts.jobs, "cpus_per_job": opts.cpus_per_job,
-              "ray_address": opts.ray_address, "ray_timeout": opts.ray_timeout}
-    probe = calibrate(specs, params, data.x_train, data.y_train, layout, settings.cache_dir, say=progress.stage,
-                      seed=seed)
-    models = [ModelBudget(s.name, min(s.min_epochs or int(params[s.name]["quick_epochs"]), int(params[s.name]["epochs"])),
-                          int(params[s.name]["epochs"]), s.bag_gain) for s in specs]
-    spent = 0.0 if probe.get("cached") else time.perf_counter() - start
-    slots = int(probe.get("slots") or opts.jobs or 1)
-    levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
-                   report=opts.report).leaner(keep_bench=True)
-    chosen, error = None, None
-    for folds in ([opts.folds] if opts.folds else range(k, 1, -1)):
-        plans = []
-        for after in levels:
-            try:
-                costs = costs_of(probe, rows, folds, after)
-                plans.append((after, costs, make_plan(opts.time_limit, models, costs, folds, slots, spent_s=spent)))
-            except PlanError as e:
-                error = e
-        if plans:
-            chosen = next((p for p in plans if p[2].full_recipes), plans[-1])
-            break
-    if chosen is None:
-        raise error  # type: ignore[misc]  (the cheapest plan there is: fewest folds, leanest stages)
-    after, costs, plan = chosen
-    given_up = [what for what, kept in (("INT8 variants", after.int8 or not opts.int8),
-                                        ("two-thread benchmark rows", not after.short_bench or opts.quick
-                                         or opts.short_bench or not opts.bench)) if not kept]
-    progress.stage(f"plan for {fmt_seconds(opts.time_limit)}: {plan.k} folds on {plan.slots} slot(s), "
-                   + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
-                               for n in plan.epochs)
-                   + (f"; without {' and '.join(given_up)}" if given_up else "")
-                   + f"; predicted {fmt_seconds(plan.predicted_s)} (training {fmt_seconds(plan.training_s)})"
-                   + ("" if probe.get("cached") else f"; calibration took {probe['seconds']:.0f} s"))
-    return {"limit_s": opts.time_limit, "plan": plan.as_dict(), "calibration": probe,
-            "costs": dataclasses.asdict(costs), "after": dataclasses.asdict(after), "given_up": given_up}
 
 
 def _prepare(run: Run) -> None:
