@@ -97,7 +97,7 @@ class KaggleUploadFailed(KaggleError):
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "internal error (a bug; HARNESS_DEBUG=1 shows the traceback)",
-    2: "usage error: bad flag, option value or argument",
+    2: "usage error: bad flag, option value or argument; a --time-limit below the cheapest plan here",
     3: "data error: missing, malformed or inconsistent data file",
     4: "model error: unknown model, broken plugin, bad hyperparameter",
     5: "run error: missing/incomplete run, failed export or parity gate, no model fits `--max-latency-ms`",
