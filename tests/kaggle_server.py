@@ -462,7 +462,7 @@ def _scrubbed(environ: dict[str, str]) -> dict[str, str]:
 def standin():
     with StandIn(solution=SOLUTION, data_zip=ARCHIVE) as server:
         yield server
-        assert server.connects == [], "something tried to reach a real (https) host"
+        assert server.connects == [], f"something tried to reach a real (https) host: {server.connects}"
 
 
 @pytest.fixture
