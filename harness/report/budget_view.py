@@ -20,11 +20,11 @@ def budget_view(run: RunData) -> dict[str, Any] | None:
         return None
     plan, stages = budget["plan"], run.manifest.get("stages_s") or {}
     costs = budget.get("costs") or {}
-    calibration = as_float(stages.get("calibration")) or 0.0
+    # the calibration and the run's start are measured, not planned: the same figure on both sides
+    start = (as_float(stages.get("calibration")) or 0.0) + (as_float(stages.get("start")) or 0.0) \
+        if "start" in stages else None
     rows = [
-        {"stage": "calibration and start", "planned": calibration + (as_float(stages.get("start")) or 0.0)
-         if "start" in stages else None, "used": calibration + (as_float(stages.get("start")) or 0.0)
-         if "start" in stages else None},
+        {"stage": "calibration and start", "planned": start, "used": start},
         {"stage": "training", "planned": as_float(plan.get("training_s")), "used": as_float(stages.get("training"))},
         {"stage": "after training", "planned": (as_float(plan.get("after_s")) or 0.0) + (as_float(costs.get("run_s")) or 0.0),
          "used": sum(as_float(stages.get(s)) or 0.0 for s in AFTER_STAGES) if any(s in stages for s in AFTER_STAGES)

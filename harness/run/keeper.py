@@ -137,8 +137,7 @@ class Keeper:
         self._drop(model, pending, "not enough time left for it")
 
     def _drop(self, model: str, pending: deque, why: str) -> None:
-        for job in [j for j in pending if j.model == model]:
-            pending.remove(job)
+        self.forget(model, pending)
         self.dropped.add(model)
         self._event("dropped", model, why)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.core.errors import UsageError
-from harness.core.names import bag_number
+from harness.core.names import bag_name, bag_number
 from harness.core.progress import fmt_seconds
 
 MARGIN = 0.05           # of the budget, held back for what the costs do not see (drift, stragglers)
@@ -139,11 +139,10 @@ def job_order(jobs: list[Any], seconds: Callable[[Any], float], model: Callable[
 def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: dict[str, int],
           bags: dict[str, int]) -> tuple[float, float]:
     """(training makespan, after-training seconds) of a choice of epochs and bags."""
-    jobs = [(b, job_seconds(costs, m.name, epochs[m.name]))
+    jobs = [(bag_name(m.name, b), job_seconds(costs, m.name, epochs[m.name]))
             for m in models for b in range(1, bags[m.name] + 1) for _ in range(k)]
-    jobs.sort(key=lambda j: (j[0], -j[1]))  # as job_order deals them
     after = sum(costs.after_s[m.name] * bags[m.name] for m in models)
-    return list_schedule([d for _, d in jobs], slots), after
+    return list_schedule([d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0])], slots), after
 
 
 def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, slots: int,
