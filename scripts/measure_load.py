@@ -4,12 +4,12 @@ import statistics
 import sys
 import time
 
-from harness.data.dataset import load
+from harness.data.dataset import load, parse_cache
 
 d = sys.argv[1] if len(sys.argv) > 1 else "data/digit-recognizer"
 def once(cold: bool) -> float:
     if cold:
-        shutil.rmtree(f"{d}/.cache", ignore_errors=True)   # parse cache gone: parse + validate + hash + write cache
+        shutil.rmtree(parse_cache(d), ignore_errors=True)   # parse cache gone: parse + validate + hash + write cache
     t0 = time.perf_counter(); load(d); return time.perf_counter() - t0
 cold = [once(True) for _ in range(5)]
 warm = [once(False) for _ in range(7)]

@@ -16,8 +16,18 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """--data-dir and --competition: which competition, and where its files are."""
+    parser.add_argument("--competition", metavar="SLUG|SPEC.toml", default=None,
+                        help="the competition: digit-recognizer (default), Kannada-MNIST, or a TOML spec of "
+                        "your own (env HARNESS_COMPETITION; see README, 'Other competitions')")
     parser.add_argument("--data-dir", type=str, default=None,
-                        help="competition data folder (default data/digit-recognizer, env HARNESS_DATA_DIR)")
+                        help="competition data folder (default data/<competition>, env HARNESS_DATA_DIR)")
+
+
+def data_settings(settings: Any, args: argparse.Namespace) -> Any:
+    """The settings with --competition and --data-dir applied (the data folder follows the
+    competition unless one is given)."""
+    return settings.replace(competition=getattr(args, "competition", None), data_dir=args.data_dir)
 
 
 def add_executor(parser: argparse.ArgumentParser, what: str, auto: bool = False) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.cli._common import add_data_dir, add_json, print_json, say
+from harness.cli._common import add_data_dir, add_json, data_settings, print_json, say
 from harness.core.config import Settings
 from harness.core.errors import DataError, RunError
 from harness.results import leaderboard
@@ -36,10 +36,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from harness.core.runs import resolve_run
     from harness.export import convert as export
 
-    settings = settings.replace(data_dir=args.data_dir)
+    settings = data_settings(settings, args)
     run_dir = resolve_run(settings.runs_dir, args.run)
     models = _select(run_dir, args.model)
-    parity_x = _parity_images(settings, max(args.parity_images, 1))
+    parity_x = _parity_images(settings, max(args.parity_images, 1), _competition(run_dir))
 
     results, failed = [], []
     for name in models:
@@ -82,7 +82,7 @@ def _int8(run_dir, models: list[str], settings: Settings) -> list[dict]:
     from harness.data import dataset as data
     from harness.export import quantize
 
-    ds = data.load(settings.data_dir)
+    ds = data.load(settings.data_dir, _competition(run_dir))
     index, folds = np.load(run_dir / "train_index.npy"), np.load(run_dir / "folds.npy")
     seed = io.read_json(run_dir / "manifest.json").get("config", {}).get("seed", settings.seed)
     ordered = sorted(models, key=lambda m: (run_dir / m / "ensemble.json").is_file())
@@ -109,14 +109,22 @@ def _select(run_dir, names: list[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _parity_images(settings: Settings, n: int):
-    """`n` evenly spaced test.csv images: real digits, and the very images the submission predicts."""
+def _competition(run_dir):
+    """The competition the run recorded (its images' shape and classes)."""
+    from harness.core import io
+    from harness.core.competition import of_manifest
+
+    return of_manifest(io.read_json(run_dir / "manifest.json"))
+
+
+def _parity_images(settings: Settings, n: int, comp):
+    """`n` evenly spaced test.csv images: real images, and the very images the submission predicts."""
     import numpy as np
 
     from harness.data import dataset as data
 
     try:
-        ds = data.load(settings.data_dir)
+        ds = data.load(settings.data_dir, comp)
     except FileNotFoundError as e:
         raise DataError(f"the parity gate needs the competition data: {e}") from None
     x = ds.x_test

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="HTML file (or folder) to write (default: <reports_dir>/<run-id>.html)")
     p.add_argument("--data-dir", default=None,
                    help="competition data for the data plots and the mistakes gallery (default: the "
-                   "folder the run recorded, else data/digit-recognizer or HARNESS_DATA_DIR)")
+                   "folder the run recorded, else the configured data folder)")
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import add_data_dir, add_executor, add_json, executor_kwargs, print_json
+from harness.cli._common import add_data_dir, add_executor, add_json, data_settings, executor_kwargs, print_json
 from harness.core.config import Settings
 from harness.core.errors import UsageError
 
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.plan and time_limit is None:
         raise UsageError("--plan needs a time limit (the plan of what fits in it); this run has none")
     executor = executor_kwargs(args)
-    settings = settings.replace(data_dir=args.data_dir)
+    settings = data_settings(settings, args)
     opts = RunOptions(**executor, models=args.model or [], all_models=args.all, folds=args.folds, epochs=args.epochs,
                       seed=args.seed, limit=args.limit, quick=args.quick, deterministic=args.deterministic,
                       tuned=args.tuned, resume=args.resume, new=args.new, source=args.source,

@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="do every check but do not upload")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS for the score (default 0: do not wait)")
+    p.add_argument("--competition", metavar="SLUG|SPEC.toml", default=None,
+                   help="the competition to submit to (default: the run's, else digit-recognizer)")
     add_json(p)
     p.set_defaults(func=run)
 
@@ -60,15 +62,44 @@ def resolve_submission(args: argparse.Namespace, settings: Settings) -> tuple[Pa
     return path, run_dir.name, _best_model(run_dir)
 
 
+def _competition(settings: Settings, run_id: str | None):
+    """The run's recorded competition, else the configured one (--competition, HARNESS_COMPETITION)."""
+    from harness.core.competition import of_manifest
+
+    if run_id is not None and getattr(settings, "competition_spec", None) is None:
+        try:
+            return of_manifest(read_json(settings.runs_dir / run_id / "manifest.json"))
+        except (OSError, ValueError):
+            pass
+    return settings.competition
+
+
+def _test_rows(settings: Settings, comp) -> int | None:
+    """How many rows Kaggle scores: Digit Recognizer's is known; another's is its test.csv's."""
+    if comp.is_digits:
+        return None
+    from harness.data.dataset import check_data
+
+    try:
+        return check_data(settings.data_dir, comp).rows["test"]
+    except Exception:  # no data here: the file is still validated for its format
+        return None
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.wait < 0:
         raise UsageError("--wait must be >= 0 seconds")
+    settings = settings.replace(competition=args.competition)
     path, run_id, model = resolve_submission(args, settings)
+    comp = _competition(settings, run_id)
+    if not comp.kaggle:
+        raise UsageError(f"{comp.slug} is not a Kaggle competition (its spec says kaggle = false): "
+                         "nothing to upload; score it locally with `harness score`")
     message = args.message if args.message is not None else (
         f"harness run {run_id}" + (f": {model}" if model else "") if run_id else f"harness {path.name}")
     result = kaggle.submit_file(path, message=message, run_id=run_id, model=model, wait=args.wait,
                                 dry_run=args.dry_run, history_path=kaggle.history_file(settings.submissions_dir),
-                                progress=say)
+                                competition=comp.slug, n_rows=_test_rows(settings, comp), spec=comp, progress=say)
     code = KaggleUploadFailed.exit_code if result.status == "ERROR" else 0
     if args.json:
         print_json(result.to_dict() | {"exit_code": code})

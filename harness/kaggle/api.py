@@ -101,14 +101,15 @@ def _score(value: Any) -> float | None:
 
 def submit_file(path: Path, *, message: str, run_id: str | None = None, model: str | None = None,
                 wait: float = 0, dry_run: bool = False, history_path: Path,
-                competition: str = COMPETITION, n_rows: int | None = None,
+                competition: str = COMPETITION, n_rows: int | None = None, spec: Any = None,
                 progress: Progress | None = None) -> SubmitResult:
     """Validate `path`, check rules and limits, upload once, optionally wait for the score.
 
     Returns the attempt (status PENDING, COMPLETE, ERROR or dry-run); raises SubmissionError for a
     bad file and a KaggleError subclass for anything Kaggle-side. Every attempt, failed or not,
     is recorded in `history_path`. The bytes validated are the bytes uploaded (a private copy).
-    `n_rows` (default: Kaggle's 28,000 for digit-recognizer) is the row count the file must have.
+    `n_rows` (default: Kaggle's 28,000 for digit-recognizer) is the row count the file must have;
+    `spec` (harness.core.competition.Competition) its format, when it is not Digit Recognizer's.
     """
     say = progress or (lambda _m: None)
     path = Path(path)
@@ -128,7 +129,7 @@ def submit_file(path: Path, *, message: str, run_id: str | None = None, model: s
             shutil.copystat(path, snapshot)
         try:
             earlier = _submit(snapshot, result, wait=wait, dry_run=dry_run, n_rows=n_rows,
-                              history_path=history_path, say=say)
+                              history_path=history_path, say=say, spec=spec)
         except HarnessError as e:
             result.error, result.exit_code = str(e), e.exit_code
             if result.status in ("unknown", "PENDING") and result.ref is None and not _created_maybe(e):
@@ -143,14 +144,15 @@ def _created_maybe(e: HarnessError) -> bool:
 
 
 def _submit(snapshot: Path, result: SubmitResult, *, wait: float, dry_run: bool, n_rows: int | None,
-            history_path: Path, say: Progress) -> SubmitResult | None:
+            history_path: Path, say: Progress, spec: Any = None) -> SubmitResult | None:
     """The steps of `submit_file`, filling `result`; returns an earlier attempt that already
     delivered these bytes, if any (then nothing is uploaded)."""
     from harness.kaggle.submission import validate_submission
 
     result.status = "invalid"
     say(f"validating {result.file} ({result.bytes} bytes, sha256 {result.sha256[:12]})")
-    validate_submission(snapshot, n_rows=n_rows if n_rows is not None else TEST_ROWS.get(result.competition))
+    form = {"competition": spec} if spec is not None else {}
+    validate_submission(snapshot, n_rows=n_rows if n_rows is not None else TEST_ROWS.get(result.competition), **form)
     result.status = "failed"
     comp = result.competition
     with _network(f"checking {comp} on Kaggle"):

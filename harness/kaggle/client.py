@@ -260,11 +260,14 @@ def _api() -> Any:
 
 # ----------------------------------------------------------------------------- download
 
-def download_competition(dest: Path, *, competition: str = COMPETITION, progress: Progress | None = None) -> None:
-    """Download the competition zip and put train.csv, test.csv, sample_submission.csv in `dest`.
+def download_competition(dest: Path, *, competition: str = COMPETITION, files: tuple[str, ...] = DATA_FILES,
+                         extras: tuple[str, ...] = (), progress: Progress | None = None) -> None:
+    """Download the competition zip and put its data `files` (Digit Recognizer's: train.csv,
+    test.csv, sample_submission.csv) in `dest`.
 
     Each file appears under its final name only once complete (temp file + rename); nothing is
-    replaced until all three are extracted.
+    replaced until all are extracted. A file of `files` the archive lacks is an error; `extras`
+    (Kannada-MNIST's Dig-MNIST.csv) are taken when present.
     """
     say = progress or (lambda _m: None)
     dest = Path(dest)
@@ -277,22 +280,24 @@ def download_competition(dest: Path, *, competition: str = COMPETITION, progress
         archives = sorted(Path(tmp).glob("*.zip"))
         if not archives:
             raise KaggleError(f"Kaggle sent no zip archive for {competition}")
-        staged = _extract(archives[0], Path(tmp))
+        staged = _extract(archives[0], Path(tmp), files, extras)
         for name, path in staged.items():
             os.replace(path, dest / name)
-    say(f"unzipped {', '.join(DATA_FILES)} into {dest}")
+    say(f"unzipped {', '.join(staged)} into {dest}")
 
 
-def _extract(archive: Path, tmp: Path) -> dict[str, Path]:
-    """The three data files from `archive`, written under `tmp`; matched by base name (no zip-slip)."""
+def _extract(archive: Path, tmp: Path, files: tuple[str, ...] = DATA_FILES,
+             extras: tuple[str, ...] = ()) -> dict[str, Path]:
+    """The data files (and the extras present) from `archive`, written under `tmp`; matched by
+    base name (no zip-slip)."""
     try:
         with zipfile.ZipFile(archive) as z:
             by_name = {Path(m).name: m for m in sorted(z.namelist(), key=len, reverse=True)}
-            missing = [n for n in DATA_FILES if n not in by_name]
+            missing = [n for n in files if n not in by_name]
             if missing:
                 raise KaggleError(f"the competition archive lacks {', '.join(missing)}")
             staged = {}
-            for name in DATA_FILES:
+            for name in [*files, *[n for n in extras if n in by_name]]:
                 with atomic_path(tmp / "staged" / name) as part, z.open(by_name[name]) as src, open(part, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
                 staged[name] = tmp / "staged" / name

@@ -1,6 +1,7 @@
 """The competition's CSV formats: exact headers, fast validating reader, fast writer.
 
-All files the harness reads or writes are integer tables (`label,pixel0..pixel783`, `ImageId,Label`).
+All files the harness reads or writes are integer tables (Digit Recognizer's `label,pixel0..pixel783`
+and `ImageId,Label`; another competition's per its spec: `schemas(competition)`).
 `read_table(path, schema)` parses and validates one in a single vectorised pass and returns a
 numpy array, or raises one clear line naming file, row and column. `write_table` is its inverse.
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.core.competition import DIGIT_RECOGNIZER, Competition
 from harness.core.errors import DataError, HarnessError
 from harness.core.io import atomic_path, sha256_bytes, sha256_file  # noqa: F401  (the data stage's names for them)
 
@@ -45,12 +47,28 @@ class Schema:
         return len(str(max(self.hi)))
 
 
-_PIXELS = tuple(f"pixel{i}" for i in range(N_PIXELS))
-TRAIN = Schema("train", ("label",) + _PIXELS, (0,) + (0,) * N_PIXELS, (9,) + (255,) * N_PIXELS,
-               ("label",) + ("pixel",) * N_PIXELS)
-TEST = Schema("test", _PIXELS, (0,) * N_PIXELS, (255,) * N_PIXELS, ("pixel",) * N_PIXELS)
-# ImageId's upper bound is checked by the caller against the row count; here only "a sane int".
-SUBMISSION = Schema("submission", ("ImageId", "Label"), (1, 0), (999_999_999, 9), ("ImageId", "label"))
+MAX_ID = 999_999_999  # ids are checked against the test rows by the caller; here only "a sane int"
+
+
+def schemas(comp: Competition) -> dict[str, Schema]:
+    """The competition's three tables: train (label, pixels), test ([id,] pixels), submission (id, label)."""
+    pixels = comp.pixel_columns
+    n, top = len(pixels), max(comp.label_values)
+    test_id = (comp.test_id_column,) if comp.test_id_column else ()
+    return {
+        "train": Schema("train", (comp.label_column,) + pixels, (0,) * (n + 1), (top,) + (255,) * n,
+                        ("label",) + ("pixel",) * n),
+        "test": Schema("test", test_id + pixels, (0,) * (len(test_id) + n), (MAX_ID,) * len(test_id) + (255,) * n,
+                       ("id",) * len(test_id) + ("pixel",) * n),
+        # generated ids start at id_start (Digit Recognizer's 1); ids from test.csv may be any
+        "sample_submission": Schema("submission", comp.submission_header,
+                                    (0 if comp.test_id_column else comp.id_start, 0), (MAX_ID, top),
+                                    (comp.id_column, "label")),
+    }
+
+
+_DIGITS = schemas(DIGIT_RECOGNIZER)
+TRAIN, TEST, SUBMISSION = _DIGITS["train"], _DIGITS["test"], _DIGITS["sample_submission"]
 
 
 def read_table(path: str | os.PathLike, schema: Schema, *, error: type[HarnessError] = DataError,
@@ -112,7 +130,7 @@ def _check_header(name: str, header: bytes, schema: Schema, error: type[HarnessE
     if got == want:
         return
     where = f"{name}: header"
-    if schema is TEST and "label" in got:
+    if schema.kind == "test" and "label" in got:
         raise error(f"{where}: test.csv must not have a 'label' column (is this train.csv?)")
     seen: dict[str, int] = {}
     for k, col in enumerate(got, 1):
