@@ -6,8 +6,13 @@ Usage (a plugin module in models/, or any package exposing the `harness.models` 
 
     @register_model("cnn_small", family="cnn", description="two conv blocks",
                     recipe=dict(epochs=12, batch_size=128, learning_rate=2e-3, augment=0.5))
-    def cnn_small(width: int = 32, dropout: float = 0.3):
-        ...  # return an uncompiled keras.Model: float32 [N,28,28,1] pixels 0..255 -> softmax [N,10]
+    def cnn_small(width: int = 32, dropout: float = 0.3, *, input_shape=(28, 28, 1), classes=10):
+        ...  # return an uncompiled keras.Model: float32 [N,H,W,C] pixels 0..255 -> softmax [N,K]
+
+The shape: a builder that declares `input_shape` (height, width, channels) and `classes` is given
+the competition's (harness.core.competition); one that does not is built as it is and must then
+match them (a model made for 28x28x1 and 10 classes is refused elsewhere with one clear line). A
+builder that cannot build for a shape (images smaller than its pooling allows) raises ModelError.
 
 `list_models("cnn*")` filters with wildcards, `get_model(name)` finds one (an unknown name lists the
 known ones and the closest match), `ModelSpec.params()` merges builder defaults with the recipe and
@@ -30,6 +35,8 @@ from typing import Any, Callable
 from harness.core.errors import ModelError
 
 ENTRY_POINT_GROUP = "harness.models"
+SHAPE_ARGS = ("input_shape", "classes")  # given by the harness, never hyperparameters
+DIGITS_SHAPE = (28, 28, 1)
 
 # Training recipe fields every model has; a plugin overrides any of them in `recipe=`.
 RECIPE_DEFAULTS: dict[str, Any] = {
@@ -69,7 +76,13 @@ class ModelSpec:
 
     def builder_defaults(self) -> dict[str, Any]:
         sig = inspect.signature(self.builder)
-        return {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+        return {n: p.default for n, p in sig.parameters.items()
+                if p.default is not inspect.Parameter.empty and n not in SHAPE_ARGS}
+
+    @property
+    def takes_shape(self) -> bool:
+        """Whether the builder declares `input_shape` and `classes` (else it builds one shape)."""
+        return all(n in inspect.signature(self.builder).parameters for n in SHAPE_ARGS)
 
     def params(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Builder defaults + recipe, with non-None `overrides` applied (unknown names are errors)."""
@@ -91,14 +104,30 @@ class ModelSpec:
                 params[key] = type(default)(value) if isinstance(default, (int, float, str)) else value
         return params
 
-    def build(self, params: dict[str, Any] | None = None) -> Any:
-        """An uncompiled keras.Model built with the builder's share of `params`."""
+    def build(self, params: dict[str, Any] | None = None, *, shape: tuple[int, int, int] = DIGITS_SHAPE,
+              classes: int = 10) -> Any:
+        """An uncompiled keras.Model built with the builder's share of `params` for images of
+        `shape` (height, width, channels) and `classes` classes."""
         params = params or self.params()
         kwargs = {k: params[k] for k in self.builder_defaults() if k in params}
-        model = self.builder(**kwargs)
+        if self.takes_shape:
+            kwargs.update(input_shape=tuple(shape), classes=int(classes))
+        try:
+            model = self.builder(**kwargs)
+        except ModelError as e:  # e.g. images smaller than the architecture's downsampling allows
+            raise ModelError(f"model {self.name!r}: {e}") from None
         if not hasattr(model, "fit"):
             raise ModelError(f"builder of {self.name!r} returned {type(model).__name__}, not a keras.Model")
+        got_in, got_out = tuple(model.input_shape[1:]), model.output_shape[-1]
+        if got_in != tuple(shape) or got_out != classes:
+            raise ModelError(f"model {self.name!r} is built for {_shape(got_in)} images and {got_out} classes, "
+                             f"not this competition's {_shape(shape)} and {classes} (its builder should take "
+                             "input_shape and classes: see harness.registry)")
         return model
+
+
+def _shape(shape: tuple) -> str:
+    return "x".join(str(d) for d in shape)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

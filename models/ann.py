@@ -1,18 +1,21 @@
 """Dense networks: the seed notebook's ANN, done well (batch norm, dropout, mild augmentation).
 
-Input float32 [N,28,28,1] raw pixels 0..255 (rescaled inside), output softmax [N,10].
+Input float32 [N,H,W,C] raw pixels 0..255 (rescaled inside), output softmax [N,K]: any
+competition's shape (Digit Recognizer's 28x28x1 and 10 classes by default).
 """
 
 from __future__ import annotations
 
 from harness.registry import register_model
 
+DIGITS = (28, 28, 1)
 
-def _dense_net(units: tuple[int, ...], dropout: float):
+
+def _dense_net(units: tuple[int, ...], dropout: float, shape: tuple[int, int, int] = DIGITS, classes: int = 10):
     import keras
     from keras import layers
 
-    inputs = keras.Input((28, 28, 1), name="pixels")
+    inputs = keras.Input(shape, name="pixels")
     x = layers.Rescaling(1 / 255)(inputs)
     x = layers.Flatten()(x)
     for n in units:
@@ -20,7 +23,7 @@ def _dense_net(units: tuple[int, ...], dropout: float):
         x = layers.BatchNormalization(momentum=0.9)(x)  # fast-settling stats: short runs work too
         x = layers.ReLU()(x)
         x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(10, activation="softmax", name="probs")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs)
 
 
@@ -41,13 +44,13 @@ def _dense_net(units: tuple[int, ...], dropout: float):
         "augment": ("float", 0.0, 0.6),
     },
 )
-def ann(width: int = 1536, dropout: float = 0.3):
-    return _dense_net((width, width // 2), dropout)
+def ann(width: int = 1536, dropout: float = 0.3, *, input_shape=DIGITS, classes: int = 10):
+    return _dense_net((width, width // 2), dropout, tuple(input_shape), classes)
 
 
 @register_model("ann_tiny", family="ann", description="tiny MLP for tests (784-32-10)",
                 recipe=dict(epochs=2, quick_epochs=1, batch_size=128, learning_rate=3e-3),
                 search_space={"width": ("int", 16, 64, 16), "learning_rate": ("log", 1e-3, 1e-2)},
                 tiny=True)
-def ann_tiny(width: int = 32, dropout: float = 0.1):
-    return _dense_net((width,), dropout)
+def ann_tiny(width: int = 32, dropout: float = 0.1, *, input_shape=DIGITS, classes: int = 10):
+    return _dense_net((width,), dropout, tuple(input_shape), classes)

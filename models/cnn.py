@@ -9,12 +9,24 @@
   what a 2-core budget cuts is the training: 5 fold models of 30 epochs, where he votes 15 models
   of 45 (docs/MEASUREMENTS.md).
 
-Input float32 [N,28,28,1] raw pixels 0..255 (rescaled inside), output softmax [N,10].
+Input float32 [N,H,W,C] raw pixels 0..255 (rescaled inside), output softmax [N,K]: any
+competition's shape (Digit Recognizer's 28x28x1 and 10 classes by default) down to the smallest
+images each architecture's downsampling allows (`cnn_small` 10x10, `cnn_deep` 13x13).
 """
 
 from __future__ import annotations
 
+import math
+
+from harness.core.errors import ModelError
 from harness.registry import register_model
+
+DIGITS = (28, 28, 1)
+
+
+def _too_small(what: str, shape: tuple[int, int, int], least: int) -> None:
+    if min(shape[:2]) < least:
+        raise ModelError(f"{what} need images of at least {least}x{least} pixels, got {shape[0]}x{shape[1]}")
 
 
 def _conv_bn(x, filters: int, kernel: int, strides: int = 1, padding: str = "valid"):
@@ -25,11 +37,12 @@ def _conv_bn(x, filters: int, kernel: int, strides: int = 1, padding: str = "val
     return layers.ReLU()(x)
 
 
-def _small(width: int, dense: int, dropout: float):
+def _small(width: int, dense: int, dropout: float, shape: tuple[int, int, int] = DIGITS, classes: int = 10):
     import keras
     from keras import layers
 
-    inputs = keras.Input((28, 28, 1), name="pixels")
+    _too_small("its two conv-pool blocks", shape, 10)  # two conv3-pool blocks leave (s - 2) // 2 - 2 >= 2 pixels to pool
+    inputs = keras.Input(shape, name="pixels")
     x = layers.Rescaling(1 / 255)(inputs)
     for filters in (width, width * 2):  # two conv blocks: conv-bn-relu-pool (~5 MFLOP/image)
         x = _conv_bn(x, filters, 3)
@@ -40,25 +53,28 @@ def _small(width: int, dense: int, dropout: float):
     x = layers.BatchNormalization(momentum=0.9)(x)  # fast-settling stats: short runs work too
     x = layers.ReLU()(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(10, activation="softmax", name="probs")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs)
 
 
-def _deep(width: int, dropout: float):
+def _deep(width: int, dropout: float, shape: tuple[int, int, int] = DIGITS, classes: int = 10):
     import keras
     from keras import layers
 
-    inputs = keras.Input((28, 28, 1), name="pixels")
+    _too_small("its two strided conv blocks", shape, 13)  # each block: two valid 3x3 convs (-4), then /2; the second needs 5
+    inputs = keras.Input(shape, name="pixels")
     x = layers.Rescaling(1 / 255)(inputs)
+    size = list(shape[:2])
     for filters in (width, width * 2):  # 28 -> 24 -> 12 ; 12 -> 8 -> 4
         x = _conv_bn(x, filters, 3)
         x = _conv_bn(x, filters, 3)
         x = _conv_bn(x, filters, 5, strides=2, padding="same")  # learned downsampling
         x = layers.Dropout(dropout)(x)
-    x = _conv_bn(x, width * 4, 4)  # 4x4 -> 1x1
+        size = [math.ceil((s - 4) / 2) for s in size]
+    x = _conv_bn(x, width * 4, tuple(size))  # what is left (4x4 for 28x28) -> 1x1
     x = layers.Flatten()(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(10, activation="softmax", name="probs")(x)
+    outputs = layers.Dense(classes, activation="softmax", name="probs")(x)
     return keras.Model(inputs, outputs)
 
 
@@ -77,8 +93,8 @@ def _deep(width: int, dropout: float):
         "augment": ("float", 0.0, 1.0),
     },
 )
-def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.4):
-    return _small(width, dense, dropout)
+def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.4, *, input_shape=DIGITS, classes: int = 10):
+    return _small(width, dense, dropout, tuple(input_shape), classes)
 
 
 @register_model(
@@ -99,20 +115,20 @@ def cnn_small(width: int = 32, dense: int = 128, dropout: float = 0.4):
         "augment": ("float", 0.3, 1.0),
     },
 )
-def cnn_deep(width: int = 32, dropout: float = 0.4):
-    return _deep(width, dropout)
+def cnn_deep(width: int = 32, dropout: float = 0.4, *, input_shape=DIGITS, classes: int = 10):
+    return _deep(width, dropout, tuple(input_shape), classes)
 
 
 @register_model("cnn_tiny", family="cnn", description="tiny two-block CNN for tests",
                 recipe=dict(epochs=2, quick_epochs=1, batch_size=128, learning_rate=3e-3, augment=0.5),
                 search_space={"width": ("int", 4, 8, 4), "learning_rate": ("log", 1e-3, 1e-2)},
                 tiny=True)
-def cnn_tiny(width: int = 4, dense: int = 16, dropout: float = 0.1):
-    return _small(width, dense, dropout)
+def cnn_tiny(width: int = 4, dense: int = 16, dropout: float = 0.1, *, input_shape=DIGITS, classes: int = 10):
+    return _small(width, dense, dropout, tuple(input_shape), classes)
 
 
 @register_model("cnn_deep_tiny", family="cnn", description="tiny Deotte-style CNN for tests",
                 recipe=dict(epochs=2, quick_epochs=1, batch_size=128, learning_rate=3e-3, augment=1.0),
                 tiny=True)
-def cnn_deep_tiny(width: int = 4, dropout: float = 0.2):
-    return _deep(width, dropout)
+def cnn_deep_tiny(width: int = 4, dropout: float = 0.2, *, input_shape=DIGITS, classes: int = 10):
+    return _deep(width, dropout, tuple(input_shape), classes)

@@ -73,10 +73,10 @@ def _keras_baselines_worker(job: dict[str, Any]) -> None:
     if len(models) == 1:
         ensemble = models[0]
     elif weights is None:
-        inp = keras.Input((28, 28, 1))
+        inp = keras.Input(models[0].input_shape[1:])
         ensemble = keras.Model(inp, keras.layers.Average()([m(inp) for m in models]))
     else:  # the run's weighted ensemble (harness.train.ensemble)
-        inp = keras.Input((28, 28, 1))
+        inp = keras.Input(models[0].input_shape[1:])
         ensemble = keras.Model(inp, keras.layers.Add()([keras.layers.Rescaling(w)(m(inp))
                                                          for m, w in zip(models, weights)]))
     fn = ensemble_function(models, weights, tta)

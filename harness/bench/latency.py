@@ -53,6 +53,7 @@ from harness.bench.timing import (
     QUICK_BUDGET,
     TimingBudget,
     _r,
+    graph_io,
     make_session,
     measure_peak_gflops,
     measure_peak_gops_int8,
@@ -95,7 +96,8 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
     batches, threads = _check_grid(batches, threads)
     say = progress or (lambda _msg: None)
     t_start = time.perf_counter()
-    images = _inputs(x, max(batches))
+    shape, classes = graph_io(path)
+    images = _inputs(x, max(batches), shape)
 
     flops = count_flops(path)
     int8 = precision == "int8"
@@ -112,7 +114,7 @@ def bench_onnx(path: str | os.PathLike, *, batches: Iterable[int] = DEFAULT_BATC
     label = label or path.name
     say(f"{label}: cold start")
     cold = _cold_start(path, images[:1], budget.cold_repeats)
-    trivial = trivial_model()
+    trivial = trivial_model(shape, classes)
     cores = os.cpu_count() or 1
     rows, overhead = [], []
     for t in threads:
@@ -260,7 +262,7 @@ def bench_model(run_dir: Path, model: str, batches: Iterable[int] = DEFAULT_BATC
     baselines = baselines and not int8
     if baselines and baseline_threads not in threads:
         threads = tuple(sorted(set(threads) | {baseline_threads}))
-    images = _inputs(x, max(batches))
+    images = _inputs(x, max(batches), graph_io(path)[0])
     record = {"model": model, "run_id": run_dir.name,
               **bench_onnx(path, batches=batches, threads=threads, peak_gflops=peak_gflops, budget=budget,
                            x=x, progress=progress, label=model, precision="int8" if int8 else "fp32")}
@@ -327,12 +329,12 @@ def _cold_start(path: Path, x1: np.ndarray, repeats: int) -> dict[str, Any]:
             "first_total_ms": _r(sess_ms[0] + first_ms[0])}
 
 
-def _inputs(x: np.ndarray | None, n: int) -> np.ndarray:
+def _inputs(x: np.ndarray | None, n: int, shape: tuple[int, ...] = (28, 28, 1)) -> np.ndarray:
     if x is None:
-        return np.random.default_rng(0).integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
+        return np.random.default_rng(0).integers(0, 256, size=(n, *shape), dtype=np.uint8)
     from harness.export.convert import _as_pixels
 
-    x = _as_pixels(x)
+    x = _as_pixels(x, shape)
     if len(x) < n:
         x = np.concatenate([x] * (-(-n // len(x))))[:n]  # repeat the given images up to the largest batch
     return np.ascontiguousarray(x[:n])

@@ -59,21 +59,37 @@ def make_session(model: str | os.PathLike | bytes, threads: int = 1):
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def trivial_model() -> bytes:
-    """The per-call reference: `pixels` uint8 [N,28,28,1] -> `probs` float32 [N,10], ~no compute."""
+def graph_io(model: str | os.PathLike | bytes) -> tuple[tuple[int, ...], int]:
+    """An exported graph's image shape (H, W, C) and class count: its `pixels` and `probs` dims."""
+    import onnx
+
+    proto = (onnx.load_from_string(bytes(model)) if isinstance(model, (bytes, bytearray))
+             else onnx.load(os.fspath(model), load_external_data=False))
+
+    def dims(value_info: Any) -> list[int]:
+        return [d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+    return tuple(dims(proto.graph.input[0])[1:]), dims(proto.graph.output[0])[-1]
+
+
+def trivial_model(shape: tuple[int, ...] = (28, 28, 1), classes: int = 10) -> bytes:
+    """The per-call reference: `pixels` uint8 [N,*shape] -> `probs` float32 [N,classes], ~no compute."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    pixels = int(np.prod(shape))
+    if classes > pixels:
+        raise ValueError(f"the reference graph takes its {classes} outputs from {pixels} pixels")
     nodes = [helper.make_node("Reshape", [INPUT_NAME, "flat_shape"], ["flat"]),
              helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["first10"]),
              helper.make_node("Cast", ["first10"], [OUTPUT_NAME], to=TensorProto.FLOAT)]
-    inits = [numpy_helper.from_array(np.array([-1, 784], np.int64), "flat_shape"),
+    inits = [numpy_helper.from_array(np.array([-1, pixels], np.int64), "flat_shape"),
              numpy_helper.from_array(np.array([0], np.int64), "starts"),
-             numpy_helper.from_array(np.array([10], np.int64), "ends"),
+             numpy_helper.from_array(np.array([classes], np.int64), "ends"),
              numpy_helper.from_array(np.array([1], np.int64), "axes")]
     graph = helper.make_graph(nodes, "trivial",
-                              [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["batch", 28, 28, 1])],
-                              [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 10])], inits)
+                              [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["batch", *shape])],
+                              [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", classes])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="harness")
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -3,9 +3,9 @@
     result = export_model(run_dir, "cnn_small", parity_x, {"cv_accuracy": 0.993})
     probs = predict_onnx(run_dir / "cnn_small" / "model.onnx", x_uint8)      # float32 [N,10]
 
-The file (`runs/<run>/<model>/model.onnx`) takes `pixels` uint8 [batch,28,28,1] (dynamic batch)
-and returns `probs` float32 [batch,10], the mean of the fold models' softmax: the file that is
-benchmarked is the file that makes the submission.
+The file (`runs/<run>/<model>/model.onnx`) takes `pixels` uint8 [batch,H,W,C] (dynamic batch;
+Digit Recognizer's 28x28x1) and returns `probs` float32 [batch,K] (K classes), the mean of the fold
+models' softmax: the file that is benchmarked is the file that makes the submission.
 
 How: the fold models are wrapped in one `tf.function` (uint8 -> float32 -> each fold -> mean) and
 converted with `tf2onnx.convert.from_function` (`from_keras` fails under Keras 3). A few exact
@@ -44,8 +44,15 @@ INPUT_NAME = "pixels"
 OUTPUT_NAME = "probs"
 PARITY_TOL = 1e-4
 MIN_PARITY_IMAGES = 1000
-INPUT_SPEC = "pixels: uint8 [batch,28,28,1], raw 0..255, dynamic batch"
+INPUT_SPEC = "pixels: uint8 [batch,28,28,1], raw 0..255, dynamic batch"   # Digit Recognizer's: see io_spec
 OUTPUT_SPEC = "probs: float32 [batch,10], mean of the fold models' softmax"
+
+
+def io_spec(shape: tuple[int, ...], classes: int) -> tuple[str, str]:
+    """The input and output lines of a graph for images of `shape` and `classes` classes."""
+    dims = ",".join(str(d) for d in shape)
+    return (f"pixels: uint8 [batch,{dims}], raw 0..255, dynamic batch",
+            f"probs: float32 [batch,{classes}], mean of the fold models' softmax")
 
 
 class ParityError(RunError):
@@ -81,13 +88,13 @@ def export_model(run_dir: Path, model: str, parity_x: np.ndarray, metadata: dict
 
     Writes `model.onnx` (only when the gate passes) and `export.json` (always), both atomically.
     Raises ParityError when the gate fails, RunError when there are no fold models, UsageError
-    when `parity_x` is not uint8 [N,28,28,1] with N >= `min_parity`.
+    when `parity_x` is not uint8 [N,H,W,C] (the models' input) with N >= `min_parity`.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     out_dir = model_dir(run_dir, model)
-    x = _check_images(parity_x, min_parity)
     models, weights = load_members(run_dir, model)
+    x = _check_images(parity_x, min_parity, tuple(models[0].input_shape[1:]))
     tta = model_tta(run_dir, model)
     reference = keras_ensemble_probs(models, x, weights=weights, tta=tta)
 
@@ -101,7 +108,9 @@ def export_model(run_dir: Path, model: str, parity_x: np.ndarray, metadata: dict
             simplify_error = f"{type(e).__name__}: {e}"
     candidates.append((plain, None))
 
-    meta = _metadata(run_dir, model, len(models), {**(metadata or {}), "tta": tta})
+    graph_in, graph_out = io_spec(tuple(models[0].input_shape[1:]), int(models[0].output_shape[-1]))
+    meta = _metadata(run_dir, model, len(models), {**(metadata or {}), "tta": tta, "input": graph_in,
+                                                   "output": graph_out})
     chosen = figures = None
     for proto, applied in candidates:
         add_metadata(proto, meta)
@@ -148,29 +157,27 @@ def export_model(run_dir: Path, model: str, parity_x: np.ndarray, metadata: dict
 
 def predict_onnx(path: str | os.PathLike, x_uint8: np.ndarray, batch_size: int = 1024,
                  threads: int | None = None) -> np.ndarray:
-    """Class probabilities float32 [N,10] from an exported file, in batches of `batch_size`.
+    """Class probabilities float32 [N,K] from an exported file, in batches of `batch_size`.
 
-    `x_uint8` is uint8 [N,28,28,1] (or [N,784]); other dtypes are accepted only when they hold
-    whole numbers 0..255. `threads` None lets ONNX Runtime use every core.
+    `x_uint8` is uint8 [N,H,W,C] as the graph takes it (or [N,H*W*C]); other dtypes are accepted
+    only when they hold whole numbers 0..255. `threads` None lets ONNX Runtime use every core.
     """
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise RunError(f"no ONNX file at {path}; export the run first (`harness export --run ...`)")
-    x = _as_pixels(x_uint8)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     if threads:
         so.intra_op_num_threads = int(threads)
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    input_name = sess.get_inputs()[0].name
-    out = np.empty((len(x), 10), dtype=np.float32)
-    for start in range(0, len(x), max(1, int(batch_size))):
-        chunk = x[start:start + batch_size]
-        out[start:start + len(chunk)] = sess.run(None, {input_name: chunk})[0]
-    return out
+    graph_in = sess.get_inputs()[0]
+    x = _as_pixels(x_uint8, tuple(graph_in.shape[1:]))
+    parts = [sess.run(None, {graph_in.name: x[start:start + batch_size]})[0]
+             for start in range(0, len(x), max(1, int(batch_size)))]
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -226,13 +233,15 @@ def model_tta(run_dir: Path, model: str) -> int:
 
 
 def ensemble_function(models: list[Any], weights: list[float] | None = None, tta: int = 1):
-    """A `tf.function`: uint8 [N,28,28,1] pixels -> {"probs": the (weighted) mean of the softmaxes},
+    """A `tf.function`: uint8 [N,H,W,C] pixels -> {"probs": the (weighted) mean of the softmaxes},
     each model's softmax averaged over `tta` shifted views (harness.train.tta)."""
     import tensorflow as tf
 
     from harness.train.tta import probs as tta_probs
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.uint8, name=INPUT_NAME)])
+    shape = [int(d) for d in models[0].input_shape[1:]]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name=INPUT_NAME)])
     def ensemble(pixels):
         x = tf.cast(pixels, tf.float32)
         probs = [tta_probs(m, x, tta) for m in models]
@@ -303,26 +312,29 @@ def add_metadata(proto, meta: dict[str, Any]) -> None:
     from harness import __version__
 
     proto.producer_version = __version__
-    proto.doc_string = f"{meta.get('model')}: mean of {meta.get('folds')} fold models. {INPUT_SPEC}. {OUTPUT_SPEC}."
+    proto.doc_string = (f"{meta.get('model')}: mean of {meta.get('folds')} fold models. "
+                        f"{meta.get('input', INPUT_SPEC)}. {meta.get('output', OUTPUT_SPEC)}.")
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def _check_images(x: Any, min_n: int) -> np.ndarray:
-    x = _as_pixels(x)
+def _check_images(x: Any, min_n: int, shape: tuple[int, ...] = (28, 28, 1)) -> np.ndarray:
+    x = _as_pixels(x, shape)
     if len(x) < min_n:
         raise UsageError(f"the parity gate needs at least {min_n} images, got {len(x)}")
     return x
 
 
-def _as_pixels(x: Any) -> np.ndarray:
+def _as_pixels(x: Any, shape: tuple[Any, ...] = (28, 28, 1)) -> np.ndarray:
+    """uint8 images [N,*shape] from [N,*shape], flat [N,H*W*C] or (one channel) [N,H,W]."""
     x = np.asarray(x)
-    if x.ndim == 2 and x.shape[1] == 784:
-        x = x.reshape(-1, 28, 28, 1)
-    elif x.ndim == 3 and x.shape[1:] == (28, 28):
+    shape = tuple(int(d) for d in shape)
+    if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
+        x = x.reshape(-1, *shape)
+    elif x.ndim == 3 and shape[2] == 1 and x.shape[1:] == shape[:2]:
         x = x[..., None]
-    if x.ndim != 4 or x.shape[1:] != (28, 28, 1):
-        raise UsageError(f"expected images [N,28,28,1], got shape {list(x.shape)}")
+    if x.ndim != 4 or x.shape[1:] != shape:
+        raise UsageError(f"expected images [N,{','.join(map(str, shape))}], got shape {list(x.shape)}")
     if x.dtype != np.uint8:
         if not (np.all(x >= 0) and np.all(x <= 255) and np.all(np.floor(x) == x)):
             raise UsageError(f"expected uint8 pixels 0..255, got {x.dtype} values outside that")

@@ -74,7 +74,8 @@ def _probe(m, names: list[str], batches=(1, 3)) -> dict[int, dict[str, np.ndarra
     from harness.export.flops import exposing_session
 
     sess, outs = exposing_session(m, names)
-    return {b: dict(zip(outs, sess.run(outs, {INPUT_NAME: np.zeros((b, 28, 28, 1), np.uint8)})))
+    shape = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim][1:]
+    return {b: dict(zip(outs, sess.run(outs, {INPUT_NAME: np.zeros((b, *shape), np.uint8)})))
             for b in batches}
 
 

@@ -51,7 +51,7 @@ SETTINGS = {"format": "QDQ", "activations": "uint8 (asymmetric)", "weights": "in
 
 def quantize_graph(fp32, calib: np.ndarray, input_name: str = "pixels"):
     """An FP32 `onnx.ModelProto` -> its static INT8 QDQ `ModelProto`, calibrated on `calib`
-    (uint8 [N,28,28,1]). Raises whatever the quantiser raises for an unsupported graph."""
+    (uint8 [N,H,W,C]). Raises whatever the quantiser raises for an unsupported graph."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -209,7 +209,7 @@ def quantize_folds(run_dir: Path, model: str, x: np.ndarray, folds: np.ndarray, 
     out = model_dir(run_dir, model) / "int8"
     models = load_fold_models(run_dir, model)
     tta = model_tta(run_dir, model)
-    paths, oof = [], np.zeros((len(x), 10), np.float32)
+    paths, oof = [], np.zeros((len(x), int(models[0].output_shape[-1])), np.float32)
     for k, m in enumerate(models):
         path = out / f"fold_{k}.onnx"
         if not path.is_file():
@@ -249,7 +249,7 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
             paths, oof = quantize_folds(run_dir, model, x, folds, seed)
             weights = [1.0 / len(paths)] * len(paths)
         else:  # the run's ensemble: its members' INT8 folds, weighted as in the FP32 graph
-            paths, weights, oof = [], [], np.zeros((len(x), 10), np.float64)
+            paths, weights, oof = [], [], 0.0
             for member, w in mix.items():
                 member_oof = predictions(run_dir, variant(member), "oof")
                 member_paths = sorted(member_oof.parent.glob("fold_*.onnx"), key=lambda p: int(p.stem.split("_")[1]))
@@ -258,7 +258,7 @@ def quantize_model(run_dir: Path, model: str, x: np.ndarray, y: np.ndarray, fold
                 paths += member_paths
                 weights += [w / len(member_paths)] * len(member_paths)
                 oof += w * np.load(member_oof)
-            oof = oof.astype(np.float32)
+            oof = np.asarray(oof, dtype=np.float32)
             io.write_npy(predictions(run_dir, variant(model), "oof"), oof)
         merged = merge([onnx.load(p) for p in paths], weights)
         add_metadata(merged, {**_fp32_metadata(d / "model.onnx"), "model": variant(model), "precision": "int8 (QDQ: uint8 activations, "

@@ -119,14 +119,15 @@ def observe_folds(run: Run) -> None:
 
 
 def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], params: dict[str, dict[str, Any]],
-          data: Any, k: int, seed: int, progress: TrainingProgress) -> dict[str, Any]:
+             data: Any, k: int, seed: int, progress: TrainingProgress, spent_s: float = 0.0) -> dict[str, Any]:
     """Calibrate on this machine in the run's layout, then plan the folds, every model's epochs and
     bags, and the stages after training in --time-limit (a PlanError, exit 2, when even the
     cheapest plan does not fit).
 
     Accuracy first: INT8 variants and the two-thread benchmark rows only when every model still
     gets its full recipe with them; fewer folds (down to 2) only when even every model's fewest
-    epochs do not fit in `k` (--folds fixes them)."""
+    epochs do not fit in `k` (--folds fixes them). `spent_s`: what the run took before (the
+    augmentation probe)."""
     from harness.run.calibrate import After, calibrate, costs_of
     from harness.run.planner import ModelBudget, PlanError, make_plan
 
@@ -135,10 +136,10 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
     layout = {"executor": opts.executor, "jobs": opts.jobs, "cpus_per_job": opts.cpus_per_job,
               "ray_address": opts.ray_address, "ray_timeout": opts.ray_timeout}
     probe = calibrate(specs, params, data.x_train, data.y_train, layout, settings.cache_dir, say=progress.stage,
-                      seed=seed)
+                      seed=seed, classes=data.competition.n_classes)
     models = [ModelBudget(s.name, min(s.min_epochs or int(params[s.name]["quick_epochs"]), int(params[s.name]["epochs"])),
                           int(params[s.name]["epochs"]), s.bag_gain) for s in specs]
-    spent = 0.0 if probe.get("cached") else time.perf_counter() - start
+    spent = spent_s + (0.0 if probe.get("cached") else time.perf_counter() - start)
     slots = int(probe.get("slots") or opts.jobs or 1)
     levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
                    report=opts.report).leaner(keep_bench=True)
@@ -147,7 +148,7 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
         plans = []
         for after in levels:
             try:
-                costs = costs_of(probe, rows, folds, after)
+                costs = costs_of(probe, rows, folds, after, test_rows=len(data.x_test))
                 plans.append((after, costs, make_plan(opts.time_limit, models, costs, folds, slots, spent_s=spent)))
             except PlanError as e:
                 error = e

@@ -35,7 +35,7 @@ from harness.run.planner import Costs
 
 PROBE_ROWS = 6144
 PROBE_VERSION = 3             # part of the cache key: figures of another probe are measured again
-TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job predicts it
+TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job predicts it (others: theirs)
 # Estimates, not probed, in seconds, from the stage times of default runs on an AMX Xeon and a Zen 5
 # (docs/MEASUREMENTS.md): a model row's export with its parity gate, its benchmark, its INT8 variant
 # (quantised, predicted, benchmarked); the run's own work (data, ensemble, submission) and report.
@@ -93,9 +93,10 @@ def observe_after(cache_dir: Path, key: str, after: After, per_row_s: float, run
     io.write_json(path, cache)
 
 
-def cache_key(specs: list[ModelSpec], params: dict[str, dict[str, Any]], layout: dict[str, Any]) -> str:
-    """What the figures depend on: the CPU model and class, the engines' versions, the layout and
-    each model's parameters."""
+def cache_key(specs: list[ModelSpec], params: dict[str, dict[str, Any]], layout: dict[str, Any],
+              images: tuple[int, ...] = (28, 28, 1, 10)) -> str:
+    """What the figures depend on: the CPU model and class, the engines' versions, the layout,
+    each model's parameters and the images (height, width, channels, classes)."""
     import importlib.metadata as md
 
     from harness.core.device import cpu_class, machine_key
@@ -108,13 +109,15 @@ def cache_key(specs: list[ModelSpec], params: dict[str, dict[str, Any]], layout:
 
     key = {"probe": PROBE_VERSION, "machine": machine_key(), "class": cpu_class(), "layout": layout,
            "versions": {p: version(p) for p in ("tensorflow", "tensorflow-cpu", "keras")},
-           "models": {s.name: params[s.name] for s in specs}}
+           "models": {s.name: params[s.name] for s in specs},
+           # Digit Recognizer's keys predate other shapes: they stay what they were
+           **({"images": list(images)} if tuple(images) != (28, 28, 1, 10) else {})}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.ndarray, y: np.ndarray,
               executor: dict[str, Any], cache_dir: Path, say: Callable[[str], None] = lambda _m: None,
-              seed: int = 0) -> dict[str, Any]:
+              seed: int = 0, classes: int = 10) -> dict[str, Any]:
     """The probe's record of `specs` at `params` in this layout (its figures, seconds, slots, and
     whether it came from the cache); `costs_of` turns it into a run's costs."""
     from harness.executors import make_executor, run_jobs
@@ -122,7 +125,7 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     from harness.train.jobs import JobData, ProbeJob
 
     layout = {k_: executor.get(k_) for k_ in ("executor", "jobs", "cpus_per_job")}
-    key = cache_key(specs, params, layout)
+    key = cache_key(specs, params, layout, (*x.shape[1:], classes))
     path = Path(cache_dir) / "calibration.json"
     cache = io.read_json(path) if path.is_file() else {}
     record = cache.get(key)
@@ -131,7 +134,7 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     names = [s.name for s in specs]
     say(f"calibrating on this machine: {', '.join(names)} (3 epochs on {PROBE_ROWS} rows, one copy per slot)")
     rows = min(len(y), 2 * PROBE_ROWS)
-    data = JobData(x=x[:rows], y=y[:rows], x_test=x[:1], folds=make_folds(y[:rows], 4, seed))
+    data = JobData(x=x[:rows], y=y[:rows], x_test=x[:1], folds=make_folds(y[:rows], 4, seed), classes=classes)
     copies: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
     start = time.perf_counter()
     runner = make_executor(executor.get("executor", "local"), jobs=executor.get("jobs"),
@@ -154,7 +157,7 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     return {**record, "key": key}
 
 
-def costs_of(record: dict[str, Any], rows: int, k: int, after: After) -> Costs:
+def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows: int = TEST_ROWS) -> Costs:
     """A run's costs from a calibration record: `rows` training rows in `k` folds, with the
     stages `after` training."""
     n_val = rows / k
@@ -168,7 +171,7 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After) -> Costs:
         # pipeline's start): scaled up to a fold's rows it is an upper estimate, as a budget wants
         epoch_s={m: n_train * p["train_s_per_image"] for m, p in figures.items()},
         job_s={m: p["job_fixed_s"] if "job_fixed_s" in p else
-               p["fit_fixed_s"] + (n_val + TEST_ROWS) * p["predict_s_per_image"] for m, p in figures.items()},
+               p["fit_fixed_s"] + (n_val + test_rows) * p["predict_s_per_image"] for m, p in figures.items()},
         after_s={m: per_row for m in figures}, run_s=run_s)
 
 

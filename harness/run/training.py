@@ -46,14 +46,16 @@ def longest_first(jobs: list[Any], costs: dict[str, float]) -> list[Any]:
     return sorted(jobs, key=lambda j: -costs[j.model])
 
 
-def job_costs(jobs: list[Any], specs: dict[str, ModelSpec]) -> dict[str, float]:
+def job_costs(jobs: list[Any], specs: dict[str, ModelSpec], shape: tuple[int, ...] = (28, 28, 1),
+              classes: int = 10) -> dict[str, float]:
     """One job's relative cost per model: epochs x forward FLOPs per image (the rows are alike)."""
     from harness.export.flops import keras_flops
 
     costs: dict[str, float] = {}
     for job in jobs:
         if job.model not in costs:
-            costs[job.model] = float(job.epochs) * keras_flops(specs[job.model].build(job.params))
+            costs[job.model] = float(job.epochs) * keras_flops(specs[job.model].build(job.params, shape=shape,
+                                                                                     classes=classes))
     return costs
 
 
@@ -111,7 +113,7 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
     if not jobs:
         return
     by_name = {s.name: s for s in specs}
-    costs = job_costs(jobs, by_name)
+    costs = job_costs(jobs, by_name, run.x.shape[1:], run.data.competition.n_classes)
     keeper = _keeper(run, specs, model_params) if run.budget and specs == run.specs else None
     if keeper is not None:  # the models' folds before their bags, bag 2 before bag 3 (the planner's order)
         jobs = job_order(jobs, lambda j: keeper.planned_s(j.model, j.epochs), lambda j: j.model)
@@ -140,7 +142,8 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
 
     executor = make_executor(opts.executor, jobs=opts.jobs, cpus_per_job=opts.cpus_per_job,
                              address=opts.ray_address, timeout=opts.ray_timeout, hooks=hooks)
-    with executor.session(JobData(x=x, y=y, x_test=x_test, folds=folds), run_dir):
+    with executor.session(JobData(x=x, y=y, x_test=x_test, folds=folds, classes=run.data.competition.n_classes),
+                          run_dir):
         info = executor.describe()
         manifest["executor"] = info
         manifest["sessions"][-1]["executor"] = {key: info[key] for key in ("name", "jobs", "cpus_per_job")}

@@ -36,7 +36,7 @@ def make_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     """
     if k < 2:
         raise RunError(f"--folds must be at least 2, got {k}")
-    counts = np.bincount(y, minlength=10)
+    counts = np.bincount(y)
     if counts[counts > 0].min() < k:
         raise RunError(f"--folds {k} is more than the rarest class has rows ({counts[counts > 0].min()})")
     rng = np.random.default_rng(seed)
@@ -99,7 +99,8 @@ class CVResult:
     train_ips: float
 
 
-def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, epochs: int):
+def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, epochs: int,
+                   classes: int = 10):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -107,12 +108,12 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
     ds = ds.batch(int(params["batch_size"])).repeat(epochs)
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
     strength, elastic = float(params.get("augment", 0.0)), float(params.get("elastic", 0.0))
-    if strength > 0 or elastic > 0:
-        augment = augment_fn(strength, seed, elastic)
+    if strength > 0 or elastic > 0 or params.get("flip"):
+        augment = augment_fn(strength, seed, elastic, size=x.shape[1:3], flip=bool(params.get("flip", False)))
         ds = tf.data.Dataset.zip((tf.data.Dataset.counter(), ds)).map(
             lambda i, xy: augment(i, *xy), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if params.get("label_smoothing", 0) > 0:
-        ds = ds.map(lambda a, b: (a, tf.one_hot(b, 10)))
+        ds = ds.map(lambda a, b: (a, tf.one_hot(b, classes)))
     from harness.core.tfquiet import threads
 
     if threads() is not None:  # a job given k CPUs: tf.data's pool too, not one thread per core
@@ -198,19 +199,20 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                epochs: int, fold: int, record: dict[str, Any] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None,
                on_batch: Callable[[], None] | None = None, init_from: Path | None = None,
-               val_rows: int | None = None) -> FoldResult:
+               val_rows: int | None = None, classes: int = 10) -> FoldResult:
     """Train one fold model and write its artefacts to `out` (fold.json last, with `record`:
     where it ran). Callers that share a run folder train into a staging folder (harness.train.jobs).
     `init_from`: a saved model of the same architecture to start from (a fine-tune).
     `val_rows`: the per-epoch validation (learning curves, the progress bar) uses only the first
-    that many validation rows; the fold's accuracy always comes from all of them."""
+    that many validation rows; the fold's accuracy always comes from all of them. The model is
+    built for `x_tr`'s image shape and `classes` classes."""
     import keras
 
     policy = training_policy(params)
     keras.mixed_precision.set_global_policy(policy)  # process-wide: restored below
     try:
         keras.utils.set_random_seed(seed)
-        model = spec.build(params)
+        model = spec.build(params, shape=x_tr.shape[1:], classes=classes)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if init_from is not None:
@@ -227,7 +229,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     steps_per_epoch = math.ceil(len(x_tr) / int(params["batch_size"]))
     compile_model(model, params, steps_per_epoch * epochs)
     n_val = len(y_val) if val_rows is None else min(val_rows, len(y_val))
-    val_y = y_val[:n_val] if not params.get("label_smoothing", 0) else keras.utils.to_categorical(y_val[:n_val], 10)
+    val_y = y_val[:n_val] if not params.get("label_smoothing", 0) else keras.utils.to_categorical(y_val[:n_val], classes)
 
     class _Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -240,7 +242,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
 
     start = time.perf_counter()
     history = model.fit(
-        _train_dataset(x_tr, y_tr, params, seed, epochs), epochs=epochs, steps_per_epoch=steps_per_epoch,
+        _train_dataset(x_tr, y_tr, params, seed, epochs, classes), epochs=epochs, steps_per_epoch=steps_per_epoch,
         validation_data=(x_val[:n_val].astype(np.float32), val_y), validation_batch_size=1024,
         shuffle=False, verbose=0, callbacks=[_Progress()])
     seconds = time.perf_counter() - start
@@ -248,7 +250,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
         # Mixed precision keeps float32 weights, and the fused batch norm is a training-time layer:
         # copy the weights into a float32 model of plain Keras layers, which is what is saved,
         # predicts OOF/test and is exported, so ONNX computes exactly what was scored.
-        trained, model = model, spec.build(params)
+        trained, model = model, spec.build(params, shape=x_tr.shape[1:], classes=classes)
         model.set_weights(trained.get_weights())
     oof = predict(model, x_val)
     test = predict(model, x_test)
@@ -280,12 +282,14 @@ def assemble_cv(run_dir: Path, spec: ModelSpec, params: dict[str, Any], y: np.nd
 
     k = int(folds.max()) + 1
     results = [FoldResult(**io.read_json(fold_dir(run_dir, spec.name, f) / "fold.json")) for f in range(k)]
-    oof = np.zeros((len(y), 10), dtype=np.float32)
-    plain = np.zeros((len(y), 10), dtype=np.float32)
-    test: np.ndarray | None = None
+    oof = plain = test = None
     for f in range(k):
         d = fold_dir(run_dir, spec.name, f)
-        oof[folds == f] = np.load(d / f"oof{suffix(tta)}.npy")
+        part = np.load(d / f"oof{suffix(tta)}.npy")
+        if oof is None:  # as many columns as the competition has classes
+            oof = np.zeros((len(y), part.shape[1]), dtype=np.float32)
+            plain = np.zeros_like(oof)
+        oof[folds == f] = part
         plain[folds == f] = np.load(d / "oof.npy")
         t = np.load(d / f"test{suffix(tta)}.npy").astype(np.float64)
         test = t if test is None else test + t

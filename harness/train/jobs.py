@@ -39,10 +39,11 @@ CURVE_VAL_ROWS = 2048
 class JobData:
     """The arrays every job of one run or study reads (put once in Ray's object store)."""
 
-    x: np.ndarray          # uint8 [N,28,28,1]: the run's training rows
-    y: np.ndarray          # int [N]
-    x_test: np.ndarray     # uint8 [M,28,28,1]: test.csv (a study passes one row)
+    x: np.ndarray          # uint8 [N,H,W,C]: the run's training rows
+    y: np.ndarray          # int [N]: class indices
+    x_test: np.ndarray     # uint8 [M,H,W,C]: test.csv (a study passes one row)
     folds: np.ndarray      # int8 [N]: the fold of each row
+    classes: int = 10      # the competition's number of classes
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
     try:
         result = train_fold(spec, job.params, x_tr, y_tr, data.x[va], data.y[va], data.x_test,
                             seed=job.seed, out=stage, epochs=job.epochs, fold=job.fold, record=record,
+                            classes=data.classes,
                             init_from=init, val_rows=CURVE_VAL_ROWS, **(hooks or {}))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -262,6 +264,7 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
             try:
                 r = train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x_test,
                                seed=job.seed * 100 + f, out=tmp / f"fold_{f}", epochs=job.epochs, fold=f,
+                               classes=data.classes,
                                on_epoch=on_epoch if f == 0 else None)
             except Pruned:
                 return {"state": "pruned", "curve": curve, "pruned_at_epoch": len(curve), "fold_accuracies": accs,
@@ -293,6 +296,7 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
         start = time.perf_counter()
         train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x[va[:1]],
                    seed=job.seed, out=tmp / "probe", epochs=3, fold=0, val_rows=min(len(va), 512),
+                   classes=data.classes,
                    on_epoch=lambda _e, _logs: ends.append(time.perf_counter()))
         import keras
 

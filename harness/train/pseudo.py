@@ -86,7 +86,7 @@ def make_labels(run_dir: Path, teachers: list[str], y: np.ndarray, k: int, thres
         with io.atomic_path(labels_path(run_dir, f), suffix=".npz") as tmp:
             np.savez(tmp, index=keep.astype(np.int32), label=labels.astype(np.int8))
         folds.append({"fold": f, "rows": int(len(keep)), "share": round(len(keep) / len(probs), 4),
-                      "per_class": np.bincount(labels, minlength=10).tolist()})
+                      "per_class": np.bincount(labels).tolist()})
     doc = {"threshold": threshold, "teachers": weights, "folds": folds, "key": key,
            "rule": "fold f: round one's fold-f models, weighted by the greedy OOF selection"}
     io.write_json(doc_path, doc)

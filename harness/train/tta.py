@@ -25,14 +25,15 @@ def check(n: int) -> int:
 
 
 def shift(x: Any, dy: int, dx: int) -> Any:
-    """`x` [N,28,28,C] moved dy rows down and dx columns right, zeros shifted in (a TF op)."""
+    """`x` [N,H,W,C] moved dy rows down and dx columns right, zeros shifted in (a TF op)."""
     import tensorflow as tf
 
     if dy == 0 and dx == 0:
         return x
+    h, w = x.shape[1], x.shape[2]
     pad = [[0, 0], [max(dy, 0), max(-dy, 0)], [max(dx, 0), max(-dx, 0)], [0, 0]]
     padded = tf.pad(x, pad)
-    return padded[:, max(-dy, 0):max(-dy, 0) + 28, max(-dx, 0):max(-dx, 0) + 28, :]
+    return padded[:, max(-dy, 0):max(-dy, 0) + h, max(-dx, 0):max(-dx, 0) + w, :]
 
 
 def probs(model: Any, x: Any, n: int) -> Any:

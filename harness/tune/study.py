@@ -178,6 +178,7 @@ class _Setup:
     url: str
     db_path: Path
     out_path: Path
+    classes: int = 10
 
     def summary(self, study: Any) -> dict[str, Any]:
         return summarize(study, self.spec, self.opts, self.budget, self.space, self.db_path, self.seed)
@@ -269,7 +270,7 @@ def _setup(settings: Settings, opts: TuneOptions, space: dict[str, Any], k: int,
 
     spec = get_model(opts.model)
     info = dataset.ensure_data(settings, source=opts.source, progress=say)
-    ds = dataset.load(settings.data_dir)
+    ds = dataset.load(settings.data_dir, settings.competition)
     index, folds = protocol_rows(ds.y_train, opts.limit, k, seed)
     base_epochs = int(spec.params(opts.fix)["epochs"]) if opts.epochs is None else int(opts.epochs)
     # What a score means: a study only continues under the same protocol.
@@ -284,7 +285,7 @@ def _setup(settings: Settings, opts: TuneOptions, space: dict[str, Any], k: int,
                   x=ds.x_train[index], y=ds.y_train[index],
                   x_test=ds.x_test[:1],  # train_fold predicts the test set; a trial needs none of it
                   folds=folds, protocol=protocol, budget=budget, url=url, db_path=db_path,
-                  out_path=tuned_path(settings.runs_dir, spec.name))
+                  out_path=tuned_path(settings.runs_dir, spec.name), classes=ds.competition.n_classes)
 
 
 def _open_study(setup: _Setup, pruner: Any, say: Callable[[str], None]) -> Any:
@@ -337,7 +338,8 @@ def _trials_on_executor(setup: _Setup, study: Any, executor: Any, after_trial: C
                         folds_used=opts.folds_used, seed=setup.seed, thresholds=bars)
 
     parallel.optimize(study, make_job=make_job, executor=executor,
-                      data=JobData(x=setup.x, y=setup.y, x_test=setup.x_test, folds=setup.folds),
+                      data=JobData(x=setup.x, y=setup.y, x_test=setup.x_test, folds=setup.folds,
+                                   classes=setup.classes),
                       target=opts.trials, timeout=opts.timeout, after_trial=after_trial,
                       finished=lambda: len(finished_trials(study)), say=say)
 
@@ -392,6 +394,7 @@ def _objective(setup: _Setup, trial: Any) -> float:
                                              f"after epoch {epoch + 1}")
 
             result = train_fold(setup.spec, params, setup.x[tr], setup.y[tr], setup.x[va], setup.y[va], setup.x_test,
+                                classes=setup.classes,
                                 seed=setup.seed * 100 + f, out=tmp / f"fold_{f}", epochs=epochs, fold=f,
                                 on_epoch=on_epoch)
             accs.append(result.accuracy)
