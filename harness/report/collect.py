@@ -198,7 +198,9 @@ def _load_dataset(run: RunData, data_dir: Path | None) -> Any:
         run.notes.append("harness.data.dataset is not available: data plots and mistakes are left out")
         return None
     try:
-        return _data.load(path)
+        from harness.core.competition import of_manifest
+
+        return _data.load(path, of_manifest(run.manifest))
     except Exception as e:  # noqa: BLE001 - any failure here only costs the data section
         run.notes.append(f"data in {path} could not be loaded ({e}): data plots are left out")
         return None

@@ -25,7 +25,7 @@ from matplotlib.ticker import MultipleLocator
 
 WIDTH = 10.5  # inches; at the browser's 96 px/in an SVG this wide fills the page's 1008 px column
 PNG_DPI = 110
-CLASSES = list(range(10))
+CLASSES = [str(d) for d in range(10)]  # Digit Recognizer's class names; other competitions pass theirs
 TRAIN_COLOR, TEST_COLOR = "#3b6fb6", "#e08a2c"
 FOLD_COLORS = sns.color_palette("colorblind", 10)
 
@@ -107,53 +107,74 @@ def styled(fn):
 
 
 def digit_png(image: np.ndarray, scale: int = 2) -> str:
-    """One 28x28 digit as a tiny grayscale PNG (ink dark on white), scaled by pixel repetition."""
+    """One image [H,W,C] (or a 28x28 digit, flat) as a tiny PNG, scaled by pixel repetition:
+    grayscale ink dark on white, RGB as it is."""
     from PIL import Image
 
-    a = 255 - np.asarray(image, dtype=np.uint8).reshape(28, 28)
-    a = np.kron(a, np.ones((scale, scale), dtype=np.uint8))
+    a = np.asarray(image, dtype=np.uint8)
+    a = a.reshape(28, 28, 1) if a.ndim < 3 else a
+    a = np.kron(a, np.ones((scale, scale, 1), dtype=np.uint8))
     buf = io.BytesIO()
-    Image.fromarray(a, mode="L").save(buf, format="PNG", optimize=True)
+    if a.shape[2] == 1:
+        Image.fromarray(255 - a[..., 0], mode="L").save(buf, format="PNG", optimize=True)
+    else:
+        Image.fromarray(a, mode="RGB").save(buf, format="PNG", optimize=True)
     return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
-def _mosaic(images: Sequence[np.ndarray], rows: int, cols: int, gap: int = 2) -> np.ndarray:
-    """Tile 28x28 images into one array (NaN gaps render as background)."""
-    out = np.full((rows * (28 + gap) - gap, cols * (28 + gap) - gap), np.nan)
+def _mosaic(images: Sequence[np.ndarray], rows: int, cols: int, gap: int = 2,
+            shape: tuple[int, ...] = (28, 28, 1)) -> np.ndarray:
+    """Tile images of `shape` into one array [.., .., C] (NaN gaps render as background); a
+    grayscale mosaic is 2-D, as imshow's colour maps want it."""
+    h, w, ch = shape
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, ch), np.nan)
     for i, img in enumerate(images[: rows * cols]):
         r, c = divmod(i, cols)
-        out[r * (28 + gap): r * (28 + gap) + 28, c * (28 + gap): c * (28 + gap) + 28] = (
-            np.asarray(img, dtype=float).reshape(28, 28))
-    return out
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = (
+            np.asarray(img, dtype=float).reshape(h, w, ch))
+    return out[..., 0] if ch == 1 else out
+
+
+def _show(ax: Any, mosaic: np.ndarray, **gray: Any) -> Any:
+    """imshow a mosaic: grayscale through the given colour map, RGB as it is (NaN gaps white)."""
+    if mosaic.ndim == 2:
+        return ax.imshow(mosaic, **gray)
+    return ax.imshow(np.nan_to_num(mosaic / 255.0, nan=1.0).clip(0, 1))
+
+
+def _shape(x: np.ndarray) -> tuple[int, int, int]:
+    return (x.shape[1], x.shape[2], x.shape[3] if x.ndim == 4 else 1)
 
 
 # --- data -------------------------------------------------------------------------------------
 
 
 @styled
-def class_counts(y_train: np.ndarray, y_test: np.ndarray | None) -> str:
-    """Grouped bars (train vs test) of images per digit, plus one pie per set."""
+def class_counts(y_train: np.ndarray, y_test: np.ndarray | None, names: Sequence[str] = CLASSES) -> str:
+    """Grouped bars (train vs test) of images per class, plus one pie per set."""
+    k = len(names)
     fig = _figure(WIDTH, 3.5)
     gs = fig.add_gridspec(1, 3, width_ratios=[2.2, 1, 1])
     ax = fig.add_subplot(gs[0])
-    train = np.bincount(y_train, minlength=10)
+    train = np.bincount(y_train, minlength=k)
     sets = [("train (true labels)", train, TRAIN_COLOR)]
     if y_test is not None:
-        sets.append(("test (predicted)", np.bincount(y_test, minlength=10), TEST_COLOR))
+        sets.append(("test (predicted)", np.bincount(y_test, minlength=k), TEST_COLOR))
     width = 0.8 / len(sets)
     for i, (label, counts, color) in enumerate(sets):
-        x = np.arange(10) + (i - (len(sets) - 1) / 2) * width
+        x = np.arange(k) + (i - (len(sets) - 1) / 2) * width
         ax.bar(x, counts, width=width, color=color, label=f"{label}, n={counts.sum():,}")
-    ax.set_xticks(CLASSES)
-    ax.set_xlabel("digit")
+    ax.set_xticks(range(k), [_t(n) for n in names], rotation=0 if max(map(len, names)) <= 3 else 45,
+                  ha="center" if max(map(len, names)) <= 3 else "right")
+    ax.set_xlabel("class")
     ax.set_ylabel("images")
     ax.set_title("Images per class")
     ax.legend(loc="upper left", fontsize=8, ncols=2)
     ax.set_ylim(0, max(c.max() for _, c, _ in sets) * 1.22)
     for i, (label, counts, _) in enumerate(sets):
         pax = fig.add_subplot(gs[1 + i])
-        colors = sns.color_palette("tab10", 10)
-        pax.pie(counts, labels=[str(c) for c in CLASSES], colors=colors, startangle=90,
+        colors = sns.color_palette("tab10" if k <= 10 else "husl", k)
+        pax.pie(counts, labels=[_t(n) if k <= 12 else "" for n in names], colors=colors, startangle=90,
                 counterclock=False, autopct=lambda p: f"{p:.0f}%" if p >= 7 else "",
                 pctdistance=0.72, textprops={"fontsize": 8},
                 wedgeprops={"linewidth": 0.8, "edgecolor": "white"})
@@ -177,15 +198,19 @@ def _ink_hist(x: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, float]:
 
 @styled
 def intensity_histograms(x_train: np.ndarray, y_train: np.ndarray,
-                         x_test: np.ndarray | None, y_test: np.ndarray | None) -> str:
-    """Per digit: the distribution of non-zero pixel intensities, train vs test."""
-    fig = _figure(WIDTH, 4.3)
-    axes = fig.subplots(2, 5, sharex=True, sharey=True).ravel()
+                         x_test: np.ndarray | None, y_test: np.ndarray | None,
+                         names: Sequence[str] = CLASSES) -> str:
+    """Per class: the distribution of non-zero pixel intensities, train vs test."""
+    rows = -(-len(names) // 5)
+    fig = _figure(WIDTH, 0.3 + 2.0 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, 5, sharex=True, sharey=True)).ravel()
     bins = np.arange(0, 257, 8)
-    for c, ax in zip(CLASSES, axes):
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    for c, (name, ax) in enumerate(zip(names, axes)):
         h, ink = _ink_hist(x_train[y_train == c], bins)
         ax.stairs(h * 100, bins, color=TRAIN_COLOR, linewidth=1.4, fill=False)
-        title = f"{c}: ink {ink:.0%}"
+        title = f"{_t(name)[:14]}: ink {ink:.0%}"
         if x_test is not None and (y_test is not None or c == 0):
             sel = x_test[y_test == c] if y_test is not None else x_test
             if len(sel):
@@ -196,7 +221,7 @@ def intensity_histograms(x_train: np.ndarray, y_train: np.ndarray,
         ax.set_xlim(0, 256)
         ax.set_xticks([0, 128, 255])
         ax.set_yscale("log")  # the saturated 248-255 bin dwarfs the strokes' soft edges
-    for ax in axes[5:]:
+    for ax in axes[len(axes) - 5:]:
         ax.set_xlabel("intensity (0-255)")
     for ax in axes[::5]:
         ax.set_ylabel("% of ink pixels (log)")
@@ -210,30 +235,32 @@ def intensity_histograms(x_train: np.ndarray, y_train: np.ndarray,
     return _uri(fig)
 
 
-def _samples(x: np.ndarray, y: np.ndarray, per_class: int, seed: int) -> list[np.ndarray]:
+def _samples(x: np.ndarray, y: np.ndarray, per_class: int, seed: int, k: int = 10) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     out = []
-    for c in CLASSES:
+    for c in range(k):
         idx = np.flatnonzero(y == c)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
         imgs = [x[i] for i in pick]
-        out += imgs + [np.full((28, 28), np.nan)] * (per_class - len(imgs))
+        out += imgs + [np.full(_shape(x), np.nan)] * (per_class - len(imgs))
     return out
 
 
 @styled
 def sample_digits(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray | None,
-                  y_test: np.ndarray | None, per_class: int = 10, seed: int = 0) -> str:
-    """A grid of random digits per class: train by true label, test by predicted label."""
+                  y_test: np.ndarray | None, per_class: int = 10, seed: int = 0,
+                  names: Sequence[str] = CLASSES) -> str:
+    """A grid of random images per class: train by true label, test by predicted label."""
     panels = [("Train (true label)", x_train, y_train)]
     if x_test is not None and y_test is not None:
         panels.append(("Test (predicted label)", x_test, y_test))
-    fig = _figure(WIDTH, 5.2)
+    k, shape = len(names), _shape(x_train)
+    fig = _figure(WIDTH, 0.6 + 0.46 * k)
     axes = np.atleast_1d(fig.subplots(1, 2))
     for ax, (title, x, y) in zip(axes, panels):
-        ax.imshow(_mosaic(_samples(x, y, per_class, seed), 10, per_class), cmap="gray_r",
-                  vmin=0, vmax=255)
-        ax.set_yticks([r * 30 + 14 for r in range(10)], [str(c) for c in CLASSES])
+        _show(ax, _mosaic(_samples(x, y, per_class, seed, k), k, per_class, shape=shape), cmap="gray_r",
+              vmin=0, vmax=255)
+        ax.set_yticks([r * (shape[0] + 2) + shape[0] // 2 for r in range(k)], [_t(n)[:16] for n in names])
         ax.set_xticks([])
         ax.grid(False)
         ax.set_title(title)
@@ -247,23 +274,26 @@ def sample_digits(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray |
 
 @styled
 def mean_digits(x_train: np.ndarray, y_train: np.ndarray,
-                x_test: np.ndarray | None, y_test: np.ndarray | None) -> str:
+                x_test: np.ndarray | None, y_test: np.ndarray | None, names: Sequence[str] = CLASSES) -> str:
     """The average image of each class, train above test."""
     rows = [("train", x_train, y_train)]
     if x_test is not None and y_test is not None:
         rows.append(("test\n(pred.)", x_test, y_test))
+    k, shape = len(names), _shape(x_train)
     fig = _figure(WIDTH, 1.25 + 1.1 * len(rows))
     axes = np.atleast_1d(fig.subplots(len(rows), 1))
+    im = None
     for ax, (label, x, y) in zip(axes, rows):
-        means = [x[y == c].mean(axis=0) if np.any(y == c) else np.full((28, 28), np.nan)
-                 for c in CLASSES]
-        im = ax.imshow(_mosaic(means, 1, 10, gap=4), cmap="magma", vmin=0, vmax=255)
-        ax.set_xticks([c * 32 + 14 for c in CLASSES], [str(c) for c in CLASSES])
+        means = [x[y == c].mean(axis=0) if np.any(y == c) else np.full(shape, np.nan) for c in range(k)]
+        im = _show(ax, _mosaic(means, 1, k, gap=4, shape=shape), cmap="magma", vmin=0, vmax=255)
+        ax.set_xticks([c * (shape[1] + 4) + shape[1] // 2 for c in range(k)],
+                      [_t(n)[:10] for n in names], rotation=0 if max(map(len, names)) <= 3 else 45)
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
         ax.grid(False)
-    fig.colorbar(im, ax=axes, shrink=0.9, label="mean intensity", pad=0.01)
-    fig.suptitle("Mean digit per class", x=0.01, ha="left")
+    if shape[2] == 1:
+        fig.colorbar(im, ax=axes, shrink=0.9, label="mean intensity", pad=0.01)
+    fig.suptitle("Mean image per class", x=0.01, ha="left")
     return _uri(fig, "png")
 
 
@@ -354,11 +384,12 @@ def learning_curves(histories: list[tuple[int, dict[str, list[float]]]]) -> str:
 
 
 @styled
-def confusion_matrix(cm: np.ndarray) -> str:
+def confusion_matrix(cm: np.ndarray, names: Sequence[str] = CLASSES) -> str:
     """Counts; correct cells green, errors red, so rare confusions stay visible."""
-    fig = _figure(5.4, 4.6)
+    k = len(cm)
+    fig = _figure(5.4 + 0.1 * max(k - 10, 0), 4.6 + 0.1 * max(k - 10, 0))
     ax = fig.subplots()
-    diag = np.eye(10, dtype=bool)
+    diag = np.eye(k, dtype=bool)
     annot = np.vectorize(lambda v: f"{v:d}" if v else "")(cm)
     off_max = max(int(cm[~diag].max()) if cm.size else 1, 1)
     sns.heatmap(cm, mask=~diag, cmap="Greens", vmin=0, vmax=max(int(cm.max()), 1), annot=annot,
@@ -375,6 +406,8 @@ def confusion_matrix(cm: np.ndarray) -> str:
     for mesh in ax.collections:  # 200 cells as vector paths cost ~50 kB; as pixels ~3 kB
         mesh.set_rasterized(True)
     ax.grid(False)
+    ax.set_xticks(np.arange(k) + 0.5, [_t(n)[:12] for n in names], rotation=0 if max(map(len, names)) <= 3 else 60)
+    ax.set_yticks(np.arange(k) + 0.5, [_t(n)[:12] for n in names])
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.tick_params(axis="y", rotation=0)

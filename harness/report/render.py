@@ -97,7 +97,7 @@ def _baseline(run: RunData) -> dict[str, Any] | None:
     y = run.y_true
     if y is None or not len(y):
         return None
-    counts = np.bincount(y, minlength=10)
+    counts = np.bincount(y)
     return {"name": "majority class", "accuracy": float(counts.max() / counts.sum()),
             "predicts": int(counts.argmax())}
 
@@ -153,39 +153,54 @@ def _data_section(run: RunData, y_test: np.ndarray | None, best: str | None) -> 
 
     x_train = np.asarray(ds.x_train)
     y_train = np.asarray(ds.y_train)
+    names = _names(run)
     x_test = np.asarray(ds.x_test) if getattr(ds, "x_test", None) is not None else None
     n_used = len(run.train_index) if run.train_index is not None else len(y_train)
     return {
         "available": True,
         "n_train": len(x_train), "n_test": 0 if x_test is None else len(x_test), "n_used": n_used,
         "test_labels_from": best if y_test is not None else None,
-        "counts": figures.class_counts(y_train, y_test),
-        "intensity": figures.intensity_histograms(x_train, y_train, x_test, y_test),
-        "samples": figures.sample_digits(x_train, y_train, x_test, y_test),
-        "means": figures.mean_digits(x_train, y_train, x_test, y_test),
+        "counts": figures.class_counts(y_train, y_test, names),
+        "intensity": figures.intensity_histograms(x_train, y_train, x_test, y_test, names),
+        "samples": figures.sample_digits(x_train, y_train, x_test, y_test, names=names),
+        "means": figures.mean_digits(x_train, y_train, x_test, y_test, names),
     }
 
 
-def _per_class(cm: np.ndarray) -> list[dict[str, Any]]:
+def _competition_title(run: RunData) -> str:
+    from harness.core.competition import of_manifest
+
+    comp = of_manifest(run.manifest)
+    return comp.title or comp.slug
+
+
+def _names(run: RunData) -> list[str]:
+    """The run's class names (its competition's; Digit Recognizer's digits for older runs)."""
+    from harness.core.competition import of_manifest
+
+    return list(of_manifest(run.manifest).classes)
+
+
+def _per_class(cm: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
     out = []
-    for c in range(10):
+    for c in range(len(cm)):
         tp = cm[c, c]
         support, predicted = cm[c].sum(), cm[:, c].sum()
         p = tp / predicted if predicted else None
         r = tp / support if support else None
         f1 = 2 * p * r / (p + r) if p and r else (0.0 if p is not None and r is not None else None)
-        out.append({"cls": c, "precision": p, "recall": r, "f1": f1, "support": int(support)})
+        out.append({"cls": names[c], "precision": p, "recall": r, "f1": f1, "support": int(support)})
     return out
 
 
-def _mistakes(oof: np.ndarray, y: np.ndarray, x: np.ndarray | None) -> list[dict[str, Any]]:
+def _mistakes(oof: np.ndarray, y: np.ndarray, x: np.ndarray | None, names: list[str]) -> list[dict[str, Any]]:
     from harness.report import figures
 
     pred = oof.argmax(axis=1)
     conf = oof.max(axis=1)
     wrong = np.flatnonzero(pred != y)
     order = wrong[np.argsort(-conf[wrong], kind="stable")][:N_MISTAKES]
-    return [{"true": int(y[i]), "pred": int(pred[i]), "p": float(conf[i]),
+    return [{"true": names[y[i]], "pred": names[pred[i]], "p": float(conf[i]),
              "p_true": float(oof[i, y[i]]), "row": int(i),
              "img": figures.digit_png(x[i]) if x is not None else None} for i in order]
 
@@ -263,24 +278,26 @@ def _model_section(run: RunData, m: ModelData, lb_row: dict[str, Any]) -> dict[s
         out["untuned_note"] = (f"asked for tuned parameters (--tuned), but none were saved by "
                                f"`harness tune {m.name}`: trained with the model's defaults")
     y = run.y_true
+    names = _names(run)
     if m.oof is None:
         out["note"] = "no out-of-fold predictions (oof.npy) in this run"
     elif y is None:
         out["note"] = "labels unavailable (data not loaded): no confusion matrix or mistakes"
-    elif len(y) != len(m.oof) or m.oof.ndim != 2 or m.oof.shape[1] != 10:
-        out["note"] = f"oof.npy has shape {m.oof.shape}, labels {len(y)}: not aligned"
+    elif len(y) != len(m.oof) or m.oof.ndim != 2 or m.oof.shape[1] != len(names):
+        out["note"] = f"oof.npy has shape {m.oof.shape}, labels {len(y)}, {len(names)} classes: not aligned"
     else:
         pred = m.oof.argmax(axis=1)
-        cm = np.zeros((10, 10), dtype=np.int64)
+        k = len(names)
+        cm = np.zeros((k, k), dtype=np.int64)
         np.add.at(cm, (y, pred), 1)
-        out["confusion"] = figures.confusion_matrix(cm)
-        out["per_class"] = _per_class(cm)
+        out["confusion"] = figures.confusion_matrix(cm, names)
+        out["per_class"] = _per_class(cm, names)
         out["oof_accuracy"] = float((pred == y).mean())
         x = None
         if run.dataset is not None:
             x_train = np.asarray(run.dataset.x_train)
             x = x_train[run.train_index] if run.train_index is not None else x_train
-        out["mistakes"] = _mistakes(m.oof, y, x)
+        out["mistakes"] = _mistakes(m.oof, y, x, names)
     return out
 
 
@@ -378,10 +395,12 @@ def build_context(run: RunData) -> dict[str, Any]:
     y_test = _test_predictions(run, lb["best"])
     return {
         "run_id": run.run_id,
+        "competition": _competition_title(run),
         "version": __version__,
         "notes": run.notes,
         "summary": _summary(run, lb, models),
         "data": _data_section(run, y_test, lb["best"]),
+        "augmentation": run.manifest.get("augmentation"),
         "leaderboard": lb,
         "models": models,
         "latency": _latency_section(run),

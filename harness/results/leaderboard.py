@@ -133,6 +133,13 @@ def rank(rows: list[dict[str, Any]], budget: LatencyBudget | None = None) -> lis
     return rows
 
 
+def _competition(run_dir: Path) -> Any:
+    """The run's competition (its class names), as its manifest recorded it."""
+    from harness.core.competition import of_manifest
+
+    return of_manifest(_read(run_dir / "manifest.json") or {})
+
+
 def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, Any] | None = None,
                   budget: LatencyBudget | None | object = KEEP) -> dict:
     """Assemble, rank and write results.json; keeps `submission`/`upload` already recorded, and the
@@ -159,10 +166,12 @@ def build_results(run_dir: Path, y: np.ndarray | None = None, extra: dict[str, A
         "submission": previous.get("submission"),
         "upload": previous.get("upload"),
     }
+    comp = _competition(run_dir)
+    results["competition"] = {"slug": comp.slug, "classes": list(comp.classes)}
     if y is not None:  # majority-class baseline, for scale
-        counts = np.bincount(y, minlength=10)
-        results["baseline"] = {"name": "majority class", "label": int(counts.argmax()),
-                               "cv_accuracy": float(counts.max() / counts.sum())}
+        counts = np.bincount(y)
+        results["baseline"] = {"name": f"majority class, {comp.classes[int(counts.argmax())]}",
+                               "label": int(counts.argmax()), "cv_accuracy": float(counts.max() / counts.sum())}
     results.update(extra or {})
     io.write_json(run_dir / "results.json", results)
     return results

@@ -23,12 +23,13 @@ import numpy as np
 
 from harness import __version__
 from harness.core import device, io, lock
+from harness.core.competition import describe
 from harness.core.config import Settings
 from harness.core.errors import HarnessError, ModelError, RunError
 from harness.core.progress import TrainingProgress, fmt_seconds
 from harness.core.runs import list_runs, new_run_id, resolve_run
 from harness.registry import ModelSpec, select_models
-from harness.run import training
+from harness.run import policy, training
 from harness.run.budget import fit_after_training, observe_folds, observe_stages, plan_run, replay_plan, replayed
 from harness.run.options import RunOptions
 from harness.run.state import Run
@@ -228,31 +229,34 @@ def _ensemble(run: Run, names: list[str]) -> list[str]:
     return [ensemble.NAME]
 
 
-def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, solution: Path) -> None:
+def _score_models(run_dir: Path, names: list[str], image_ids: np.ndarray, solution: Path, comp: Any) -> None:
     """Each model's fold-ensemble test accuracy, public/private as Kaggle splits it (score.json;
     score.int8.json for an INT8 variant, from its graph's test predictions)."""
     from harness.core.names import artefact, predictions
     from harness.kaggle.submission import read_solution, score_labels
 
     answers = read_solution(solution)
+    values = np.array(comp.label_values)  # class index -> the label the competition's files hold
     for name in names:
         test = np.load(predictions(run_dir, name, "test"))
-        io.write_json(artefact(run_dir, name, "score"), score_labels(image_ids, test.argmax(1), answers).to_dict())
+        io.write_json(artefact(run_dir, name, "score"),
+                      score_labels(image_ids, values[test.argmax(1)], answers).to_dict())
 
 
 def _write_submission(run_dir: Path, best: str, ds: Any, settings: Settings, solution: Path | None) -> dict:
     """submissions/<run>.csv from the very ONNX file that was benchmarked, validated, written
-    atomically, and scored locally where the replica's solution exists."""
+    atomically, in the competition's format, and scored locally where answers exist."""
     from harness.core.names import onnx_path
     from harness.export.convert import predict_onnx
     from harness.kaggle.submission import score_submission, write_submission
 
     path = settings.submissions_dir / f"{run_dir.name}.csv"
     probs = predict_onnx(onnx_path(run_dir, best), ds.x_test)
-    write_submission(path, ds.image_ids, probs.argmax(1))
+    comp = ds.competition
+    write_submission(path, ds.image_ids, np.array(comp.label_values)[probs.argmax(1)], competition=comp)
     submission = {"path": str(path), "model": best, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if solution is not None:
-        submission.update(score_submission(path, solution).to_dict())
+        submission.update(score_submission(path, solution, competition=comp).to_dict())
     return submission
 
 
@@ -291,7 +295,8 @@ def run(opts: RunOptions, settings: Settings, progress: TrainingProgress | None 
             int8 += _int8(run, extra)
         with run.stage("submission"):
             if run.info.solution is not None:  # the replica's hidden answers: each row's local score
-                _score_models(run.run_dir, names + extra + int8, run.data.image_ids, run.info.solution)
+                _score_models(run.run_dir, names + extra + int8, run.data.image_ids, run.info.solution,
+                              run.data.competition)
             results = _choose_and_write_submission(run)
         if opts.submit:
             results = _upload(run, results)
@@ -327,25 +332,37 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     k = opts.folds or (2 if opts.quick else settings.folds)
     seed = settings.seed if opts.seed is None else opts.seed
     info = dataset.ensure_data(settings, source=opts.source, progress=progress.stage)
-    progress.stage(f"data: {info.source} ({settings.data_dir})")
-    data = dataset.load(settings.data_dir)
+    comp = settings.competition
+    progress.stage(f"data: {info.source} ({settings.data_dir})"
+                   + ("" if comp.is_digits else f"; competition {describe(comp)}"))
+    data = dataset.load(settings.data_dir, comp)
+    # Another competition's spec is part of what makes two runs the same (its files' hashes are not
+    # all of it: a spec may rename classes or change labels over the same files).
+    data_key = info.sha256 if comp.is_digits else {
+        **info.sha256, "competition": {k: v for k, v in comp.to_dict().items() if k != "origin"}}
     # Parameters are resolved (and a bad tuned file rejected) before any run folder exists.
     params, sources = _resolve_params(specs, opts, settings, progress)
     budget = None
     if replay is not None:  # --replay: the epochs and bags the replayed run trained, no clock
         specs, params, sources = replay_plan(replay["manifest"], specs, params, sources, opts.replay)
-        fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
+        fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, data_key)
         run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
+        augmentation = replay["manifest"].get("augmentation") or _augmentation(opts, specs, params, data, seed,
+                                                                              progress, run_dir, resumed)
     elif opts.time_limit is None:
         # --bags N: each model's bags 2..N as models of their own; their names make them part of
         # the fingerprint.
-        specs, params, sources = bags.expand(specs, params, sources, opts.bags)
-        fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, info.sha256)
+        fingerprint = _fingerprint(opts, [s.name for s in bags.expand(specs, params, sources, opts.bags)[0]], k,
+                                   seed, data_key)
         run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
+        augmentation = _augmentation(opts, specs, params, data, seed, progress, run_dir, resumed)
+        specs, params, sources = bags.expand(specs, params, sources, opts.bags)
     else:  # the plan sets the folds, each model's epochs and bags (harness.run.planner)
-        fingerprint = _fingerprint(opts, [s.name for s in specs], opts.folds or 0, seed, info.sha256)
+        fingerprint = _fingerprint(opts, [s.name for s in specs], opts.folds or 0, seed, data_key)
         run_dir, resumed = (None, False) if opts.plan_only else _start_or_resume(opts, settings, fingerprint)
         recorded = io.read_json(run_dir / "manifest.json") if resumed else {}
+        augmentation = _augmentation(opts, specs, params, data, seed, progress, run_dir, resumed)
+        params = policy.applied(params, augmentation)
         if recorded.get("budget"):
             budget = recorded["budget"]
             clock -= float(recorded.get("duration_s") or 0.0)  # the time its earlier sessions used
@@ -353,7 +370,8 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
                            f"{fmt_seconds(max(budget['limit_s'] - (time.perf_counter() - clock), 0))} of its "
                            f"time limit left")
         else:
-            budget = plan_run(opts, settings, specs, params, data, k, seed, progress)
+            budget = plan_run(opts, settings, specs, params, data, k, seed, progress,
+                              spent_s=float(augmentation.get("seconds") or 0.0))
         k = int(budget["plan"]["k"])
         opts = dataclasses.replace(opts, int8=budget["after"]["int8"], short_bench=budget["after"]["short_bench"])
         epochs = {**budget["plan"]["epochs"], **{n: p["epochs"] for n, p in recorded.get("params", {}).items()}}
@@ -361,9 +379,26 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
         params = {n: {**p, "epochs": int(epochs.get(n, epochs.get(bags.base(n), p["epochs"])))}
                   for n, p in params.items()}
         sources = {n: f"{src}, epochs planned for --time-limit" for n, src in sources.items()}
+    if opts.time_limit is None or replay is not None:  # a planned run's were applied before its plan
+        params = policy.applied(params, augmentation)
+    if augmentation["policy"] != "digits":
+        sources = {n: f"{src}, augmentation policy {augmentation['policy']}" for n, src in sources.items()}
     return Run(opts=opts, settings=settings, progress=progress, run_dir=run_dir, resumed=resumed, seed=seed, k=k,
                specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint,
-               budget=budget, clock=clock)
+               budget=budget, clock=clock, augmentation=augmentation)
+
+
+def _augmentation(opts: RunOptions, specs: list[ModelSpec], params: dict[str, dict[str, Any]], data: Any,
+                  seed: int, progress: TrainingProgress, run_dir: Path | None, resumed: bool) -> dict[str, Any]:
+    """The policy a resumed run recorded, else the spec's or the probe's (harness.run.policy);
+    `--plan` probes nothing."""
+    recorded = io.read_json(run_dir / "manifest.json").get("augmentation") if resumed else None
+    if recorded:
+        return recorded
+    if opts.plan_only and not data.competition.augment:
+        progress.stage("augmentation: a probe at the start of the run chooses the policy (not run by --plan)")
+        return {"policy": "digits", "chosen_by": "not probed (--plan)"}
+    return policy.choose_policy(opts, specs, params, data, seed, progress)
 
 
 def _prepare(run: Run) -> None:
@@ -396,6 +431,7 @@ def _prepare(run: Run) -> None:
                    "ensemble": opts.ensemble, "tta": opts.tta, "bags": opts.bags, "pseudo_label": opts.pseudo_label,
                    "int8": opts.int8, "max_latency_ms": opts.max_latency_ms, "latency_batch": opts.latency_batch,
                    "n_train_rows": int(len(run.index))},
+        "competition": run.data.competition.to_dict(), "augmentation": run.augmentation,
         "params": run.params, "param_sources": run.param_sources, "budget": run.budget,
         "versions": _versions(), "hardware": device.hardware(), "data": run.info.sha256, "git_commit": _git_commit(),
         "git_tree": _git_tree(),
@@ -446,7 +482,9 @@ def _upload(run: Run, results: dict[str, Any]) -> dict[str, Any]:
     best, path = results["best"], Path(results["submission"]["path"])
     upload = kaggle.submit_file(path, message=run.opts.message or f"harness {run.run_dir.name} {best}",
                                 run_id=run.run_dir.name, model=best, wait=run.opts.wait,
-                                history_path=kaggle.history_file(run.settings.submissions_dir), progress=run.say)
+                                history_path=kaggle.history_file(run.settings.submissions_dir), progress=run.say,
+                                competition=run.data.competition.slug, n_rows=len(run.data.image_ids),
+                                spec=run.data.competition)
     return leaderboard.build_results(run.run_dir, run.y, {"upload": upload.to_dict()},
                                      budget=_latency_budget(run.opts))
 

@@ -47,6 +47,7 @@ class Run:
     y: np.ndarray | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] | None = None     # --time-limit: the limit, the plan and its calibration
+    augmentation: dict[str, Any] = field(default_factory=lambda: {"policy": "digits"})  # harness.run.policy
     started: float = field(default_factory=time.perf_counter)
     clock: float = field(default_factory=time.perf_counter)  # when the time limit's clock started
 
