@@ -7,8 +7,8 @@ counts, training time and, for the ensemble, its members and weights.
 
 The reference probe (scripts/speed_audit.py --probe: the cnn_deep recipe in float32, one epoch on
 8,192 fixed rows) runs right before the run, so wall times compare across machines of this kind.
-Needs the replica's hidden solution for public/private (HARNESS_DATA_DIR, default
-data/digit-recognizer).
+Needs the answers for public/private (the replica's hidden solution, HARNESS_DATA_DIR, default
+data/digit-recognizer; another competition: HARNESS_COMPETITION=spec.toml and its data folder).
 """
 
 from __future__ import annotations
@@ -73,11 +73,25 @@ def main() -> None:
     if args.table:
         print(table(args.table))
         return
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-           "HARNESS_DATA_DIR": str(Path(os.environ.get("HARNESS_DATA_DIR", "data/digit-recognizer")).resolve())}
-    # The data first (built from the replica when missing), so the probe has its rows.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    default_dir = "data/digit-recognizer"
+    if env.get("HARNESS_COMPETITION"):  # another competition: its spec and data folder, found from the temp folder
+        from harness.core.competition import resolve_competition
+
+        spec = env["HARNESS_COMPETITION"]
+        if Path(spec).exists():
+            env["HARNESS_COMPETITION"] = spec = str(Path(spec).resolve())
+        default_dir = f"data/{resolve_competition(spec).slug}"
+    env["HARNESS_DATA_DIR"] = str(Path(os.environ.get("HARNESS_DATA_DIR", default_dir)).resolve())
+    # The data first (built from the replica when missing), so the probe has its rows. The probe
+    # always trains on Digit Recognizer's replica (another competition's run is measured beside it).
     subprocess.run([sys.executable, "-m", "harness", "data"], env=env, check=True, stdout=subprocess.DEVNULL)
-    probe = subprocess.run([sys.executable, str(HERE / "speed_audit.py"), "--probe"], env=env, capture_output=True,
+    digits = {k: v for k, v in env.items() if k not in ("HARNESS_COMPETITION", "HARNESS_DATA_DIR")}
+    if not env.get("HARNESS_COMPETITION"):
+        digits["HARNESS_DATA_DIR"] = env["HARNESS_DATA_DIR"]
+    else:
+        subprocess.run([sys.executable, "-m", "harness", "data"], env=digits, check=True, stdout=subprocess.DEVNULL)
+    probe = subprocess.run([sys.executable, str(HERE / "speed_audit.py"), "--probe"], env=digits, capture_output=True,
                            text=True, timeout=900)
     ips = json.loads(probe.stdout.strip().splitlines()[-1])["images_per_s"] if probe.returncode == 0 else None
     cwd = args.out or Path(tempfile.mkdtemp(prefix="harness-run-"))

@@ -110,3 +110,35 @@ def test_train_dataset_applies_elastic_without_affine():
     assert xb.shape == (32, 28, 28, 1)
     assert np.abs(xb.numpy() - plain.numpy()).mean() > 1.0
     np.testing.assert_array_equal(np.sort(yb.numpy()), np.sort(y))
+
+
+def test_flips_mirror_about_half_the_images_and_only_left_to_right():
+    x = tf.constant(_images(64))
+    fn = augment_fn(0.0, seed=5, flip=True, size=(28, 28))
+    out = fn(tf.constant(3, tf.int64), x, None)[0].numpy()
+    mirrored = np.array([np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x.numpy())])
+    kept = np.array([np.array_equal(o, i) for o, i in zip(out, x.numpy())])
+    assert np.all(mirrored | kept) and 16 <= mirrored.sum() <= 48  # each image as it was, or mirrored
+    again = fn(tf.constant(3, tf.int64), x, None)[0].numpy()
+    assert np.array_equal(out, again)  # seeded by (seed, step)
+
+
+def test_augmentation_follows_the_image_size_and_channels():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0, 255, (8, 16, 20, 3)).astype(np.float32))
+    out = augment_fn(1.0, seed=1, size=(16, 20), flip=True)(tf.constant(0, tf.int64), x, None)[0]
+    assert out.shape == (8, 16, 20, 3)
+    with pytest.raises(RunError, match="grayscale"):
+        augment_fn(1.0, seed=1, elastic=2.0, size=(16, 20))(tf.constant(0, tf.int64), x, None)
+
+
+def test_policies():
+    from harness.train.augment import POLICIES, apply_policy
+
+    recipe = {"augment": 0.6, "elastic": 0.0, "epochs": 5}
+    assert POLICIES == ("digits", "objects", "none")
+    assert apply_policy(recipe, "digits") == recipe
+    assert apply_policy(recipe, "objects") == {**recipe, "augment": 0.3, "flip": True}
+    assert apply_policy(recipe, "none") == {**recipe, "augment": 0.0, "flip": False}
+    with pytest.raises(RunError, match="unknown augmentation policy"):
+        apply_policy(recipe, "mirror")

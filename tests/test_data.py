@@ -23,7 +23,7 @@ from harness.core.errors import (
 )
 from harness.data import dataset as data
 from harness.data import replica
-from harness.data.dataset import ensure_data, load, solution_path
+from harness.data.dataset import ensure_data, load, parse_cache, solution_path
 from harness.data.replica import Digits
 from harness.kaggle import formats as validate
 from harness.kaggle.formats import SUBMISSION, TEST, TRAIN, write_table
@@ -190,7 +190,7 @@ def test_warm_load_uses_the_cache_and_sees_edits(tmp_path: Path, monkeypatch: py
 
 def test_damaged_cache_is_a_miss(tmp_path: Path) -> None:
     ensure_data(tmp_path, "npz", path=NPZ)
-    for npy in (tmp_path / ".cache").glob("*.npy"):
+    for npy in parse_cache(tmp_path).glob("*.npy"):
         npy.write_bytes(b"junk")
     assert load(tmp_path).x_train.shape == (60, 28, 28, 1)
 
@@ -201,7 +201,9 @@ def _fake_kaggle(monkeypatch: pytest.MonkeyPatch, *, creds: bool = True, fail: E
                  train: np.ndarray | None = None) -> list[Path]:
     calls: list[Path] = []
 
-    def download_competition(dest: Path, progress=None) -> None:
+    def download_competition(dest: Path, *, competition: str = "digit-recognizer", files=(), extras=(),
+                             progress=None) -> None:
+        assert competition == "digit-recognizer" and files[0] == "train.csv"
         calls.append(dest)
         if fail:
             raise fail

@@ -60,7 +60,7 @@ def test_build_results_and_render_formats(tmp_path):
     lines = text.splitlines()
     assert lines[2].split()[:3] == ["1", "*", "m1"] and "^" in lines[2]
     assert " - " in lines[3]  # missing values are '-'
-    assert "baseline (majority class): 75.00 %" in text
+    assert "baseline (majority class, 1): 75.00 %" in text  # Digit Recognizer: class names are the digits
     assert leaderboard.render(results, "md").startswith("| # | model |")
     csv_text = leaderboard.render(results, "csv")
     assert csv_text.splitlines()[0].startswith("rank,model,") and ",m2," in csv_text
