@@ -1,4 +1,5 @@
-"""harness: a Kaggle competition harness for Digit Recognizer (MNIST as CSV).
+"""harness: a Kaggle competition harness for image competitions of one form (Digit Recognizer, MNIST
+as CSV, by default; harness.core.competition describes any other).
 
 One package per stage, bottom up (docs/ARCHITECTURE.md; tests/test_layers.py keeps the order):
 core, registry, kaggle, data, train, executors, export, bench, tune, results, report, run, cli.

@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = "exit codes:\n" + "\n".join(f"  {c:>3}  {d}" for c, d in EXIT_CODES.items())
     parser = _Parser(
         prog="harness",
-        description="Kaggle Digit Recognizer harness: data, k-fold CV, ONNX, latency, leaderboard, "
-        "submission, report.",
+        description="Kaggle image-competition harness (Digit Recognizer unless --competition names "
+        "another): data, k-fold CV, ONNX, latency, leaderboard, submission, report.",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
