@@ -215,11 +215,15 @@ def _arrays(tables: dict[str, np.ndarray], comp: Competition) -> tuple[np.ndarra
         lookup = np.full(max(comp.labels) + 1, -1, dtype=np.int64)
         lookup[list(comp.labels)] = np.arange(comp.n_classes)
         values = lookup[values]
+    x_test = np.ascontiguousarray(test[:, 1:], dtype=np.uint8) if comp.test_id_column else test
+    return (np.ascontiguousarray(train[:, 1:]).reshape(shape), values, x_test.reshape(shape), _test_ids(test, comp))
+
+
+def _test_ids(test: np.ndarray, comp: Competition) -> np.ndarray:
+    """The test rows' ids: test.csv's id column, or id_start.. in file order."""
     if comp.test_id_column:
-        ids, x_test = test[:, 0].astype(np.int64), np.ascontiguousarray(test[:, 1:], dtype=np.uint8)
-    else:
-        ids, x_test = np.arange(comp.id_start, comp.id_start + len(test), dtype=np.int64), test
-    return (np.ascontiguousarray(train[:, 1:]).reshape(shape), values, x_test.reshape(shape), ids)
+        return test[:, 0].astype(np.int64)
+    return np.arange(comp.id_start, comp.id_start + len(test), dtype=np.int64)
 
 
 # --- validation with a parse cache ------------------------------------------------------------
@@ -244,7 +248,7 @@ def _validated(data_dir: Path, comp: Competition = DIGIT_RECOGNIZER,
             r = int(bad[0])
             raise DataError(f"{paths['train']}: row {r + 1} (line {r + 2}), column {comp.label_column}: label "
                             f"{tables['train'][r, 0]} is not one of the spec's labels")
-    _, _, _, ids = _arrays({"train": tables["train"][:0], "test": tables["test"]}, comp)
+    ids = _test_ids(tables["test"], comp)
     if comp.test_id_column:
         order = np.argsort(ids, kind="stable")
         dup = np.flatnonzero(ids[order][1:] == ids[order][:-1])
