@@ -1,4 +1,4 @@
-"""Side by side on this machine, one after another: the same `harness run --all --quick` with
+"""Side by side on this machine, one after another: the same `harness run --all --quick --time-limit none` with
 `--jobs 1`, `--jobs 2` and `--executor ray` on a local two-node Ray cluster (a head with no CPUs and
 two 1-CPU worker nodes, all on 127.0.0.1), then a study run one trial at a time and two at a time.
 
@@ -37,8 +37,9 @@ def _harness(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, di
 def _run(label: str, extra: list[str], base: Path, env: dict[str, str]) -> dict:
     cwd = base / label.replace(" ", "_")
     cwd.mkdir(parents=True)
-    print(f"... {label}: harness run --all --quick {' '.join(extra)}", file=sys.stderr, flush=True)
-    wall, results = _harness(["run", "--all", "--quick", "--new", *extra], cwd, env)
+    print(f"... {label}: harness run --all --quick --time-limit none {' '.join(extra)}", file=sys.stderr, flush=True)
+    # the fixed quick recipes (--time-limit none): every executor trains the same jobs
+    wall, results = _harness(["run", "--all", "--quick", "--time-limit", "none", "--new", *extra], cwd, env)
     manifest = json.loads((cwd / results["run_dir"] / "manifest.json").read_text())
     jobs = [j for s in manifest["sessions"] for j in s.get("jobs", [])]
     over = [j["wall_s"] - j["worker_s"] for j in jobs]
@@ -47,6 +48,8 @@ def _run(label: str, extra: list[str], base: Path, env: dict[str, str]) -> dict:
             "job_wall_s": round(statistics.median(j["wall_s"] for j in jobs), 2),
             "job_worker_s": round(statistics.median(j["worker_s"] for j in jobs), 2),
             "job_train_s": round(statistics.median(j["train_s"] for j in jobs), 2),
+            "train_s_by_model": {m: round(statistics.median(j["train_s"] for j in jobs if j["job"].split(" fold ")[0] == m), 2)
+                                 for m in sorted({j["job"].split(" fold ")[0] for j in jobs})},
             "overhead_s": round(statistics.median(over), 3),
             "overhead_pct": round(100 * statistics.median(o / j["worker_s"] for o, j in zip(over, jobs)), 2),
             "nodes": sorted({str(j.get("node")) for j in jobs}),
@@ -104,6 +107,9 @@ def main() -> None:
         print(f"{r['label']:<14} {r['wall_s']:>7.1f} {runs[0]['wall_s'] / r['wall_s']:>8.2f}x {r['jobs']:>4} "
               f"{r['job_wall_s']:>10.2f} {r['job_worker_s']:>8.2f} {r['job_train_s']:>7.2f} {r['overhead_s']:>10.3f} "
               f"{r['overhead_pct']:>9.2f}%  {r['best']} ({100 * (r['private'] or 0):.3f})")
+    for r in runs:
+        print(f"{r['label']:<14} median fold training s: " +
+              ", ".join(f"{m} {s}" for m, s in r["train_s_by_model"].items()))
     if runs and runs[0]["label"] != "jobs 1":
         print("(the 'vs' column compares with the first run shown)")
     for t in tunes:
