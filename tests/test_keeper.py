@@ -72,17 +72,19 @@ class Simulated(Executor):
         return True
 
 
-def jobs_of(models: dict[str, int], k: int = 5) -> list[Job]:
+def jobs_of(models: dict[str, int], k: int = 5, standby=()) -> list[Job]:
     jobs = [Job(m, f, e, {"epochs": e}) for m, e in models.items() for f in range(k)]
-    return job_order(jobs, lambda j: planned_s(j.model, j.epochs), lambda j: j.model)
+    return job_order(jobs, lambda j: planned_s(j.model, j.epochs), lambda j: j.model, standby)
 
 
-def run(models: dict[str, int], deadline: float, slots: int = 2, slow=lambda t: 1.0, grace: float = 0.0):
+def run(models: dict[str, int], deadline: float, slots: int = 2, slow=lambda t: 1.0, grace: float = 0.0,
+        standby: dict[str, float] | None = None):
     executor = Simulated(slots, slow)
     keeper = Keeper(deadline=deadline, slots=slots, planned_s=planned_s,
-                    min_epochs={m: 3 for m in models}, protected="ann", grace_s=grace, clock=executor.clock)
+                    min_epochs={m: 3 for m in models}, protected="ann", grace_s=grace, clock=executor.clock,
+                    standby=standby or {})
     done: list[Job] = []
-    run_jobs(executor, jobs_of(models), lambda job, _r: done.append(job), keeper=keeper)
+    run_jobs(executor, jobs_of(models, standby=standby or {}), lambda job, _r: done.append(job), keeper=keeper)
     return executor, keeper, done
 
 
@@ -150,3 +152,41 @@ def test_a_model_with_folds_trained_may_end_within_the_grace_rather_than_be_drop
     executor, keeper, done = run(models, deadline=total - 5, slots=1, grace=0.0)  # without it: 4 folds lost
     assert [j.model for j in done].count("cnn_small") == 4
     assert ("dropped", "cnn_small") in {(e["event"], e["model"]) for e in keeper.events}
+
+
+# cnn_deep and a planned bag, then two stand-by bags: jobs of 305 s (cnn_deep), 45 s and 15 s
+STANDBY_PLAN = {"cnn_deep": 30, "cnn_small": 10, "ann": 10, "cnn_deep~2": 30, "cnn_deep~3": 30, "cnn_deep~4": 30}
+STANDBY = {"cnn_deep~3": 20.0, "cnn_deep~4": 20.0}
+
+
+def test_stand_by_bags_are_dealt_after_every_planned_job():
+    order = [j.model for j in jobs_of({"cnn_deep~3": 30, "ann": 10, "cnn_small~2": 10}, k=1, standby={"cnn_deep~3"})]
+    assert order == ["ann", "cnn_small~2", "cnn_deep~3"]
+
+
+def test_stand_by_bags_start_only_when_the_measured_speed_ends_them_in_time():
+    # the planned jobs alone end at about 5 x (2 x 305 + 45 + 15) / 2 = 1,675 s; each stand-by bag
+    # adds about 5 x 305 / 2 = 763 s at the planned speed, 572 s at 0.75 of it
+    deadline = 2300.0
+    executor, keeper, done = run(STANDBY_PLAN, deadline=deadline, standby=STANDBY)  # as costed: no room
+    assert not {"cnn_deep~3", "cnn_deep~4"} & {j.model for j in done}
+    assert [(e["event"], e["model"]) for e in keeper.events] == [("standby", "cnn_deep~3"), ("standby", "cnn_deep~4")]
+    assert all(e["why"].startswith("not started") for e in keeper.events)
+    assert [j.model for j in done].count("cnn_deep~2") == 5 and not keeper.dropped   # planned work untouched
+    executor, keeper, done = run(STANDBY_PLAN, deadline=deadline, standby=STANDBY, slow=lambda t: 0.75)
+    assert [j.model for j in done].count("cnn_deep~3") == 5      # faster than costed: one more bag, whole
+    assert "cnn_deep~4" not in {j.model for j in done}            # but not two
+    assert executor.now <= deadline - 20.0                        # its own stages after training fit too
+    assert keeper.deadline == deadline - 20.0
+
+
+def test_a_stand_by_bag_is_never_cut_and_keeps_the_promise_when_the_machine_slows_after_it_started():
+    deadline = 2300.0
+    slow = lambda t: 0.75 if t < 1300 else 2.0  # noqa: E731 (fast until the bag has started, then half speed)
+    executor, keeper, done = run(STANDBY_PLAN, deadline=deadline, standby=STANDBY, slow=slow, grace=100.0)
+    assert executor.now <= deadline + 100.0 + 1.0 + 1e-6
+    assert not any(e["event"] == "epochs" for e in keeper.events)
+    assert any(e["event"] == "standby" and e["why"].startswith("started") for e in keeper.events)
+    for model in STANDBY_PLAN:  # whole, or dropped (its finished folds then unused: no partial OOF)
+        assert [j.model for j in done].count(model) in (0, 5) or model in keeper.dropped, model
+    assert [j.model for j in done].count("ann") == 5

@@ -98,3 +98,19 @@ def test_the_stages_after_training_get_leaner_in_order_and_use_what_was_observed
     assert costs == sorted(costs, reverse=True)    # each level costs less than the one before
     seen = {"after": {levels[1].key: {"per_row_s": 3.0, "run_s": 7.0}}}
     assert after_training(levels[1], seen) == (3.0, 7.0) and after_training(levels[0], seen) == after_training(levels[0])
+
+
+def test_stand_by_bags_fit_only_at_the_faster_speed_and_stay_out_of_the_prediction():
+    from harness.run.planner import STANDBY_SPEED, _cost
+
+    for limit in (3 * 3600, 5 * 3600):
+        plan = make_plan(limit, MODELS, COSTS, k=5, slots=2)
+        assert plan.full_recipes and plan.standby.get("cnn_deep", 0) >= 1
+        assert set(plan.standby) <= {m.name for m in MODELS if m.bag_gain > 0}
+        assert plan.predicted_s <= 0.95 * limit          # the prediction is the planned bags' alone
+        every = {n: plan.bags[n] + plan.standby.get(n, 0) for n in plan.bags}
+        train, after = _cost(MODELS, COSTS, 5, 2, plan.epochs, every)
+        assert train + after + COSTS.run_s > 0.95 * limit   # at the costed speed they would not fit
+        fast, after = _cost(MODELS, COSTS, 5, 2, plan.epochs, every, STANDBY_SPEED)
+        assert fast + after + COSTS.run_s <= limit          # at the stand-by speed they do
+    assert make_plan(2400, MODELS, COSTS, k=5, slots=2).standby == {}   # cut recipes: no bags of any kind

@@ -165,6 +165,8 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
                    + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
                                for n in plan.epochs)
                    + (f"; without {' and '.join(given_up)}" if given_up else "")
+                   + (f"; stand-by {', '.join(f'{n} x {b} bag(s)' for n, b in plan.standby.items())}"
+                      if plan.standby else "")
                    + f"; predicted {fmt_seconds(plan.predicted_s)} (training {fmt_seconds(plan.training_s)})"
                    + ("" if probe.get("cached") else f"; calibration took {probe['seconds']:.0f} s"))
     return {"limit_s": opts.time_limit, "plan": plan.as_dict(), "calibration": probe,

@@ -19,6 +19,11 @@ planned first:
    report; no benchmark): the stages after training give up INT8 and benchmarks before finished
    training work is thrown away.
 
+Stand-by bags (harness.run.planner) are dealt after every planned job and count in none of the
+above until one starts: when its first fold reaches the front, it starts only if all of its folds,
+at the speed measured so far, end by the deadline less its own stages after training (which then
+move the deadline earlier); else it is left out whole, as is every later one that does not fit.
+
 The `protected` model (the cheapest) is never dropped or cancelled: a run always ends with at
 least one model to submit. Every decision is an event in the manifest's budget record.
 """
@@ -47,6 +52,7 @@ class Keeper:
     grace_s: float = 0.0                             # past the deadline, before running jobs are cancelled
     say: Callable[[str], None] = lambda _m: None
     on_epochs: Callable[[str, int], None] = lambda _m, _e: None   # a bag's epochs changed (params.json)
+    standby: dict[str, float] = dataclasses.field(default_factory=dict)  # stand-by bag -> its seconds after training
     clock: Callable[[], float] = time.perf_counter
     events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     dropped: set[str] = dataclasses.field(default_factory=set)
@@ -71,6 +77,9 @@ class Keeper:
         fewer), or None when none may start; drops from `pending` the work that no longer fits."""
         while pending:
             now = self.clock()
+            if self._waiting(pending[0]):
+                self._standby(pending, running, now)
+                continue
             if self._ends(pending, running, now) <= self.deadline:
                 return self._start(pending)
             bag = self._last_unstarted_bag(pending)
@@ -86,6 +95,25 @@ class Keeper:
             self._drop(job.model, pending, f"a fold of {job.model} would end "
                        f"{fmt_seconds(now + self._seconds(job) - self.deadline)} past the training deadline")
         return None
+
+    def _waiting(self, job: Any) -> bool:
+        """Whether `job` is of a stand-by bag not started yet."""
+        return job.model in self.standby and job.model not in self.started
+
+    def _standby(self, pending: deque, running: dict[str, tuple[Any, float]], now: float) -> None:
+        """The stand-by bag at the front: started whole if it ends in time, else left out."""
+        model = pending[0].model
+        ends = self._ends(pending, running, now, include=model)
+        after_s = self.standby[model]
+        if ends <= self.deadline - after_s:
+            self.deadline -= after_s
+            self.started.add(model)
+            self._event("standby", model, f"started: at the measured speed its folds end "
+                        f"{fmt_seconds(self.deadline - ends)} before the training deadline")
+            return
+        self.forget(model, pending)
+        self._event("standby", model, f"not started: its folds would end "
+                    f"{fmt_seconds(ends + after_s - self.deadline)} past the training deadline")
 
     def _start(self, pending: deque) -> Any:
         job = pending.popleft()
@@ -112,14 +140,18 @@ class Keeper:
     def _seconds(self, job: Any) -> float:
         return self.planned_s(job.model, job.epochs) * self.speed()
 
-    def _ends(self, pending: deque, running: dict[str, tuple[Any, float]], now: float) -> float:
-        """When the last of `pending` would end, dealt in order after the running jobs."""
+    def _ends(self, pending: deque, running: dict[str, tuple[Any, float]], now: float,
+              include: str | None = None) -> float:
+        """When the last of `pending` would end, dealt in order after the running jobs (stand-by
+        bags not started left out, but for `include`)."""
         busy = [max(self._seconds(job) - (now - started), 1.0) for job, started in running.values()]
-        return now + list_schedule([self._seconds(j) for j in pending], self.slots, busy)
+        return now + list_schedule([self._seconds(j) for j in pending if j.model == include or not self._waiting(j)],
+                                   self.slots, busy)
 
     def _last_unstarted_bag(self, pending: deque) -> str | None:
-        """The bag (bag number > 1) dealt last among those with no job started."""
-        bags = [j.model for j in pending if bag_number(j.model) > 1 and j.model not in self.started]
+        """The bag (bag number > 1) dealt last among those with no job started (stand-by bags aside)."""
+        bags = [j.model for j in pending if bag_number(j.model) > 1 and j.model not in self.started
+                and j.model not in self.standby]
         return bags[-1] if bags else None
 
     def _cut(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float) -> None:
@@ -145,5 +177,6 @@ class Keeper:
         left = self.left()
         self.events.append({"event": kind, "model": model, "why": why, "speed": round(self.speed(), 3),
                             "left_s": round(left, 1), **extra})
-        self.say(f"budget: {model} {'dropped' if kind != 'epochs' else 're-planned'}: {why} "
+        what = {"epochs": "re-planned", "standby": "(stand-by bag)"}.get(kind, "dropped")
+        self.say(f"budget: {model} {what}: {why} "
                  f"(jobs run at {self.speed():.2f}x their planned time; {fmt_seconds(max(left, 0))} of training left)")

@@ -375,10 +375,15 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
         k = int(budget["plan"]["k"])
         opts = dataclasses.replace(opts, int8=budget["after"]["int8"], short_bench=budget["after"]["short_bench"])
         epochs = {**budget["plan"]["epochs"], **{n: p["epochs"] for n, p in recorded.get("params", {}).items()}}
-        specs, params, sources = bags.expand(specs, params, sources, budget["plan"]["bags"])
+        # the planned bags and the stand-by ones, which the keeper starts only when they fit
+        counts = {n: b + (budget["plan"].get("standby") or {}).get(n, 0) for n, b in budget["plan"]["bags"].items()}
+        specs, params, sources = bags.expand(specs, params, sources, counts)
         params = {n: {**p, "epochs": int(epochs.get(n, epochs.get(bags.base(n), p["epochs"])))}
                   for n, p in params.items()}
-        sources = {n: f"{src}, epochs planned for --time-limit" for n, src in sources.items()}
+        standby = {bags.name(m, budget["plan"]["bags"][m] + i) for m, c in (budget["plan"].get("standby") or {}).items()
+                   for i in range(1, c + 1)}
+        sources = {n: f"{src}, epochs planned for --time-limit" + (", a stand-by bag" if n in standby else "")
+                   for n, src in sources.items()}
     if opts.time_limit is None or replay is not None:  # a planned run's were applied before its plan
         params = policy.applied(params, augmentation)
     if augmentation["policy"] != "digits":

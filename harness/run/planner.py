@@ -17,6 +17,11 @@ without training anything. The order of decisions follows what the peers learned
 4. Only when every model has its full recipe does time go to bags (`<model>~N`: the same folds
    with other seeds), most expected gain first: a second `cnn_deep` took the ensemble from 146 to
    139 OOF errors, bags of the cheap models bought nothing.
+5. Stand-by bags: the bags that would also fit if the jobs ran at STANDBY_SPEED of their costed
+   time with no margin. The costs are upper estimates (a 2-hour run's `cnn_deep` folds took 0.79-0.98
+   of them and left 45 minutes unused), so these are dealt last, outside the predicted time, and
+   the keeper (harness.run.keeper) starts one only when the speed the jobs really ran at says it
+   ends by the training deadline: a budget turns into members when the machine allows.
 
 Jobs are one fold of one model (or bag); they are dealt over the slots (local worker processes, Ray
 CPUs) in `job_order`: every model's folds longest first, then the bags, bag 2 of every model before
@@ -38,6 +43,7 @@ from harness.core.progress import fmt_seconds
 
 MARGIN = 0.05           # of the budget, held back for what the costs do not see (drift, stragglers)
 MAX_BAGS = 50           # as harness.train.bags
+STANDBY_SPEED = 0.8     # the fastest the jobs are taken to run against their costs, for stand-by bags
 
 
 def parse_time_limit(text: str | float | None) -> float | None:
@@ -94,6 +100,7 @@ class Plan:
     run_s: float
     full_recipes: bool = False
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    standby: dict[str, int] = field(default_factory=dict)   # stand-by bags after the planned ones
 
     @property
     def predicted_s(self) -> float:
@@ -103,7 +110,7 @@ class Plan:
         return {"limit_s": self.limit_s, "k": self.k, "slots": self.slots, "epochs": self.epochs,
                 "bags": self.bags, "training_s": round(self.training_s, 1), "after_s": round(self.after_s, 1),
                 "run_s": round(self.run_s, 1), "predicted_s": round(self.predicted_s, 1),
-                "full_recipes": self.full_recipes, "jobs": self.jobs}
+                "full_recipes": self.full_recipes, "jobs": self.jobs, "standby": self.standby}
 
 
 class PlanError(UsageError):
@@ -130,16 +137,18 @@ def list_schedule(durations: list[float], slots: int, busy: list[float] | None =
     return max(ends)
 
 
-def job_order(jobs: list[Any], seconds: Callable[[Any], float], model: Callable[[Any], str]) -> list[Any]:
+def job_order(jobs: list[Any], seconds: Callable[[Any], float], model: Callable[[Any], str],
+              standby: Any = ()) -> list[Any]:
     """The order jobs are handed out: bag 1 (the models) before bag 2 before bag 3, and within a
-    bag index longest first (ties keep the given order)."""
-    return sorted(jobs, key=lambda j: (bag_number(model(j)), -seconds(j)))
+    bag index longest first (ties keep the given order); the `standby` bags' jobs after all others."""
+    return sorted(jobs, key=lambda j: (model(j) in standby, bag_number(model(j)), -seconds(j)))
 
 
 def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: dict[str, int],
-          bags: dict[str, int]) -> tuple[float, float]:
-    """(training makespan, after-training seconds) of a choice of epochs and bags."""
-    jobs = [(bag_name(m.name, b), job_seconds(costs, m.name, epochs[m.name]))
+          bags: dict[str, int], speed: float = 1.0) -> tuple[float, float]:
+    """(training makespan, after-training seconds) of a choice of epochs and bags, the jobs taking
+    `speed` x their costs."""
+    jobs = [(bag_name(m.name, b), speed * job_seconds(costs, m.name, epochs[m.name]))
             for m in models for b in range(1, bags[m.name] + 1) for _ in range(k)]
     after = sum(costs.after_s[m.name] * bags[m.name] for m in models)
     return list_schedule([d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0])], slots), after
@@ -180,23 +189,38 @@ def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, s
             else:
                 high = mid
     full = all(best[m.name] == m.max_epochs for m in models)
+    standby: dict[str, int] = {}
     if full:
-        # Bags, most expected gain per second first, each bag's gain halving (diminishing returns).
-        while True:
-            options = []
-            for m in models:
-                if m.bag_gain <= 0 or bags[m.name] >= MAX_BAGS:
-                    continue
-                more = {**bags, m.name: bags[m.name] + 1}
-                if fits(best, more)[0]:
-                    gain = m.bag_gain / 2 ** (bags[m.name] - 1)
-                    extra = k * job_seconds(costs, m.name, best[m.name]) + costs.after_s[m.name]
-                    options.append((gain / extra, m.name))
-            if not options:
-                break
-            bags[max(options)[1]] += 1
+        bags = _add_bags(models, costs, k, best, bags, lambda more: fits(best, more)[0])
+
+        def fits_fast(more: dict[str, int]) -> bool:  # at the stand-by speed, no margin
+            train, after = _cost(models, costs, k, slots, best, more, STANDBY_SPEED)
+            return train + after + costs.run_s <= limit_s - spent_s
+
+        more = _add_bags(models, costs, k, best, bags, fits_fast)
+        standby = {n: more[n] - bags[n] for n in more if more[n] > bags[n]}
     _, train, after = fits(best, bags)
     jobs = [{"model": m.name, "bags": bags[m.name], "epochs": best[m.name], "min_epochs": m.min_epochs,
              "job_s": round(job_seconds(costs, m.name, best[m.name]), 1)} for m in models]
     return Plan(limit_s=limit_s, k=k, slots=slots, epochs=best, bags=bags, training_s=train, after_s=after,
-                run_s=costs.run_s + spent_s, full_recipes=full, jobs=jobs)
+                run_s=costs.run_s + spent_s, full_recipes=full, jobs=jobs, standby=standby)
+
+
+def _add_bags(models: list[ModelBudget], costs: Costs, k: int, epochs: dict[str, int], bags: dict[str, int],
+              fits: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+    """`bags` plus the bags that `fits`, most expected gain per second first, each bag's gain
+    halving (diminishing returns)."""
+    bags = dict(bags)
+    while True:
+        options = []
+        for m in models:
+            if m.bag_gain <= 0 or bags[m.name] >= MAX_BAGS:
+                continue
+            more = {**bags, m.name: bags[m.name] + 1}
+            if fits(more):
+                gain = m.bag_gain / 2 ** (bags[m.name] - 1)
+                extra = k * job_seconds(costs, m.name, epochs[m.name]) + costs.after_s[m.name]
+                options.append((gain / extra, m.name))
+        if not options:
+            return bags
+        bags[max(options)[1]] += 1

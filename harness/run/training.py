@@ -116,8 +116,10 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
     costs = job_costs(jobs, by_name, run.x.shape[1:], run.data.competition.n_classes)
     keeper = _keeper(run, specs, model_params) if run.budget and specs == run.specs else None
     if keeper is not None:  # the models' folds before their bags, bag 2 before bag 3 (the planner's order)
-        jobs = job_order(jobs, lambda j: keeper.planned_s(j.model, j.epochs), lambda j: j.model)
+        jobs = job_order(jobs, lambda j: keeper.planned_s(j.model, j.epochs), lambda j: j.model, keeper.standby)
         keeper.started.update(s.name for s in specs if left.get(s.name, 0) < k)
+        for name in keeper.started & set(keeper.standby):  # started before a resume: its stages after training
+            keeper.deadline -= keeper.standby[name]
         progress.deadline = run.clock + run.budget["limit_s"]
     else:
         jobs = longest_first(jobs, costs)
@@ -163,6 +165,7 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
 def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]]) -> Any:
     """The time limit's keeper of this run's training (harness.run.keeper): the plan's costs, the
     deadline left after the stages that follow training, the cheapest model kept whatever happens."""
+    from harness.core.names import bag_name
     from harness.run.keeper import Keeper
     from harness.run.planner import MARGIN
 
@@ -190,9 +193,12 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
     hard = run.clock + limit - (rows * per_row + run_s)
     protected = min((s.name for s in specs if bags.number(s.name) == 1),
                     key=lambda n: planned_s(n, int(model_params[n]["epochs"])))
+    standby = {bag_name(m, plan["bags"][m] + i): costs["after_s"][m]
+               for m, n in (plan.get("standby") or {}).items() for i in range(1, n + 1)}
     return Keeper(deadline=deadline, slots=int(plan["slots"]), planned_s=planned_s,
                   min_epochs={s.name: mins.get(bags.base(s.name), 1) for s in specs}, protected=protected,
-                  grace_s=max(hard - deadline, 0.0), say=run.say, on_epochs=on_epochs)
+                  grace_s=max(hard - deadline, 0.0), say=run.say, on_epochs=on_epochs,
+                  standby={n: s for n, s in standby.items() if n in {sp.name for sp in specs}})
 
 
 def pseudo_round(run: Run) -> list[str]:
