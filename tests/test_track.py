@@ -125,6 +125,20 @@ def test_a_run_is_logged_and_read_back(project: Path, mlflow_server: str):
     assert len([r for r in runs if r.data.tags["harness.role"] == "run"]) == 1
     assert len(runs) == 1 + len(children)
 
+    # another competition's runs go to an experiment of its own
+    import shutil
+
+    from harness.results import track
+
+    other = project / "runs" / "20990101-000000"
+    shutil.copytree(results["run_dir"], other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest.update(run_id=other.name, competition={**manifest["competition"], "slug": "Kannada-MNIST"})
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    tracked = track.log_run(other, mlflow_server)
+    kannada = client.get_experiment_by_name("harness-Kannada-MNIST")
+    assert tracked and kannada and tracked["experiment_id"] == kannada.experiment_id != exp.experiment_id
+
 
 def test_an_unreachable_server_is_one_warning_and_the_run_succeeds(project: Path):
     port = _free_port()  # nothing listens there

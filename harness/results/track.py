@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from harness.core import io
 
 TRACKERS = ("none", "mlflow")
-EXPERIMENT = "harness-digit-recognizer"
+EXPERIMENT = "harness-{slug}"       # one MLflow experiment per competition: harness-digit-recognizer
 DEFAULT_URI = "sqlite:///mlflow.db"
 PIN = "mlflow-skinny==3.17.2"
 INSTALL = "pip install 'harness[mlflow]'"
@@ -86,11 +86,12 @@ def _log(run_dir: Path, uri: str) -> dict:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        EXPERIMENT, artifact_location=None if urlparse(uri).scheme in ("http", "https")
-        else Path("mlartifacts").resolve().as_uri())
     manifest = io.read_json(run_dir / "manifest.json")
+    name = EXPERIMENT.format(slug=(manifest.get("competition") or {}).get("slug", "digit-recognizer"))
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        name, artifact_location=None if urlparse(uri).scheme in ("http", "https")
+        else Path("mlartifacts").resolve().as_uri())
     results = io.read_json(run_dir / "results.json")
     run_id = manifest.get("run_id", run_dir.name)
     for old in client.search_runs([exp_id], filter_string=f"tags.`harness.run_id` = '{run_id}'", max_results=1000):
