@@ -165,28 +165,54 @@ def test_stand_by_bags_are_dealt_after_every_planned_job():
 
 
 def test_stand_by_bags_start_only_when_the_measured_speed_ends_them_in_time():
-    # the planned jobs alone end at about 5 x (2 x 305 + 45 + 15) / 2 = 1,675 s; each stand-by bag
-    # adds about 5 x 305 / 2 = 763 s at the planned speed, 572 s at 0.75 of it
-    deadline = 2300.0
-    executor, keeper, done = run(STANDBY_PLAN, deadline=deadline, standby=STANDBY)  # as costed: no room
-    assert not {"cnn_deep~3", "cnn_deep~4"} & {j.model for j in done}
-    assert [(e["event"], e["model"]) for e in keeper.events] == [("standby", "cnn_deep~3"), ("standby", "cnn_deep~4")]
-    assert all(e["why"].startswith("not started") for e in keeper.events)
-    assert [j.model for j in done].count("cnn_deep~2") == 5 and not keeper.dropped   # planned work untouched
+    # the planned jobs alone end at 1,825 s at the planned speed; a stand-by bag's 5
+    # folds on 2 slots take 3 rounds: 915 s at the planned speed, 686 s at 0.75 of it
+    deadline = 2450.0
     executor, keeper, done = run(STANDBY_PLAN, deadline=deadline, standby=STANDBY, slow=lambda t: 0.75)
     assert [j.model for j in done].count("cnn_deep~3") == 5      # faster than costed: one more bag, whole
-    assert "cnn_deep~4" not in {j.model for j in done}            # but not two
-    assert executor.now <= deadline - 20.0                        # its own stages after training fit too
-    assert keeper.deadline == deadline - 20.0
+    assert {j.epochs for j in done if j.model == "cnn_deep~3"} == {30}
+    assert max(j.epochs for j in done if j.model == "cnn_deep~4") < 30   # and a second with fewer epochs
+    assert [e["why"].split(" ")[0] for e in keeper.events] == ["started:", "started"]
+    assert executor.now <= deadline - 2 * 20.0                    # their own stages after training fit too
+    assert keeper.deadline == deadline - 2 * 20.0
+    assert [j.model for j in done].count("cnn_deep~2") == 5 and not keeper.dropped   # planned work untouched
 
 
-def test_a_stand_by_bag_is_never_cut_and_keeps_the_promise_when_the_machine_slows_after_it_started():
-    deadline = 2300.0
+def test_a_stand_by_bag_trains_the_most_epochs_that_fit_and_none_when_not_even_its_fewest_fit():
+    executor, keeper, done = run(STANDBY_PLAN, deadline=2300.0, standby=STANDBY)   # as costed: 30 epochs do not fit
+    epochs = {j.epochs for j in done if j.model == "cnn_deep~3"}
+    assert len(epochs) == 1 and 3 <= epochs.pop() < 30 and [j.model for j in done].count("cnn_deep~3") == 5
+    started = next(e for e in keeper.events if e["model"] == "cnn_deep~3")
+    assert started["why"].startswith("started at") and started["epochs"] < 30
+    assert executor.now <= 2300.0 - 20.0
+    executor, keeper, done = run(STANDBY_PLAN, deadline=1840.0, standby=STANDBY)   # no room at 3 epochs either
+    assert not {"cnn_deep~3", "cnn_deep~4"} & {j.model for j in done}
+    assert [(e["event"], e["model"]) for e in keeper.events] == [("standby", "cnn_deep~3"), ("standby", "cnn_deep~4")]
+    assert all(e["why"].startswith("not started: even at 3") for e in keeper.events) and not keeper.dropped
+
+
+def test_no_stand_by_bag_starts_once_planned_work_was_cut():
+    executor, keeper, done = run(STANDBY_PLAN, deadline=1600.0, standby=STANDBY)
+    assert keeper.events[0]["event"] == "epochs" and keeper.events[0]["model"] == "cnn_deep~2"
+    assert not {"cnn_deep~3", "cnn_deep~4"} & {j.model for j in done}
+    assert [e["why"] for e in keeper.events[1:]] == ["not started: planned work was already cut to keep the limit"] * 2
+
+
+def test_a_stand_by_bag_keeps_the_promise_when_the_machine_slows_after_it_started():
+    deadline = 2450.0
     slow = lambda t: 0.75 if t < 1300 else 2.0  # noqa: E731 (fast until the bag has started, then half speed)
     executor, keeper, done = run(STANDBY_PLAN, deadline=deadline, standby=STANDBY, slow=slow, grace=100.0)
     assert executor.now <= deadline + 100.0 + 1.0 + 1e-6
-    assert not any(e["event"] == "epochs" for e in keeper.events)
     assert any(e["event"] == "standby" and e["why"].startswith("started") for e in keeper.events)
     for model in STANDBY_PLAN:  # whole, or dropped (its finished folds then unused: no partial OOF)
         assert [j.model for j in done].count(model) in (0, 5) or model in keeper.dropped, model
     assert [j.model for j in done].count("ann") == 5
+
+
+def test_the_speed_is_that_of_the_bulk_of_the_work_not_of_the_short_jobs():
+    keeper = Keeper(deadline=1000.0, slots=2, planned_s=planned_s, min_epochs={}, protected="ann")
+    assert keeper.speed() == 1.0
+    keeper.finished(Job("cnn_deep", 0, 30), 0.8 * planned_s("cnn_deep", 30))
+    for fold in range(3):
+        keeper.finished(Job("ann", fold, 10), 1.2 * planned_s("ann", 10))
+    assert keeper.speed() == pytest.approx((0.8 * 305 + 3 * 1.2 * 15) / (305 + 3 * 15))   # 0.85, not the mean 1.1
