@@ -20,8 +20,9 @@ without training anything. The order of decisions follows what the peers learned
 5. Stand-by bags: the bags that would also fit if the jobs ran at STANDBY_SPEED of their costed
    time with no margin. The costs are upper estimates (a 2-hour run's `cnn_deep` folds took 0.79-0.98
    of them and left 45 minutes unused), so these are dealt last, outside the predicted time, and
-   the keeper (harness.run.keeper) starts one only when the speed the jobs really ran at says it
-   ends by the training deadline: a budget turns into members when the machine allows.
+   the keeper (harness.run.keeper) starts one, with the most epochs that fit, only when the speed
+   the jobs really ran at ends it by the training deadline: a budget turns into members when the
+   machine allows.
 
 Jobs are one fold of one model (or bag); they are dealt over the slots (local worker processes, Ray
 CPUs) in `job_order`: every model's folds longest first, then the bags, bag 2 of every model before
