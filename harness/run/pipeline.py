@@ -32,6 +32,7 @@ from harness.registry import ModelSpec, select_models
 from harness.run import policy, training
 from harness.run.budget import fit_after_training, observe_folds, observe_stages, plan_run, replay_plan, replayed
 from harness.run.options import RunOptions
+from harness.run.planner import standby_bags
 from harness.run.state import Run
 from harness.train import bags
 from harness.train.cv import configure_threads, enable_determinism, make_folds, stratified_subset
@@ -380,8 +381,7 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
         specs, params, sources = bags.expand(specs, params, sources, counts)
         params = {n: {**p, "epochs": int(epochs.get(n, epochs.get(bags.base(n), p["epochs"])))}
                   for n, p in params.items()}
-        standby = {bags.name(m, budget["plan"]["bags"][m] + i) for m, c in (budget["plan"].get("standby") or {}).items()
-                   for i in range(1, c + 1)}
+        standby = standby_bags(budget["plan"])
         sources = {n: f"{src}, epochs planned for --time-limit" + (", a stand-by bag" if n in standby else "")
                    for n, src in sources.items()}
     if opts.time_limit is None or replay is not None:  # a planned run's were applied before its plan

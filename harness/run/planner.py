@@ -118,6 +118,12 @@ class PlanError(UsageError):
     """The limit is below the cheapest plan on this machine; says what it would need."""
 
 
+def standby_bags(plan: dict[str, Any]) -> dict[str, str]:
+    """A recorded plan's stand-by bags: each bag's name -> its registered model."""
+    return {bag_name(m, plan["bags"][m] + i): m for m, c in (plan.get("standby") or {}).items()
+            for i in range(1, c + 1)}
+
+
 def job_seconds(costs: Costs, model: str, epochs: int) -> float:
     return costs.job_s[model] + epochs * costs.epoch_s[model]
 

@@ -165,9 +165,8 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
 def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, Any]]) -> Any:
     """The time limit's keeper of this run's training (harness.run.keeper): the plan's costs, the
     deadline left after the stages that follow training, the cheapest model kept whatever happens."""
-    from harness.core.names import bag_name
     from harness.run.keeper import Keeper
-    from harness.run.planner import MARGIN
+    from harness.run.planner import MARGIN, standby_bags
 
     budget = run.budget
     costs, plan = budget["costs"], budget["plan"]
@@ -193,8 +192,7 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
     hard = run.clock + limit - (rows * per_row + run_s)
     protected = min((s.name for s in specs if bags.number(s.name) == 1),
                     key=lambda n: planned_s(n, int(model_params[n]["epochs"])))
-    standby = {bag_name(m, plan["bags"][m] + i): costs["after_s"][m]
-               for m, n in (plan.get("standby") or {}).items() for i in range(1, n + 1)}
+    standby = {n: costs["after_s"][m] for n, m in standby_bags(plan).items()}
     return Keeper(deadline=deadline, slots=int(plan["slots"]), planned_s=planned_s,
                   min_epochs={s.name: mins.get(bags.base(s.name), 1) for s in specs}, protected=protected,
                   grace_s=max(hard - deadline, 0.0), say=run.say, on_epochs=on_epochs,
