@@ -114,8 +114,7 @@ class Keeper:
             self._event("standby", model, "not started: planned work was already cut to keep the limit")
             return
         for e in range(epochs, self.min_epochs.get(model, epochs) - 1, -1):
-            trial = deque(dataclasses.replace(j, epochs=e, params={**j.params, "epochs": e})
-                          if j.model == model else j for j in pending)
+            trial = _at_epochs(pending, model, e)
             ends = self._ends(trial, running, now, include=model)
             if ends <= self.deadline - after_s:
                 if e != epochs:
@@ -175,8 +174,7 @@ class Keeper:
         """Fewer epochs for `model`'s pending jobs, the most that fits; else drop it whole."""
         epochs = next(j.epochs for j in pending if j.model == model)
         for e in range(epochs - 1, self.min_epochs.get(model, epochs) - 1, -1):
-            trial = deque(dataclasses.replace(j, epochs=e, params={**j.params, "epochs": e})
-                          if j.model == model else j for j in pending)
+            trial = _at_epochs(pending, model, e)
             if self._ends(trial, running, now) <= self.deadline:
                 pending.clear()
                 pending.extend(trial)
@@ -197,3 +195,9 @@ class Keeper:
         what = {"epochs": "re-planned", "standby": "(stand-by bag)"}.get(kind, "dropped")
         self.say(f"budget: {model} {what}: {why} "
                  f"(jobs run at {self.speed():.2f}x their planned time; {fmt_seconds(max(left, 0))} of training left)")
+
+
+def _at_epochs(pending: deque, model: str, epochs: int) -> deque:
+    """`pending` with `model`'s jobs at `epochs` (their learning-rate schedule sized to them)."""
+    return deque(dataclasses.replace(j, epochs=epochs, params={**j.params, "epochs": epochs})
+                 if j.model == model else j for j in pending)
