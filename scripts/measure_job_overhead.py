@@ -1,12 +1,14 @@
-"""What the local `Processes` executor adds to each job: the same small fold jobs (cnn_tiny, one
-epoch on a few thousand replica rows) run through `--jobs 2`-style worker processes, and per job the
-driver's wall time beside the fold's own training time. The difference is the executor's overhead
-plus the job's fixed work (building the model, the OOF and test predictions, writing the fold).
+"""What an executor adds to each job: the same small fold jobs (cnn_tiny, one epoch on a few
+thousand replica rows) run through `--jobs 2`-style worker processes (or the tasks of a Ray started
+for the script, `--executor ray`), and per job the worker's wall time beside the fold's own training
+time. The difference is the executor's overhead inside the worker plus the job's fixed work
+(building the model, the OOF and test predictions, writing the fold); the total wall time also
+carries what happens outside it (a process's start, a task's scheduling).
 
-    python scripts/measure_job_overhead.py [--jobs 8] [--rows 4000] [--test-rows 2000]
+    python scripts/measure_job_overhead.py [--executor local|ray] [--jobs 8] [--rows 4000] [--test-rows 2000]
 
 Run it at two commits (e.g. in a `git worktree`) to compare executors side by side; it uses only
-`harness.executors.Processes`, `run_jobs` and `harness.train.jobs.FoldJob`, which both keep.
+`harness.executors.make_executor`, `run_jobs` and `harness.train.jobs.FoldJob`, which both keep.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--executor", choices=("local", "ray"), default="local")
     ap.add_argument("--jobs", type=int, default=8, help="fold jobs to run (default 8)")
     ap.add_argument("--slots", type=int, default=2, help="worker processes at once (default 2)")
     ap.add_argument("--rows", type=int, default=4000)
@@ -30,7 +33,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from harness.data.dataset import load
-    from harness.executors import Processes, run_jobs
+    from harness.executors import make_executor, run_jobs
     from harness.registry import get_model
     from harness.train.cv import make_folds, stratified_subset
     from harness.train.jobs import FoldJob, JobData
@@ -44,11 +47,12 @@ def main() -> int:
         jobs = [FoldJob(run_dir=tmp, model="cnn_tiny", fold=f, k=k, params=get_model("cnn_tiny").params(),
                         seed=f, epochs=1) for f in range(k)]
         start = time.perf_counter()
-        with Processes(args.slots, cpus_per_job=1).session(data, Path(tmp)) as ex:
+        executor = make_executor(args.executor, jobs=args.slots, cpus_per_job=1)
+        with executor.session(data, Path(tmp)) as ex:
             run_jobs(ex, jobs, lambda job, r: done.append(r))
         wall = time.perf_counter() - start
     over = [r["wall_s"] - r["seconds"] for r in done]
-    out = {"jobs": k, "slots": args.slots, "wall_s": round(wall, 2), "workers": len({r["pid"] for r in done}),
+    out = {"executor": args.executor, "jobs": k, "slots": args.slots, "wall_s": round(wall, 2), "workers": len({r["pid"] for r in done}),
            "job_wall_s_median": round(statistics.median(r["wall_s"] for r in done), 2),
            "train_s_median": round(statistics.median(r["seconds"] for r in done), 2),
            "overhead_s_median": round(statistics.median(over), 2), "overhead_s_total": round(sum(over), 1)}

@@ -82,6 +82,7 @@ def test_grid_runs_on_both_nodes_and_matches_local(project: Path, cluster):
     assert len(folds) == 4 and {f["executor"] for f in folds} == {"ray"}
     assert len({f["node"] for f in folds}) == 2, "the grid did not use both worker nodes"
     assert {f["threads"] for f in folds} == {1} and all(f["host"] and f["pid"] for f in folds)
+    assert len({f["pid"] for f in folds}) < len(folds), "every job started a worker process of its own"
     manifest = json.loads((r_run / "manifest.json").read_text())
     assert manifest["executor"]["name"] == "ray" and manifest["executor"]["resources"]["CPU"] == 2
     assert len(manifest["executor"]["nodes"]) == 2 and manifest["sessions"][-1]["executor"]["name"] == "ray"

@@ -6,8 +6,8 @@
 
 - base: the contract (Executor, Failure, JobFailed) and the driver loop (run_jobs)
 - local: `InProcess` (`--jobs 1`) and `Processes` (`--jobs N` worker processes)
-- ray: `RayExecutor` (`--executor ray`): one Ray task per job (`max_calls=1`,
-  `num_cpus=cpus_per_job`) on a cluster at `--ray-address`, or on a Ray started for the run
+- ray: `RayExecutor` (`--executor ray`): one Ray task per job (`num_cpus=cpus_per_job`, workers
+  reused from job to job) on a cluster at `--ray-address`, or on a Ray started for the run
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import threading
 import time
 import traceback
@@ -18,7 +17,7 @@ from typing import Any, Callable
 
 from harness.core.errors import UsageError
 from harness.executors.base import Executor, Failure, Job
-from harness.train.jobs import JobData, Where, execute
+from harness.train.jobs import JobData, Where, clear_keras, execute
 
 
 class InProcess(Executor):
@@ -60,7 +59,7 @@ def _worker(conn: Any, data: JobData, threads: int) -> None:
             message = ("error", f"{type(e).__name__}: {e}", traceback.format_exc(),
                        getattr(e, "exit_code", None))
         finally:
-            _clear_keras()
+            clear_keras()
         try:
             conn.send(message)
         except (BrokenPipeError, OSError):
@@ -81,15 +80,6 @@ def _exit_with_parent(poll_s: float = 1.0) -> None:
                 os._exit(3)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _clear_keras() -> None:
-    """Drop the last job's models and graphs (Keras's global state) before the next job."""
-    if "keras" in sys.modules:
-        import gc
-
-        sys.modules["keras"].backend.clear_session()
-        gc.collect()
 
 
 class _Worker:

@@ -19,18 +19,23 @@ from typing import Any
 
 from harness.core.errors import RunError, UsageError
 from harness.executors.base import RAY_INSTALL, RAY_PIN, Executor, Failure, Job, call_with_timeout, tcp_reachable
-from harness.train.jobs import JobData, Where, execute
+from harness.train.jobs import JobData, Where, clear_keras, execute
 
 AUTH_HINT = ("if the cluster uses token authentication, this driver needs the same token "
              "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token / RAY_AUTH_TOKEN_PATH, with RAY_AUTH_MODE=token)")
 
 
 def _task(job: Job, data: JobData, cpus: int) -> dict:
-    """A job in a Ray worker (a fresh process per job: max_calls=1)."""
+    """A job in a Ray worker. Workers are reused from job to job, as local ones are (TensorFlow
+    imported once, its pools sized by the first job: every job of a run asks for the same CPUs),
+    and each job starts from a cleared Keras session and its own seeds."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    return execute(job, data, Where("ray", threads=cpus, node=node[:12]))
+    try:
+        return execute(job, data, Where("ray", threads=cpus, node=node[:12]))
+    finally:
+        clear_keras()
 
 
 def _probe(path: str, token: str) -> dict[str, Any]:
@@ -173,9 +178,10 @@ class RayExecutor(Executor):
         self._connect(ray)
         try:
             self._check_nodes(ray, run_dir)
-            # A fresh worker process per job (TF state and thread pools never leak across jobs); a
-            # worker that dies is retried once; an exception in the job is not retried.
-            self._remote = ray.remote(max_calls=1, max_retries=1, retry_exceptions=False)(_task)
+            # Workers are reused (a fresh process per job cost ~4.5 s of start and TensorFlow
+            # import: scripts/measure_job_overhead.py); a worker that dies is retried once; an
+            # exception in the job is not retried.
+            self._remote = ray.remote(max_retries=1, retry_exceptions=False)(_task)
             self._data_ref = ray.put(data)  # once; every task reads it from the object store
         except BaseException:
             self.close()

@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,16 @@ def configure_worker(threads: int | None, deterministic: bool = False) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+def clear_keras() -> None:
+    """Drop the last job's models and graphs (Keras's global state) before a reused worker
+    process takes its next job."""
+    if "keras" in sys.modules:
+        import gc
+
+        sys.modules["keras"].backend.clear_session()
+        gc.collect()
 
 
 def run_fold(job: FoldJob, data: JobData, where: Where,
