@@ -189,6 +189,28 @@ def test_a_worker_that_dies_before_the_next_submit_keeps_its_job(data, tmp_path)
     assert done[0]["pid"] != first.proc.pid
 
 
+def test_a_worker_that_dies_while_starting_stops_the_run_instead_of_hanging_it(tmp_path):
+    """A script without `if __name__ == "__main__":` makes every spawned worker die while it imports
+    the script, before it reads its data. The driver must see the dead workers, not wait for ever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from harness.executors import Processes, run_jobs\n"
+        "from harness.train.jobs import FoldJob, JobData\n"
+        "x = np.zeros((400, 28, 28, 1), np.float32)  # ~1.2 MB: far more than a pipe's buffer\n"
+        "data = JobData(x, np.arange(400) % 10, x[:10], np.arange(400) % 2)\n"
+        f"job = FoldJob(run_dir={str(tmp_path)!r}, model='cnn_tiny', fold=0, k=2, params={{}}, seed=0, epochs=1)\n"
+        f"with Processes(1, cpus_per_job=1).session(data, None) as ex:\n"
+        "    run_jobs(ex, [job], lambda job, r: None)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode != 0
+    assert "job cnn_tiny fold 1/2 failed on the local executor: its worker process died twice" in proc.stderr
+
+
 def test_a_failing_job_names_itself(data, tmp_path):
     for executor in (InProcess(), Processes(2, cpus_per_job=1)):
         with pytest.raises(JobFailed, match=r"job cnn_tiny fold 1/2 failed on the local executor: RunError: "

@@ -40,11 +40,16 @@ class InProcess(Executor):
                                   exit_code=getattr(e, "exit_code", None)))]
 
 
-def _worker(conn: Any, data: JobData, threads: int) -> None:
-    """Entry point of a spawned worker process: TensorFlow is imported once, then jobs arrive over
-    `conn` one at a time (None: stop). Each job starts from a cleared Keras session and sets its own
-    seeds (harness.train.cv.train_fold), so a reused worker trains a fold exactly as a fresh one does."""
+def _worker(conn: Any, threads: int) -> None:
+    """Entry point of a spawned worker process: the run's data arrives over `conn`, then jobs one
+    at a time (None: stop). TensorFlow is imported once; each job starts from a cleared Keras session
+    and sets its own seeds (harness.train.cv.train_fold), so a reused worker trains a fold exactly as
+    a fresh one does."""
     _exit_with_parent()
+    try:
+        data = conn.recv()
+    except (EOFError, OSError):
+        return
     while True:
         try:
             job = conn.recv()
@@ -83,14 +88,26 @@ def _exit_with_parent(poll_s: float = 1.0) -> None:
 
 
 class _Worker:
-    """One spawned worker process and the job it is running (None: idle)."""
+    """One spawned worker process and the job it is running (None: idle).
+
+    The data goes over the worker's own pipe, not as a process argument: a spawned child that dies
+    before reading its arguments (an import error, a script without `if __name__ == "__main__":`,
+    killed while starting) leaves the parent blocked for good writing a large argument, because the
+    parent holds that pipe's other end until the write ends. Over `conn` the write fails instead,
+    and the driver sees a dead worker like any other (`Processes.wait`)."""
 
     def __init__(self, ctx: Any, data: JobData, threads: int, name: str) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker, args=(child, data, threads), name=name, daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, threads), name=name, daemon=True)
         self.proc.start()
         child.close()
         self.job: Job | None = None
+        self.send(data)
+
+    def send(self, what: Any) -> None:
+        """Send to the worker; one that died is left for `Processes.wait` to find (its sentinel)."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
+            self.conn.send(what)
 
 
 class Processes(Executor):
@@ -117,7 +134,7 @@ class Processes(Executor):
             self._workers = [w for w in self._workers if w.job is not None or w.proc.is_alive()]
             worker = _Worker(self._ctx, self.data, self.cpus_per_job, f"harness worker {len(self._workers) + 1}")
             self._workers.append(worker)
-        worker.conn.send(job)
+        worker.send(job)
         worker.job = job
         self.in_flight[job.key] = job
         self._attempts[job.key] = self._attempts.get(job.key, 0) + 1
