@@ -100,6 +100,36 @@ def test_the_stages_after_training_get_leaner_in_order_and_use_what_was_observed
     assert after_training(levels[1], seen) == (3.0, 7.0) and after_training(levels[0], seen) == after_training(levels[0])
 
 
+def test_observed_figures_are_the_median_of_the_latest_runs(tmp_path):
+    from harness.core import io
+    from harness.run.calibrate import RECENT, After, costs_of, observe, observe_after
+
+    probe = {"train_s_per_image": 0.010, "fit_fixed_s": 5.0, "predict_s_per_image": 0.001}
+    # an entry of one run, as written before runs were kept, counts as that run
+    io.write_json(tmp_path / "calibration.json", {"k": {"probes": {"cnn_deep": probe}, "observed": {
+        "cnn_deep": {"train_s_per_image": 0.008, "job_fixed_s": 30.0, "observed": "then"}}}})
+
+    def per_image() -> float:
+        record = io.read_json(tmp_path / "calibration.json")["k"]
+        return costs_of(record, rows=1000, k=5, after=After()).epoch_s["cnn_deep"] / 800
+
+    observe(tmp_path, "k", "cnn_deep", 0.0082, 31.0)
+    assert per_image() == pytest.approx(0.0081)           # the median of two: their mean
+    observe(tmp_path, "k", "cnn_deep", 0.0160, 60.0)      # one run slowed by something else
+    assert per_image() == pytest.approx(0.0082)           # moves the median of three by nothing
+    for _ in range(RECENT - 1):
+        observe(tmp_path, "k", "cnn_deep", 0.0160, 60.0)  # a machine that stays slower: followed
+    assert per_image() == pytest.approx(0.0160)
+    assert len(io.read_json(tmp_path / "calibration.json")["k"]["observed"]["cnn_deep"]["runs"]) == RECENT
+    observe(tmp_path, "other", "cnn_deep", 1.0, 1.0)      # an unknown setup: nothing is written
+    assert set(io.read_json(tmp_path / "calibration.json")) == {"k"}
+
+    for per_row, run_s in ((10.0, 20.0), (50.0, 90.0), (11.0, 21.0)):
+        observe_after(tmp_path, "k", After(), per_row, run_s)
+    seen = io.read_json(tmp_path / "calibration.json")["k"]["after"][After().key]
+    assert (seen["per_row_s"], seen["run_s"]) == (11.0, 21.0)
+
+
 def test_stand_by_bags_fit_only_at_the_faster_speed_and_stay_out_of_the_prediction():
     from harness.run.planner import STANDBY_SPEED, _cost
 

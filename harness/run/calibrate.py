@@ -15,7 +15,9 @@ then costs
 The figures are cached per machine, versions, layout and model parameters
 (`<cache>/calibration.json`), so the next run with the same setup skips the probe. The stages
 after training (export, INT8, benchmarks, ensemble, report) are not probed: their shares start
-as estimates and become what the last planned run on this machine took (`observe_after`).
+as estimates. Finished planned runs then replace the probe's figures and the estimates with what
+they took (`observe`, `observe_after`): the median of the latest `RECENT` runs of the setup, so
+that one run slowed by something else on the machine does not set the next plan alone.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job pred
 EXPORT_S, BENCH_S, INT8_S = 8.0, 25.0, 35.0
 RUN_S, REPORT_S = 20.0, 15.0
 SHORT_BENCH = 0.3            # a short benchmark (one thread, fewer repeats) against the full one
+RECENT = 3                   # observed figures: the median of this many latest runs of a setup
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,18 @@ def after_training(after: After, record: dict[str, Any] | None = None) -> tuple[
     return EXPORT_S + bench + (INT8_S if after.int8 else 0.0), RUN_S + (REPORT_S if after.report else 0.0)
 
 
+def _recent(seen: dict[str, Any] | None, figures: dict[str, float], digits: int | None = None) -> dict[str, Any]:
+    """`figures` added to the latest runs `seen` holds (at most RECENT), and each figure as the
+    median of those runs: one perturbed run moves the median of three by nothing."""
+    seen = seen or {}
+    # an entry written before runs were kept counts as one run
+    before = seen.get("runs") or ([{k: seen[k] for k in figures if k in seen}] if seen else [])
+    runs = [*before, figures][-RECENT:]
+    med = {k: float(np.median([r[k] for r in runs if k in r])) for k in figures}
+    return {**{k: (round(v, digits) if digits is not None else v) for k, v in med.items()},
+            "runs": runs, "observed": io.utc_now()}
+
+
 def observe_after(cache_dir: Path, key: str, after: After, per_row_s: float, run_s: float) -> None:
     """Record what a planned run's stages after training took (per model row, and the run's own)
     under the calibration `key`, for the next plan of the same setup with the same stages."""
@@ -88,8 +103,8 @@ def observe_after(cache_dir: Path, key: str, after: After, per_row_s: float, run
     cache = io.read_json(path) if path.is_file() else {}
     if key not in cache:
         return
-    cache[key].setdefault("after", {})[after.key] = {
-        "per_row_s": round(per_row_s, 1), "run_s": round(run_s, 1), "observed": io.utc_now()}
+    seen = cache[key].setdefault("after", {})
+    seen[after.key] = _recent(seen.get(after.key), {"per_row_s": round(per_row_s, 1), "run_s": round(run_s, 1)}, 1)
     io.write_json(path, cache)
 
 
@@ -178,11 +193,11 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows:
 def observe(cache_dir: Path, key: str, model: str, train_s_per_image: float, job_fixed_s: float) -> None:
     """Record what a run's folds of `model` took (seconds per training image over whole folds, and
     a job's seconds beyond its fit) under the calibration `key`: the next plan of the same setup
-    uses them instead of the probe's."""
+    uses the median of the latest runs instead of the probe's figures."""
     path = Path(cache_dir) / "calibration.json"
     cache = io.read_json(path) if path.is_file() else {}
     if key not in cache:
         return
-    cache[key].setdefault("observed", {})[model] = {"train_s_per_image": train_s_per_image,
-                                                    "job_fixed_s": job_fixed_s, "observed": io.utc_now()}
+    seen = cache[key].setdefault("observed", {})
+    seen[model] = _recent(seen.get(model), {"train_s_per_image": train_s_per_image, "job_fixed_s": job_fixed_s})
     io.write_json(path, cache)
