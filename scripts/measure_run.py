@@ -4,6 +4,12 @@ counts, training time and, for the ensemble, its members and weights.
 
     python scripts/measure_run.py [-- RUN FLAGS...]        # e.g. -- --all --jobs 2
     python scripts/measure_run.py --table runs/RUN         # the table of a finished run only
+    python scripts/measure_run.py --slow-after 120 -- --all --time-limit 10m   # a machine slowed partway
+
+`--slow-after S` starts, S seconds into the run, one busy loop per core (`--slow-procs N`) at the
+run's own priority, stopped when the run ends: from then on the run's workers share every core
+with as many busy processes, so it trains at about half the speed it calibrated. It measures
+whether the run keeps its time limit on a machine that slows down (the keeper re-plans).
 
 The reference probe (scripts/speed_audit.py --probe: the cnn_deep recipe in float32, one epoch on
 8,192 fixed rows) runs right before the run, so wall times compare across machines of this kind.
@@ -19,6 +25,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +75,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", type=Path, metavar="RUN_DIR", help="print the table of a finished run and exit")
     ap.add_argument("--out", type=Path, help="working folder (default: a new temp folder)")
+    ap.add_argument("--slow-after", type=float, metavar="S", help="start busy loops S seconds into the run")
+    ap.add_argument("--slow-procs", type=int, default=os.cpu_count() or 1, help="busy loops (default: one per core)")
     ap.add_argument("flags", nargs="*", help="harness run flags (default: --all)")
     args = ap.parse_args()
     if args.table:
@@ -96,13 +105,33 @@ def main() -> None:
     ips = json.loads(probe.stdout.strip().splitlines()[-1])["images_per_s"] if probe.returncode == 0 else None
     cwd = args.out or Path(tempfile.mkdtemp(prefix="harness-run-"))
     cwd.mkdir(parents=True, exist_ok=True)
+    hogs: list[subprocess.Popen] = []
+    timer = None
+    if args.slow_after is not None:
+        def slow_down() -> None:
+            hogs.extend(subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.slow_procs))
+            print(f"... {args.slow_procs} busy loop(s) started {args.slow_after:g} s into the run", file=sys.stderr)
+
+        timer = threading.Timer(args.slow_after, slow_down)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "harness", "run", *(args.flags or ["--all"]), "--new", "--json"],
-                          cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
+    try:
+        if timer:
+            timer.start()
+        proc = subprocess.run([sys.executable, "-m", "harness", "run", *(args.flags or ["--all"]), "--new", "--json"],
+                              cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - start
+    finally:
+        if timer:
+            timer.cancel()
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
     if proc.returncode != 0:
         sys.exit(f"harness run failed ({proc.returncode})")
     print(table(cwd / json.loads(proc.stdout)["run_dir"], wall, ips))
+    if args.slow_after is not None:
+        print(f"slowed: {args.slow_procs} busy loop(s) from {args.slow_after:g} s" if hogs else
+              "slowed: no (the run ended before the busy loops were due)")
 
 
 if __name__ == "__main__":
