@@ -38,12 +38,14 @@ def planned_s(model: str, epochs: int) -> float:
 
 
 class Simulated(Executor):
-    """Jobs take planned_s x `slow(t)` seconds of a simulated clock, `slots` at once."""
+    """Jobs of planned_s seconds of work, `slots` at once, on a simulated clock: at time t the work
+    goes 1 / `slow(t)` as fast as planned, so a job that started fast slows down when the machine
+    does (the speed is read once per simulated second)."""
 
     def __init__(self, slots: int, slow=lambda t: 1.0) -> None:
         super().__init__()
         self.slots, self.now, self.slow = slots, 0.0, slow
-        self.ends: dict[str, float] = {}
+        self.work: dict[str, float] = {}      # planned seconds of work left, per running job
         self.cancelled: list[str] = []
 
     def clock(self) -> float:
@@ -51,49 +53,74 @@ class Simulated(Executor):
 
     def submit(self, job) -> None:
         self.in_flight[job.key] = job
-        self.ends[job.key] = self.now + planned_s(job.model, job.epochs) * self.slow(self.now)
+        self.work[job.key] = planned_s(job.model, job.epochs)
 
     def wait(self, timeout: float):
-        if not self.ends:
-            return []
-        self.now = min(self.now + timeout, min(self.ends.values()))
-        done = [key for key, end in self.ends.items() if end <= self.now]
-        out = []
-        for key in done:
-            del self.ends[key]
-            job = self.in_flight.pop(key)
-            out.append((job, {"status": "trained"}))
-        return out
+        stop = self.now + timeout
+        while self.work:
+            rate = 1.0 / self.slow(self.now)
+            step = min(min(self.work.values()) / rate, stop - self.now, 1.0)
+            self.now += step
+            for key in self.work:
+                self.work[key] -= step * rate
+            done = [key for key, left in self.work.items() if left <= 1e-9]
+            if done or self.now >= stop - 1e-9:
+                for key in done:
+                    del self.work[key]
+                return [(self.in_flight.pop(key), {"status": "trained"}) for key in done]
+        return []
 
     def cancel(self, job) -> bool:
-        self.ends.pop(job.key, None)
+        self.work.pop(job.key, None)
         self.in_flight.pop(job.key, None)
         self.cancelled.append(job.key)
         return True
 
 
-def jobs_of(models: dict[str, int], k: int = 5, standby=()) -> list[Job]:
+def jobs_of(models: dict[str, int], k: int = 5, standby=(), first: str | None = "ann") -> list[Job]:
     jobs = [Job(m, f, e, {"epochs": e}) for m, e in models.items() for f in range(k)]
-    return job_order(jobs, lambda j: planned_s(j.model, j.epochs), lambda j: j.model, standby)
+    return job_order(jobs, lambda j: planned_s(j.model, j.epochs), lambda j: j.model, standby, first=first)
 
 
 def run(models: dict[str, int], deadline: float, slots: int = 2, slow=lambda t: 1.0, grace: float = 0.0,
-        standby: dict[str, float] | None = None):
+        standby: dict[str, float] | None = None, first: str | None = "ann"):
+    """The jobs of `models` (5 folds each) under a keeper that protects `ann`; `first`: whose jobs
+    are dealt first (the training module's order deals the protected model's first)."""
     executor = Simulated(slots, slow)
     keeper = Keeper(deadline=deadline, slots=slots, planned_s=planned_s,
                     min_epochs={m: 3 for m in models}, protected="ann", grace_s=grace, clock=executor.clock,
                     standby=standby or {})
     done: list[Job] = []
-    run_jobs(executor, jobs_of(models, standby=standby or {}), lambda job, _r: done.append(job), keeper=keeper)
+    run_jobs(executor, jobs_of(models, standby=standby or {}, first=first), lambda job, _r: done.append(job),
+             keeper=keeper)
     return executor, keeper, done
 
 
 PLAN = {"cnn_deep": 30, "cnn_small": 10, "ann": 10, "cnn_deep~2": 30, "cnn_deep~3": 30}
 
 
-def test_the_order_is_every_model_then_bag_2_then_bag_3():
+def test_the_order_is_the_kept_model_then_every_model_then_bag_2_then_bag_3():
     order = [j.model for j in jobs_of(PLAN, k=1)]
-    assert order == ["cnn_deep", "cnn_small", "ann", "cnn_deep~2", "cnn_deep~3"]
+    assert order == ["ann", "cnn_deep", "cnn_small", "cnn_deep~2", "cnn_deep~3"]
+    assert [j.model for j in jobs_of(PLAN, k=1, first=None)] == ["cnn_deep", "cnn_small", "ann", "cnn_deep~2",
+                                                                 "cnn_deep~3"]
+
+
+def test_a_machine_that_halves_its_speed_during_long_folds_still_ends_in_time_with_the_kept_model():
+    # A 10-minute run's shape: five long folds, then two cheap models. The machine halves its speed
+    # 120 s in, while the first long folds run: the keeper learns it only as they end (1.2x), lets
+    # two more start, which then run at half speed to the deadline.
+    models, deadline, grace = {"cnn_deep": 15, "cnn_small": 3, "ann": 10}, 500.0, 60.0
+    slow = lambda t: 1.0 if t < 120 else 2.0  # noqa: E731
+    # dealt last, the kept model's folds start only at the deadline and run on past its grace
+    executor, keeper, done = run(models, deadline=deadline, slow=slow, grace=grace, first=None)
+    assert executor.now > deadline + grace + 1.0 and [j.model for j in done].count("ann") == 5
+    # dealt first, they are done before the slowdown, and the run ends in time
+    executor, keeper, done = run(models, deadline=deadline, slow=slow, grace=grace)
+    assert executor.now <= deadline + grace + 1.0 + 1e-6
+    assert [j.model for j in done][:5] == ["ann"] * 5
+    for model in models:
+        assert [j.model for j in done].count(model) in (0, 5) or model in keeper.dropped, model
 
 
 def test_a_plan_that_fits_runs_whole():
@@ -126,9 +153,9 @@ def test_a_job_that_cannot_finish_is_not_started_but_the_cheapest_model_always_t
 
 def test_jobs_still_running_past_the_deadline_and_its_grace_are_cancelled():
     # every job takes 4x its planned time, seen only once the first (ann's) finishes: the cnn_deep
-    # folds all started at once, and only cancelling keeps the limit
+    # folds all started at once (dealt first here), and only cancelling keeps the limit
     executor, keeper, done = run({"cnn_deep": 30, "ann": 10}, deadline=400.0, slots=6, grace=50.0,
-                                 slow=lambda t: 4.0)
+                                 slow=lambda t: 4.0, first=None)
     assert executor.cancelled and all(key.startswith("cnn_deep") for key in executor.cancelled)
     assert executor.now <= 400.0 + 50.0 + 1.0 + 1e-6   # + one wait's timeout
     assert ("cancelled", "cnn_deep") in {(e["event"], e["model"]) for e in keeper.events}
@@ -165,7 +192,7 @@ def test_stand_by_bags_are_dealt_after_every_planned_job():
 
 
 def test_stand_by_bags_start_only_when_the_measured_speed_ends_them_in_time():
-    # the planned jobs alone end at 1,825 s at the planned speed; a stand-by bag's 5
+    # the planned jobs alone end at 1,795 s at the planned speed; a stand-by bag's 5
     # folds on 2 slots take 3 rounds: 915 s at the planned speed, 686 s at 0.75 of it
     deadline = 2450.0
     executor, keeper, done = run(STANDBY_PLAN, deadline=deadline, standby=STANDBY, slow=lambda t: 0.75)
@@ -185,7 +212,7 @@ def test_a_stand_by_bag_trains_the_most_epochs_that_fit_and_none_when_not_even_i
     started = next(e for e in keeper.events if e["model"] == "cnn_deep~3")
     assert started["why"].startswith("started at") and started["epochs"] < 30
     assert executor.now <= 2300.0 - 20.0
-    executor, keeper, done = run(STANDBY_PLAN, deadline=1840.0, standby=STANDBY)   # no room at 3 epochs either
+    executor, keeper, done = run(STANDBY_PLAN, deadline=1810.0, standby=STANDBY)   # no room at 3 epochs either
     assert not {"cnn_deep~3", "cnn_deep~4"} & {j.model for j in done}
     assert [(e["event"], e["model"]) for e in keeper.events] == [("standby", "cnn_deep~3"), ("standby", "cnn_deep~4")]
     assert all(e["why"].startswith("not started: even at 3") for e in keeper.events) and not keeper.dropped

@@ -26,7 +26,9 @@ deadline less its own stages after training (which then move the deadline earlie
 left out whole, as is every later one that does not fit, and every one once planned work was cut.
 
 The `protected` model (the cheapest) is never dropped or cancelled: a run always ends with at
-least one model to submit. Every decision is an event in the manifest's budget record.
+least one model to submit. Its jobs are dealt first (harness.run.planner.job_order), so a machine
+that slows partway cannot leave them to run past the limit. Every decision is an event in the
+manifest's budget record.
 """
 
 from __future__ import annotations

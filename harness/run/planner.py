@@ -25,9 +25,10 @@ without training anything. The order of decisions follows what the peers learned
    machine allows.
 
 Jobs are one fold of one model (or bag); they are dealt over the slots (local worker processes, Ray
-CPUs) in `job_order`: every model's folds longest first, then the bags, bag 2 of every model before
-bag 3, so the work a short-running machine gives up (harness.run.keeper) is the last bags. The
-plan's training time is that schedule's makespan.
+CPUs) in `job_order`: the cheapest model's folds first (the model every run keeps, done before a
+machine that slows partway can leave it unstarted at the deadline), then every other model's folds
+longest first, then the bags, bag 2 of every model before bag 3, so the work a short-running machine
+gives up (harness.run.keeper) is the last bags. The plan's training time is that schedule's makespan.
 """
 
 from __future__ import annotations
@@ -145,10 +146,17 @@ def list_schedule(durations: list[float], slots: int, busy: list[float] | None =
 
 
 def job_order(jobs: list[Any], seconds: Callable[[Any], float], model: Callable[[Any], str],
-              standby: Any = ()) -> list[Any]:
-    """The order jobs are handed out: bag 1 (the models) before bag 2 before bag 3, and within a
-    bag index longest first (ties keep the given order); the `standby` bags' jobs after all others."""
-    return sorted(jobs, key=lambda j: (model(j) in standby, bag_number(model(j)), -seconds(j)))
+              standby: Any = (), first: str | None = None) -> list[Any]:
+    """The order jobs are handed out: the `first` model's (the cheapest, which the keeper never
+    drops: its folds done early, a machine that slows later cannot leave the run without it at
+    the deadline), then bag 1 (the models) before bag 2 before bag 3, within a bag index longest
+    first (ties keep the given order); the `standby` bags' jobs after all others."""
+    return sorted(jobs, key=lambda j: (model(j) in standby, model(j) != first, bag_number(model(j)), -seconds(j)))
+
+
+def cheapest(names: list[str], seconds: Callable[[str], float]) -> str:
+    """The model whose fold job costs least (the first such in `names`): the one every run keeps."""
+    return min(names, key=seconds)
 
 
 def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: dict[str, int],
@@ -158,7 +166,8 @@ def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: d
     jobs = [(bag_name(m.name, b), speed * job_seconds(costs, m.name, epochs[m.name]))
             for m in models for b in range(1, bags[m.name] + 1) for _ in range(k)]
     after = sum(costs.after_s[m.name] * bags[m.name] for m in models)
-    return list_schedule([d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0])], slots), after
+    first = cheapest([m.name for m in models], lambda n: job_seconds(costs, n, epochs[n]))
+    return list_schedule([d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0], first=first)], slots), after
 
 
 def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, slots: int,

@@ -115,8 +115,9 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
     by_name = {s.name: s for s in specs}
     costs = job_costs(jobs, by_name, run.x.shape[1:], run.data.competition.n_classes)
     keeper = _keeper(run, specs, model_params) if run.budget and specs == run.specs else None
-    if keeper is not None:  # the models' folds before their bags, bag 2 before bag 3 (the planner's order)
-        jobs = job_order(jobs, lambda j: keeper.planned_s(j.model, j.epochs), lambda j: j.model, keeper.standby)
+    if keeper is not None:  # the planner's order: the kept model first, the models before their bags
+        jobs = job_order(jobs, lambda j: keeper.planned_s(j.model, j.epochs), lambda j: j.model, keeper.standby,
+                         first=keeper.protected)
         keeper.started.update(s.name for s in specs if left.get(s.name, 0) < k)
         for name in keeper.started & set(keeper.standby):  # started before a resume: its stages after training
             keeper.deadline -= keeper.standby[name]
@@ -166,7 +167,7 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
     """The time limit's keeper of this run's training (harness.run.keeper): the plan's costs, the
     deadline left after the stages that follow training, the cheapest model kept whatever happens."""
     from harness.run.keeper import Keeper
-    from harness.run.planner import MARGIN, standby_bags
+    from harness.run.planner import MARGIN, cheapest, standby_bags
 
     budget = run.budget
     costs, plan = budget["costs"], budget["plan"]
@@ -190,8 +191,8 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
     per_row, run_s = after_training(After(**budget["after"]).leaner()[-1], budget["calibration"])
     rows = sum(plan["bags"].values()) + 1
     hard = run.clock + limit - (rows * per_row + run_s)
-    protected = min((s.name for s in specs if bags.number(s.name) == 1),
-                    key=lambda n: planned_s(n, int(model_params[n]["epochs"])))
+    protected = cheapest([s.name for s in specs if bags.number(s.name) == 1],
+                         lambda n: planned_s(n, int(model_params[n]["epochs"])))
     standby = {n: costs["after_s"][m] for n, m in standby_bags(plan).items()}
     return Keeper(deadline=deadline, slots=int(plan["slots"]), planned_s=planned_s,
                   min_epochs={s.name: mins.get(bags.base(s.name), 1) for s in specs}, protected=protected,
