@@ -113,7 +113,6 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
     if not jobs:
         return
     by_name = {s.name: s for s in specs}
-    costs = job_costs(jobs, by_name, run.x.shape[1:], run.data.competition.n_classes)
     keeper = _keeper(run, specs, model_params) if run.budget and specs == run.specs else None
     if keeper is not None:  # the planner's order: the kept model first, the models before their bags
         jobs = job_order(jobs, lambda j: keeper.planned_s(j.model, j.epochs), lambda j: j.model, keeper.standby,
@@ -122,7 +121,11 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
         for name in keeper.started & set(keeper.standby):  # started before a resume: its stages after training
             keeper.deadline -= keeper.standby[name]
         progress.deadline = run.clock + run.budget["limit_s"]
+        # the ETA scales from the plan's seconds, which carry a job's fixed cost: from FLOPs alone,
+        # the cheap model's folds (dealt first) would put the first ETA several times too high
+        costs = {j.model: keeper.planned_s(j.model, j.epochs) for j in jobs}
     else:
+        costs = job_costs(jobs, by_name, run.x.shape[1:], run.data.competition.n_classes)
         jobs = longest_first(jobs, costs)
     progress.set_costs(costs)
 
