@@ -121,6 +121,13 @@ def test_a_machine_that_halves_its_speed_during_long_folds_still_ends_in_time_wi
     assert [j.model for j in done][:5] == ["ann"] * 5
     for model in models:
         assert [j.model for j in done].count(model) in (0, 5) or model in keeper.dropped, model
+    # with a long grace, the fold of cnn_deep still running when cnn_deep is dropped would end
+    # inside it, unused: it is cancelled then instead of holding its slot
+    executor, keeper, done = run(models, deadline=deadline, slow=slow, grace=200.0)
+    dropped = next(e for e in keeper.events if e["model"] == "cnn_deep")
+    assert dropped["event"] == "dropped" and any(key.startswith("cnn_deep") for key in executor.cancelled)
+    assert executor.now <= deadline - dropped["left_s"] + 1.0 + 1e-6   # the run ended when it was dropped
+    assert not any(e["event"] == "cancelled" for e in keeper.events)   # dropped once, not cancelled again
 
 
 def test_a_plan_that_fits_runs_whole():

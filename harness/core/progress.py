@@ -119,7 +119,7 @@ class TrainingProgress:
             self._left[model] -= 1
         if cancelled is not None:
             self._running.pop(cancelled.name, None)
-            self._say(f"  {cancelled.name}: cancelled at the time limit's training deadline ({self._status()})")
+            self._say(f"  {cancelled.name}: cancelled to keep the time limit ({self._status()})")
         self._refresh()
 
     def _status(self) -> str:

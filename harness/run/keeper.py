@@ -14,7 +14,8 @@ planned first:
 2. with no bag left to cut, a job that cannot end before the deadline is not started, and its
    model is dropped whole: a model with a missing fold has no out-of-fold predictions (a model
    with folds already trained may use the grace, not to throw that work away for seconds);
-3. at the deadline plus a grace, jobs still running are cancelled and their models dropped. The
+3. a dropped model's jobs still running are cancelled (its folds would go unused); at the
+   deadline plus a grace, jobs still running are cancelled and their models dropped. The
    grace is the time the leanest stages after training leave (export, ensemble, submission,
    report; no benchmark): the stages after training give up INT8 and benchmarks before finished
    training work is thrown away.
@@ -139,10 +140,12 @@ class Keeper:
         return job
 
     def overdue(self, running: dict[str, tuple[Any, float]]) -> list[Any]:
-        """Running jobs to cancel now: past the deadline and its grace, all but the protected model's."""
-        if self.clock() <= self.deadline + self.grace_s:
-            return []
-        late = [job for job, _ in running.values() if job.model != self.protected]
+        """Running jobs to cancel now: a dropped model's (a fold of it is never used: its slot is
+        better given to what remains) and, past the deadline and its grace, all but the protected
+        model's."""
+        past = self.clock() > self.deadline + self.grace_s
+        late = [job for job, _ in running.values()
+                if job.model in self.dropped or (past and job.model != self.protected)]
         for model in sorted({j.model for j in late} - self.dropped):
             self._event("cancelled", model, "still training at the deadline")
             self.dropped.add(model)
