@@ -52,7 +52,8 @@ def main() -> int:
             run_jobs(ex, jobs, lambda job, r: done.append(r))
         wall = time.perf_counter() - start
     over = [r["wall_s"] - r["seconds"] for r in done]
-    out = {"executor": args.executor, "jobs": k, "slots": args.slots, "wall_s": round(wall, 2), "workers": len({r["pid"] for r in done}),
+    out = {"executor": args.executor, "jobs": k, "slots": args.slots, "wall_s": round(wall, 2),
+           "workers": len({r["pid"] for r in done}),
            "job_wall_s_median": round(statistics.median(r["wall_s"] for r in done), 2),
            "train_s_median": round(statistics.median(r["seconds"] for r in done), 2),
            "overhead_s_median": round(statistics.median(over), 2), "overhead_s_total": round(sum(over), 1)}

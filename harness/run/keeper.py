@@ -5,9 +5,9 @@ measured with the planned time and re-plans the jobs not started.
     run_jobs(executor, jobs, on_done, progress, keeper=keeper)   # harness.executors.run_jobs
 
 The plan (harness.run.planner) assumed the calibrated speed. The keeper measures the speed the
-jobs really have (the recent finished jobs' actual / planned seconds, the protected model's aside), predicts when the pending
-jobs would end over the slots, and when that is past the training deadline it gives up work, last
-planned first:
+jobs really have (the recent finished jobs' actual / planned seconds, the protected model's
+aside), predicts when the pending jobs would end over the slots, and when that is past the
+training deadline it gives up work, last planned first:
 
 1. the last bag not started trains fewer epochs (down to its model's minimum; its learning-rate
    schedule is sized to them, as the planner's are), else is dropped whole;
