@@ -144,3 +144,55 @@ def test_stand_by_bags_fit_only_at_the_faster_speed_and_stay_out_of_the_predicti
         fast, after = _cost(MODELS, COSTS, 5, 2, plan.epochs, every, STANDBY_SPEED)
         assert fast + after + COSTS.run_s <= limit          # at the stand-by speed they do
     assert make_plan(2400, MODELS, COSTS, k=5, slots=2).standby == {}   # cut recipes: no bags of any kind
+
+
+def _slow_avx2_plan(monkeypatch, tmp_path, limit: float):
+    """plan_run on an AVX2-only EPYC's calibration (per slot, float32, 2 slots; as measured on a
+    machine at the family-23 probe's speed): `cnn_deep`'s 7 fewest epochs take ~9 minutes a fold."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from harness.run.budget import plan_run
+    from harness.run.options import RunOptions
+
+    probes = {"ann": (0.000539, 5.1, 0.000167), "cnn_deep": (0.003547, 0.0, 0.00049),
+              "cnn_small": (0.000539, 7.6, 0.000164)}
+    record = {"probes": {m: {"train_s_per_image": t, "fit_fixed_s": f, "predict_s_per_image": p}
+                         for m, (t, f, p) in probes.items()}, "slots": 2, "seconds": 155.0, "cached": True}
+    monkeypatch.setattr("harness.run.calibrate.calibrate", lambda *a, **k: record)
+    specs = [SimpleNamespace(name=n, min_epochs=None, bag_gain=g) for n, g in (("ann", 0), ("cnn_deep", 7), ("cnn_small", 0))]
+    params = {"ann": {"epochs": 20, "quick_epochs": 3}, "cnn_deep": {"epochs": 30, "quick_epochs": 7},
+              "cnn_small": {"epochs": 5, "quick_epochs": 2}}
+    data = SimpleNamespace(x_train=np.zeros((42_000, 1)), y_train=np.zeros(42_000), x_test=np.zeros((28_000, 1)),
+                           competition=SimpleNamespace(n_classes=10))
+    lines: list[str] = []
+    budget = plan_run(RunOptions(all_models=True, quick=limit <= 300, time_limit=limit),
+                      SimpleNamespace(cache_dir=tmp_path), specs, params, data, k=5, seed=0,
+                      progress=SimpleNamespace(stage=lines.append))
+    return budget, lines
+
+
+def test_fewer_models_drops_the_dearest_first_and_keeps_the_cheapest():
+    from harness.run.planner import fewer_models
+
+    kept = [[m.name for m in ms] for ms in fewer_models(MODELS, COSTS)]
+    assert kept == [["cnn_deep", "cnn_small", "ann"], ["cnn_small", "ann"], ["ann"]]  # ann: 28 s at 3 epochs
+
+
+def test_a_budget_too_short_for_every_model_plans_without_the_dearest(monkeypatch, tmp_path):
+    budget, lines = _slow_avx2_plan(monkeypatch, tmp_path, 300)
+    plan = budget["plan"]
+    assert budget["left_out"] == ["cnn_deep"] and set(plan["epochs"]) == {"ann", "cnn_small"}
+    assert plan["predicted_s"] <= 0.95 * 300
+    need = lines[-1].split("every model needs about ", 1)[1].split(" ")[0]
+    assert "left out cnn_deep" in lines[-1] and parse_time_limit(need) > 300
+    roomy, _ = _slow_avx2_plan(monkeypatch, tmp_path, parse_time_limit(need))   # the budget it named
+    assert roomy["left_out"] == [] and set(roomy["plan"]["epochs"]) == {"ann", "cnn_deep", "cnn_small"}
+    default, _ = _slow_avx2_plan(monkeypatch, tmp_path, 1800)
+    assert default["left_out"] == [] and default["plan"]["k"] >= 2
+
+
+def test_below_the_cheapest_models_plan_names_it(monkeypatch, tmp_path):
+    with pytest.raises(PlanError, match=r"\(cnn_small alone at its fewest epochs, 2 folds on 2 slot\(s\)\): it needs about"):
+        _slow_avx2_plan(monkeypatch, tmp_path, 60)

@@ -118,6 +118,34 @@ def test_a_run_killed_mid_training_resumes_under_its_recorded_plan(project: Path
     assert f"harness run --replay {runs[0].parent.name}" in budget
 
 
+@pytest.mark.e2e
+def test_a_budget_too_short_for_every_model_trains_the_cheaper_ones(project: Path):
+    # This test's own cache, whose calibration then says cnn_tiny trains 1,000x slower than it
+    # does: as on a slow machine, its fewest epochs fit no fold count of a 3-minute budget.
+    cache = project / "cache"
+    cmd = [*TINY, "--no-report", "--json"]
+    harness_cli(*cmd, "--time-limit", "30m", "--plan", cwd=project, env={"HARNESS_CACHE": str(cache)}, check=True)
+    record = json.loads((cache / "calibration.json").read_text())
+    (probe,) = [r["probes"]["cnn_tiny"] for r in record.values()]
+    probe["train_s_per_image"] *= 1000
+    (cache / "calibration.json").write_text(json.dumps(record))
+    plan = harness_cli(*cmd, "--time-limit", "3m", "--plan", cwd=project, env={"HARNESS_CACHE": str(cache)},
+                       check=True)
+    doc = json.loads(plan.stdout)
+    assert doc["left_out"] == ["cnn_tiny"] and set(doc["plan"]["epochs"]) == {"ann_tiny"}, doc
+    assert "left out cnn_tiny (every model needs about" in plan.stderr
+    done = harness_cli(*TINY, "--json", "--time-limit", "3m", cwd=project, env={"HARNESS_CACHE": str(cache)},
+                       check=True)
+    run_dir = Path(json.loads(done.stdout)["run_dir"])
+    assert _manifest(run_dir)["trained"] == ["ann_tiny"] and not (run_dir / "cnn_tiny").exists()
+    assert json.loads(done.stdout)["best"] == "ann_tiny"
+    html = (project / "reports" / f"{run_dir.name}.html").read_text()
+    assert "left out cnn_tiny (their fewest epochs did not fit" in html
+    # below even the cheapest model's plan: exit 2, one line naming it and the budget it needs
+    low = harness_cli(*cmd, "--time-limit", "5s", cwd=project, env={"HARNESS_CACHE": str(cache)})
+    assert low.returncode == 2 and "(ann_tiny alone at its fewest epochs" in low.stderr, low.stderr
+
+
 @pytest.mark.integration
 def test_a_worker_slowed_partway_makes_the_driver_replan_and_end_in_time(project: Path):
     import time

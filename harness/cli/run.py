@@ -211,6 +211,9 @@ def _render_plan(budget: dict) -> str:
                  "epochs cut from the recipes to fit (each model's learning-rate schedule is sized to its epochs)")
     if budget.get("given_up"):
         lines.append("planned without " + " and ".join(budget["given_up"]) + " (they would cost epochs)")
+    if budget.get("left_out"):
+        lines.append("left out " + ", ".join(budget["left_out"]) + " (their fewest epochs do not fit this limit "
+                     "here; --plan with a longer one shows what it buys)")
     if plan.get("standby"):
         lines.append("stand-by: " + ", ".join(f"{n} x {b} more bag(s)" for n, b in plan["standby"].items())
                      + ", trained only if the jobs run fast enough to end them in time")

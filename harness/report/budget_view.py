@@ -39,6 +39,7 @@ def budget_view(run: RunData) -> dict[str, Any] | None:
         "within": used is not None and limit is not None and used <= limit * 1.05 + (30 if limit < 600 else 0),
         "k": plan.get("k"), "slots": plan.get("slots"), "full_recipes": plan.get("full_recipes"),
         "models": plan.get("jobs") or [], "given_up": budget.get("given_up") or [],
+        "left_out": budget.get("left_out") or [],
         "standby": plan.get("standby") or {},
         "events": budget.get("events") or [], "stages": rows,
         "calibration": {"cached": bool((budget.get("calibration") or {}).get("cached")),

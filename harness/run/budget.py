@@ -126,10 +126,11 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
 
     Accuracy first: INT8 variants and the two-thread benchmark rows only when every model still
     gets its full recipe with them; fewer folds (down to 2) only when even every model's fewest
-    epochs do not fit in `k` (--folds fixes them). `spent_s`: what the run took before (the
-    augmentation probe)."""
+    epochs do not fit in `k` (--folds fixes them); without the dearest models (the cheapest is
+    always kept) only when every model's fewest epochs fit in no number of folds. `spent_s`: what
+    the run took before (the augmentation probe)."""
     from harness.run.calibrate import After, calibrate, costs_of
-    from harness.run.planner import ModelBudget, PlanError, make_plan
+    from harness.run.planner import ModelBudget, PlanError, fewer_models
 
     start = time.perf_counter()
     rows = opts.limit or len(data.y_train)
@@ -143,20 +144,17 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
     slots = int(probe.get("slots") or opts.jobs or 1)
     levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
                    report=opts.report).leaner(keep_bench=True)
-    chosen, error = None, None
-    for folds in ([opts.folds] if opts.folds else range(k, 1, -1)):
-        plans = []
-        for after in levels:
-            try:
-                costs = costs_of(probe, rows, folds, after, test_rows=len(data.x_test))
-                plans.append((after, costs, make_plan(opts.time_limit, models, costs, folds, slots, spent_s=spent)))
-            except PlanError as e:
-                error = e
-        if plans:
-            chosen = next((p for p in plans if p[2].full_recipes), plans[-1])
+    chosen, first_error = None, None
+    # every model when its fewest epochs fit in some number of folds, else without the dearest
+    for kept in fewer_models(models, costs_of(probe, rows, opts.folds or k, levels[-1], test_rows=len(data.x_test))):
+        try:
+            chosen = _fold_plan(opts, probe, kept, levels, rows, k, slots, spent, len(data.x_test))
             break
+        except PlanError as e:  # the cheapest there is with these models: fewest folds, leanest stages
+            first_error, error = first_error or e, e
     if chosen is None:
-        raise error  # type: ignore[misc]  (the cheapest plan there is: fewest folds, leanest stages)
+        raise error
+    left_out = [m.name for m in models if m.name not in chosen[2].epochs]
     after, costs, plan = chosen
     given_up = [what for what, kept in (("INT8 variants", after.int8 or not opts.int8),
                                         ("two-thread benchmark rows", not after.short_bench or opts.quick
@@ -165,9 +163,34 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
                    + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
                                for n in plan.epochs)
                    + (f"; without {' and '.join(given_up)}" if given_up else "")
+                   + (f"; left out {', '.join(left_out)} (every model needs about "
+                      f"{fmt_seconds(first_error.need_s)} here)" if left_out else "")
                    + (f"; stand-by {', '.join(f'{n} x {b} bag(s)' for n, b in plan.standby.items())}"
                       if plan.standby else "")
                    + f"; predicted {fmt_seconds(plan.predicted_s)} (training {fmt_seconds(plan.training_s)})"
                    + ("" if probe.get("cached") else f"; calibration took {probe['seconds']:.0f} s"))
     return {"limit_s": opts.time_limit, "plan": plan.as_dict(), "calibration": probe,
-            "costs": dataclasses.asdict(costs), "after": dataclasses.asdict(after), "given_up": given_up}
+            "costs": dataclasses.asdict(costs), "after": dataclasses.asdict(after), "given_up": given_up,
+            "left_out": left_out}
+
+
+def _fold_plan(opts: RunOptions, probe: dict[str, Any], models: list[Any], levels: list[Any], rows: int, k: int,
+               slots: int, spent: float, test_rows: int) -> tuple[Any, Any, Any]:
+    """(stages after training, costs, plan) of `models` at the most folds (`k` down to 2, or
+    --folds) where their fewest epochs fit, the full recipes' stages first; the last PlanError
+    (the fewest folds, the leanest stages) when none does."""
+    from harness.run.calibrate import costs_of
+    from harness.run.planner import PlanError, make_plan
+
+    error = None
+    for folds in ([opts.folds] if opts.folds else range(k, 1, -1)):
+        plans = []
+        for after in levels:
+            try:
+                costs = costs_of(probe, rows, folds, after, test_rows=test_rows)
+                plans.append((after, costs, make_plan(opts.time_limit, models, costs, folds, slots, spent_s=spent)))
+            except PlanError as e:
+                error = e
+        if plans:
+            return next((p for p in plans if p[2].full_recipes), plans[-1])
+    raise error  # type: ignore[misc]

@@ -9,8 +9,9 @@ without training anything. The order of decisions follows what the peers learned
 
 1. The stages after training get their share first (export, INT8, benchmarks, ensemble, report):
    a final stage without a budget is how AutoML runs overshoot.
-2. Every model trains at least its declared minimum epochs; when even that does not fit, the run
-   stops before training with the budget it would need on this machine.
+2. Every model trains at least its declared minimum epochs; when even that does not fit, the
+   caller (harness.run.budget) tries fewer folds, then `fewer_models` (the dearest left out, the
+   cheapest never), and stops before training with the budget it would need on this machine.
 3. The time left raises every model's epochs together, from its minimum toward its recipe's
    maximum. The learning-rate schedule is sized to the planned epochs (the recipes' cosine decay
    runs over `epochs`), never a long schedule cut short.
@@ -116,7 +117,11 @@ class Plan:
 
 
 class PlanError(UsageError):
-    """The limit is below the cheapest plan on this machine; says what it would need."""
+    """The limit is below the cheapest plan on this machine; says what it would need (`need_s`)."""
+
+    def __init__(self, message: str, need_s: float = 0.0):
+        super().__init__(message)
+        self.need_s = need_s
 
 
 def standby_bags(plan: dict[str, Any]) -> dict[str, str]:
@@ -159,6 +164,14 @@ def cheapest(names: list[str], seconds: Callable[[str], float]) -> str:
     return min(names, key=seconds)
 
 
+def fewer_models(models: list[ModelBudget], costs: Costs) -> list[list[ModelBudget]]:
+    """`models`, then without the model whose fold job at its fewest epochs costs most, then without
+    the next, down to the cheapest alone: what a budget too short for every model still trains (a
+    slow machine's 5 minutes hold `cnn_small` and `ann`, not `cnn_deep`'s fewest epochs)."""
+    dear = sorted(models, key=lambda m: -job_seconds(costs, m.name, m.min_epochs))
+    return [[m for m in models if m not in dear[:i]] for i in range(len(models))]
+
+
 def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: dict[str, int],
           bags: dict[str, int], speed: float = 1.0) -> tuple[float, float]:
     """(training makespan, after-training seconds) of a choice of epochs and bags, the jobs taking
@@ -184,10 +197,11 @@ def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, s
     lo = {m.name: m.min_epochs for m in models}
     ok, train, after = fits(lo, bags)
     if not ok:
-        need = (train + after + costs.run_s + spent_s) / (1 - MARGIN)
+        need = math.ceil((train + after + costs.run_s + spent_s) / (1 - MARGIN))  # rounded up: it must fit
+        what = "every model" if len(models) > 1 else f"{models[0].name} alone"
         raise PlanError(f"--time-limit {fmt_seconds(limit_s)} is below the cheapest plan on this machine "
-                        f"(every model at its fewest epochs, {k} folds on {slots} slot(s)): it needs about "
-                        f"{fmt_seconds(math.ceil(need))}")  # rounded up: the budget named must fit
+                        f"({what} at its fewest epochs, {k} folds on {slots} slot(s)): it needs about "
+                        f"{fmt_seconds(need)}", need_s=need)
     # The largest share f of each model's range (min -> max epochs) that fits, found by bisection:
     # every model gains alike, so none is starved for another's recipe, and more time never
     # means fewer epochs for any model.
