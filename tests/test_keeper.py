@@ -153,9 +153,20 @@ def test_at_half_speed_later_bags_are_cut_then_dropped_whole_and_the_run_ends_in
 
 
 def test_a_job_that_cannot_finish_is_not_started_but_the_cheapest_model_always_trains():
-    executor, keeper, done = run({"cnn_deep": 30, "ann": 10}, deadline=200.0)
-    assert ("dropped", "cnn_deep") in {(e["event"], e["model"]) for e in keeper.events}
+    # cnn_deep's folds at 30 epochs (305 s) cannot end by 100 s, nor at its fewest (3: 35 s each)
+    executor, keeper, done = run({"cnn_deep": 30, "ann": 10}, deadline=100.0)
+    assert [(e["event"], e["model"]) for e in keeper.events] == [("dropped", "cnn_deep")]
     assert [j.model for j in done].count("ann") == 5 and "cnn_deep" not in {j.model for j in done}
+
+
+def test_a_model_with_no_fold_started_trains_fewer_epochs_rather_than_none():
+    # at 30 epochs cnn_deep's folds end far past 200 s, at its fewest (3) well before: none of
+    # them started, all five train at the most epochs that end in time (5 here)
+    executor, keeper, done = run({"cnn_deep": 30, "ann": 10}, deadline=200.0)
+    (event,) = keeper.events
+    assert event["event"] == "epochs" and event["model"] == "cnn_deep" and 3 <= event["epochs"] < 30
+    assert {j.epochs for j in done if j.model == "cnn_deep"} == {event["epochs"]}
+    assert [j.model for j in done].count("cnn_deep") == 5 and executor.now <= 200.0 + 1e-6
 
 
 def test_jobs_still_running_past_the_deadline_and_its_grace_are_cancelled():

@@ -11,10 +11,13 @@ training deadline it gives up work, last planned first:
 
 1. the last bag not started trains fewer epochs (down to its model's minimum; its learning-rate
    schedule is sized to them, as the planner's are), else is dropped whole;
-2. with no bag left to cut, a job that cannot end before the deadline is not started, and its
+2. with no bag left to cut, the last model with no fold started trains fewer epochs, when some
+   number down to its minimum makes every pending job end in time (a 5-minute run on a slow
+   machine whose kept model's folds ran long trains `ann` at fewer epochs rather than not at all);
+3. else a job that cannot end before the deadline is not started, and its
    model is dropped whole: a model with a missing fold has no out-of-fold predictions (a model
    with folds already trained may use the grace, not to throw that work away for seconds);
-3. a dropped model's jobs still running are cancelled (its folds would go unused); at the
+4. a dropped model's jobs still running are cancelled (its folds would go unused); at the
    deadline plus a grace, jobs still running are cancelled and their models dropped. The
    grace is the time the leanest stages after training leave (export, ensemble, submission,
    report; no benchmark): the stages after training give up INT8 and benchmarks before finished
@@ -96,6 +99,9 @@ class Keeper:
             bag = self._last_unstarted_bag(pending)
             if bag is not None:
                 self._cut(bag, pending, running, now)
+                continue
+            model = self._last_unstarted_model(pending)
+            if model is not None and self._fewer(model, pending, running, now):
                 continue
             job = pending[0]
             # a model with folds already trained may end within the grace: dropping it would throw
@@ -179,8 +185,21 @@ class Keeper:
                 and j.model not in self.standby]
         return bags[-1] if bags else None
 
+    def _last_unstarted_model(self, pending: deque) -> str | None:
+        """The model (bag 1) dealt last among those with no job started, the protected one aside."""
+        models = [j.model for j in pending if bag_number(j.model) == 1 and j.model not in self.started
+                  and j.model != self.protected]
+        return models[-1] if models else None
+
     def _cut(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float) -> None:
         """Fewer epochs for `model`'s pending jobs, the most that fits; else drop it whole."""
+        if not self._fewer(model, pending, running, now):
+            self._drop(model, pending, "not enough time left for it")
+
+    def _fewer(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float) -> bool:
+        """`model`'s pending jobs (none of its folds started) at the most epochs, down to its
+        minimum, at which every pending job ends by the deadline; False, nothing changed, when
+        even its minimum does not."""
         epochs = next(j.epochs for j in pending if j.model == model)
         for e in range(epochs - 1, self.min_epochs.get(model, epochs) - 1, -1):
             trial = _at_epochs(pending, model, e)
@@ -189,8 +208,8 @@ class Keeper:
                 pending.extend(trial)
                 self.on_epochs(model, e)
                 self._event("epochs", model, f"{epochs} -> {e} epochs to fit the time left", epochs=e)
-                return
-        self._drop(model, pending, "not enough time left for it")
+                return True
+        return False
 
     def _drop(self, model: str, pending: deque, why: str) -> None:
         self.forget(model, pending)
