@@ -313,3 +313,16 @@ def test_workers_stop_when_their_driver_is_killed(project: Path):
         os.kill(p, signal.SIGKILL)
     assert not left, f"worker(s) {left} still training after their driver died"
     assert not any((project / "runs").glob("*/cnn_tiny/fold_*/fold.json"))  # nothing published by an orphan
+
+
+def test_the_calibration_probe_times_part_of_an_epoch_and_stops(data: JobData):
+    from harness.registry import get_model
+    from harness.train.jobs import PROBE_STEADY, PROBE_WARM, ProbeJob, Where, execute
+
+    params = get_model("cnn_tiny").params()
+    result = execute(ProbeJob(model="cnn_tiny", params=params, rows=1024, seed=0), data, Where("in-process"))
+    steady = max(4, -(-int(PROBE_STEADY * 1024) // int(params["batch_size"])))
+    assert result["batches"] == PROBE_WARM + steady < 2 * 1024 / params["batch_size"]  # stopped inside its fit
+    assert result["train_s_per_image"] > 0 and result["predict_s_per_image"] > 0 and result["fit_fixed_s"] >= 0
+    # the fit's seconds are its fixed part and its batches at the steady speed
+    assert result["fit_s"] >= result["batches"] * params["batch_size"] * result["train_s_per_image"]

@@ -3,9 +3,9 @@
     record = calibrate(specs, params, x, y, executor_options, cache_dir, say)   # probed once, cached
     costs = costs_of(record, rows=42_000, k=5, after=After(bench=True, int8=True))  # harness.run.planner.Costs
 
-Each model trains a probe (harness.train.jobs.ProbeJob: 3 epochs on 6,144 rows, timed epoch by
-epoch, then predictions) as jobs on the executor the run will use, one copy per slot side by
-side, model after model, so the figures come from the run's own layout: its precision, threads
+Each model trains a probe (harness.train.jobs.ProbeJob: a fit on 6,144 rows, timed batch by batch
+and stopped after half of them once its first batches have traced it, then predictions) as jobs
+on the executor the run will use, one copy per slot side by side, model after model, so the figures come from the run's own layout: its precision, threads
 per job, worker processes or Ray slots, and a machine as busy as training makes it. A fold job
 then costs
 
@@ -34,9 +34,10 @@ import numpy as np
 from harness.core import io
 from harness.registry import ModelSpec
 from harness.run.planner import Costs
+from harness.train.jobs import CURVE_VAL_ROWS
 
 PROBE_ROWS = 6144
-PROBE_VERSION = 3             # part of the cache key: figures of another probe are measured again
+PROBE_VERSION = 4             # part of the cache key: figures of another probe are measured again
 TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job predicts it (others: theirs)
 # Estimates, not probed, in seconds, from the stage times of default runs on an AMX Xeon and a Zen 5
 # (docs/MEASUREMENTS.md): a model row's export with its parity gate, its benchmark, its INT8 variant
@@ -147,7 +148,7 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     if record is not None:
         return {**record, "cached": True, "key": key}
     names = [s.name for s in specs]
-    say(f"calibrating on this machine: {', '.join(names)} (3 epochs on {PROBE_ROWS} rows, one copy per slot)")
+    say(f"calibrating on this machine: {', '.join(names)} (a part epoch of {PROBE_ROWS} rows each, one copy per slot)")
     rows = min(len(y), 2 * PROBE_ROWS)
     data = JobData(x=x[:rows], y=y[:rows], x_test=x[:1], folds=make_folds(y[:rows], 4, seed), classes=classes)
     copies: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
@@ -179,12 +180,15 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows:
     n_train = rows - n_val
     # What a finished run of this setup observed beats the probe (the probe's few thousand rows
     # sit in caches a fold's tens of thousands do not): harness.run.pipeline records it (`observe`).
-    figures = {m: {**p, **record.get("observed", {}).get(m, {})} for m, p in record["probes"].items()}
+    observed = record.get("observed", {})
+    figures = {m: {**p, **observed.get(m, {})} for m, p in record["probes"].items()}
     per_row, run_s = after_training(after, record)
+    # a fold's epoch: its rows at the steady batches' speed, and its validation pass (the probe's
+    # prediction speed: 2-3 % of an epoch); a run's observed speed has both in it already
+    val = min(n_val, CURVE_VAL_ROWS)
     return Costs(
-        # the steady epoch's seconds per image carry its per-epoch work (validation, the input
-        # pipeline's start): scaled up to a fold's rows it is an upper estimate, as a budget wants
-        epoch_s={m: n_train * p["train_s_per_image"] for m, p in figures.items()},
+        epoch_s={m: n_train * p["train_s_per_image"] + (0.0 if m in observed else val * p["predict_s_per_image"])
+                 for m, p in figures.items()},
         job_s={m: p["job_fixed_s"] if "job_fixed_s" in p else
                p["fit_fixed_s"] + (n_val + test_rows) * p["predict_s_per_image"] for m, p in figures.items()},
         after_s={m: per_row for m in figures}, run_s=run_s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import secrets
 import shutil
@@ -98,9 +99,9 @@ class TrialJob:
 @dataclass(frozen=True)
 class ProbeJob:
     """Measure how fast `model` trains and predicts in a worker of the run's layout (the planner's
-    calibration, harness.run.calibrate): one fit of 3 epochs on `rows` rows, timed epoch by epoch
-    (the first carries the fit's fixed cost: building, tracing; the later ones are the steady
-    state), then predictions on the validation rows. `copy` tells apart the copies run side by
+    calibration, harness.run.calibrate): one fit on `rows` rows, timed batch by batch and stopped
+    once the steady state is measured (the first batches carry the fit's fixed cost: building,
+    tracing), then predictions on the validation rows. `copy` tells apart the copies run side by
     side, one per slot, so that each sees the contention of a full machine."""
 
     model: str
@@ -289,10 +290,15 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 2), **where.__dict__}
 
 
+PROBE_WARM = 3      # the probe's first batches, which carry the fit's tracing and warm-up
+PROBE_STEADY = 0.5  # then the steady state is timed over this share of the probe's rows
+
+
 def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
-    """Seconds per training image in the steady state (epochs 2 and 3, their per-epoch work
-    included), a fit's fixed seconds (what epoch 1 took beyond them) and seconds per predicted
-    image, measured in this worker (see ProbeJob)."""
+    """Seconds per training image in the steady state (the batches after PROBE_WARM, timed one by
+    one over PROBE_STEADY of `rows`, then the fit stops), a fit's fixed seconds (building,
+    tracing, the validation pass: what the fit took beyond its batches at that speed) and seconds
+    per predicted image, measured in this worker (see ProbeJob)."""
     import tempfile
 
     from harness.registry import get_model
@@ -301,14 +307,22 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
     configure_worker(where.threads)
     spec = get_model(bags.base(job.model))
     tr, va = np.flatnonzero(data.folds != 0)[:job.rows], np.flatnonzero(data.folds == 0)[:2048]
-    tmp = Path(tempfile.mkdtemp(prefix="harness-probe-"))
+    batch = int(job.params["batch_size"])
+    steady = max(4, math.ceil(PROBE_STEADY * len(tr) / batch))
     ends: list[float] = []
+    fit_end: list[float] = []
+
+    def timed() -> bool:  # after each batch: stop once the steady batches are timed
+        ends.append(time.perf_counter())
+        return len(ends) >= PROBE_WARM + steady
+
+    tmp = Path(tempfile.mkdtemp(prefix="harness-probe-"))
     try:
         start = time.perf_counter()
-        train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va], data.y[va], data.x[va[:1]],
-                   seed=job.seed, out=tmp / "probe", epochs=3, fold=0, val_rows=min(len(va), 512),
-                   classes=data.classes,
-                   on_epoch=lambda _e, _logs: ends.append(time.perf_counter()))
+        # two epochs at most: a probe whose rows are fewer than its batches ends in the second
+        train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va[:512]], data.y[va[:512]], data.x[va[:1]],
+                   seed=job.seed, out=tmp / "probe", epochs=2, fold=0, classes=data.classes, on_batch=timed,
+                   on_epoch=lambda _e, _logs: fit_end.append(time.perf_counter()))
         import keras
 
         model = keras.saving.load_model(tmp / "probe" / "model.keras", compile=False)
@@ -318,10 +332,11 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
         predict_s = (time.perf_counter() - t0) / len(va)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    epochs_s = [b - a for a, b in zip([start, *ends[:-1]], ends)]
-    steady = (epochs_s[1] + epochs_s[2]) / 2
-    return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "epochs_s": [round(e, 3) for e in epochs_s],
-            "train_s_per_image": steady / len(tr), "fit_fixed_s": round(max(epochs_s[0] - steady, 0.0), 3),
+    per_image = (ends[-1] - ends[PROBE_WARM - 1]) / (batch * (len(ends) - PROBE_WARM))
+    fit_s = fit_end[-1] - start
+    return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "batches": len(ends),
+            "fit_s": round(fit_s, 3), "train_s_per_image": per_image,
+            "fit_fixed_s": round(max(fit_s - len(ends) * batch * per_image, 0.0), 3),
             "predict_s_per_image": predict_s, **where.__dict__}
 
 
