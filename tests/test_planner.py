@@ -77,6 +77,20 @@ def test_more_slots_buy_more_members():
     assert eight.predicted_s <= 0.95 * 3 * 3600
 
 
+def test_each_slots_warm_up_delays_its_first_job():
+    import dataclasses
+
+    from harness.run.planner import _cost
+
+    cold = dataclasses.replace(COSTS, warmup_s=30.0)
+    epochs, bags = {"cnn_deep": 20, "cnn_small": 5, "ann": 10}, {"cnn_deep": 1, "cnn_small": 1, "ann": 1}
+    assert _cost(MODELS, cold, 5, 2, epochs, bags)[0] == pytest.approx(_cost(MODELS, COSTS, 5, 2, epochs, bags)[0] + 30)
+    for limit in (2400, 3600):   # the plan still fits, and the warm-up costs epochs, never time past the limit
+        plan = make_plan(limit, MODELS, cold, k=5, slots=2)
+        assert plan.predicted_s <= 0.95 * limit
+        assert sum(plan.epochs.values()) <= sum(make_plan(limit, MODELS, COSTS, k=5, slots=2).epochs.values())
+
+
 def test_time_already_spent_counts_against_the_limit():
     free = make_plan(3600, MODELS, COSTS, k=5, slots=2)
     spent = make_plan(3600, MODELS, COSTS, k=5, slots=2, spent_s=600)

@@ -165,8 +165,10 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
         run_jobs(runner, jobs, lambda job, result: copies[job.model].append(result))
     # the slowest copy of each: a plan is kept when its slowest slot keeps it
     probes = {m: max(runs, key=lambda p: p["train_s_per_image"]) for m, runs in copies.items()}
+    # a worker's first job imports TensorFlow: once per slot, the start of a run's training
+    warmup = max((p.get("import_s", 0.0) for runs in copies.values() for p in runs), default=0.0)
     record = {"probes": probes, "seconds": round(time.perf_counter() - start, 1), "layout": layout,
-              "slots": slots, "measured": io.utc_now()}
+              "slots": slots, "warmup_s": round(warmup, 1), "measured": io.utc_now()}
     cache = io.read_json(path) if path.is_file() else {}
     cache[key] = record
     io.write_json(path, cache)
@@ -191,7 +193,7 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows:
                  for m, p in figures.items()},
         job_s={m: p["job_fixed_s"] if "job_fixed_s" in p else
                p["fit_fixed_s"] + (n_val + test_rows) * p["predict_s_per_image"] for m, p in figures.items()},
-        after_s={m: per_row for m in figures}, run_s=run_s)
+        after_s={m: per_row for m in figures}, run_s=run_s, warmup_s=float(record.get("warmup_s", 0.0)))
 
 
 def observe(cache_dir: Path, key: str, model: str, train_s_per_image: float, job_fixed_s: float) -> None:

@@ -84,11 +84,13 @@ class ModelBudget:
 class Costs:
     """Measured on this machine, in the run's layout (harness.run.calibrate): per model, one
     epoch of one fold job and a job's fixed seconds (start, predictions); per model row, the
-    stages after training; and the run's own fixed seconds (data, ensemble, submission, report)."""
+    stages after training; the run's own fixed seconds (data, ensemble, submission, report); and
+    each slot's warm-up before its first job."""
     epoch_s: dict[str, float]
     job_s: dict[str, float]
     after_s: dict[str, float]
     run_s: float = 0.0
+    warmup_s: float = 0.0        # a worker's start (TensorFlow's import), once per slot before its first job
 
 
 @dataclass
@@ -180,7 +182,8 @@ def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: d
             for m in models for b in range(1, bags[m.name] + 1) for _ in range(k)]
     after = sum(costs.after_s[m.name] * bags[m.name] for m in models)
     first = cheapest([m.name for m in models], lambda n: job_seconds(costs, n, epochs[n]))
-    return list_schedule([d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0], first=first)], slots), after
+    order = [d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0], first=first)]
+    return list_schedule(order, slots, [costs.warmup_s] * slots), after
 
 
 def make_plan(limit_s: float, models: list[ModelBudget], costs: Costs, k: int, slots: int,

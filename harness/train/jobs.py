@@ -297,14 +297,19 @@ PROBE_STEADY = 0.5  # then the steady state is timed over this share of the prob
 def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
     """Seconds per training image in the steady state (the batches after PROBE_WARM, timed one by
     one over PROBE_STEADY of `rows`, then the fit stops), a fit's fixed seconds (building,
-    tracing, the validation pass: what the fit took beyond its batches at that speed) and seconds
-    per predicted image, measured in this worker (see ProbeJob)."""
+    tracing, the validation pass: what the fit took beyond its batches at that speed), seconds
+    per predicted image and the seconds TensorFlow's import took (a worker's first job: its
+    warm-up), measured in this worker (see ProbeJob)."""
     import tempfile
 
     from harness.registry import get_model
     from harness.train.cv import predict, train_fold
 
+    t0 = time.perf_counter()
     configure_worker(where.threads)
+    import keras  # noqa: F401  (with TensorFlow: a fresh worker's first job pays their import here)
+
+    import_s = time.perf_counter() - t0
     spec = get_model(bags.base(job.model))
     tr, va = np.flatnonzero(data.folds != 0)[:job.rows], np.flatnonzero(data.folds == 0)[:2048]
     batch = int(job.params["batch_size"])
@@ -323,8 +328,6 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
         train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va[:512]], data.y[va[:512]], data.x[va[:1]],
                    seed=job.seed, out=tmp / "probe", epochs=2, fold=0, classes=data.classes, on_batch=timed,
                    on_epoch=lambda _e, _logs: fit_end.append(time.perf_counter()))
-        import keras
-
         model = keras.saving.load_model(tmp / "probe" / "model.keras", compile=False)
         predict(model, data.x[va[:256]])  # traced once, as a fold's first prediction is
         t0 = time.perf_counter()
@@ -337,7 +340,7 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
     return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "batches": len(ends),
             "fit_s": round(fit_s, 3), "train_s_per_image": per_image,
             "fit_fixed_s": round(max(fit_s - len(ends) * batch * per_image, 0.0), 3),
-            "predict_s_per_image": predict_s, **where.__dict__}
+            "predict_s_per_image": predict_s, "import_s": round(import_s, 3), **where.__dict__}
 
 
 def _slow_failpoint(job: FoldJob) -> None:
