@@ -134,6 +134,9 @@ def test_a_budget_too_short_for_every_model_trains_the_cheaper_ones(project: Pat
     doc = json.loads(plan.stdout)
     assert doc["left_out"] == ["cnn_tiny"] and set(doc["plan"]["epochs"]) == {"ann_tiny"}, doc
     assert "left out cnn_tiny (every model needs about" in plan.stderr
+    table = harness_cli(*TINY, "--no-report", "--time-limit", "3m", "--plan", cwd=project,
+                        env={"HARNESS_CACHE": str(cache)}, check=True)
+    assert "left out cnn_tiny (their fewest epochs do not fit this limit here" in table.stdout
     done = harness_cli(*TINY, "--json", "--time-limit", "3m", cwd=project, env={"HARNESS_CACHE": str(cache)},
                        check=True)
     run_dir = Path(json.loads(done.stdout)["run_dir"])
