@@ -144,7 +144,7 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
     slots = int(probe.get("slots") or opts.jobs or 1)
     levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
                    report=opts.report).leaner(keep_bench=True)
-    chosen, first_error = None, None
+    chosen, first_error, error = None, None, None
     # every model when its fewest epochs fit in some number of folds, else without the dearest
     for kept in fewer_models(models, costs_of(probe, rows, opts.folds or k, levels[-1], test_rows=len(data.x_test))):
         try:
@@ -153,7 +153,7 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
         except PlanError as e:  # the cheapest there is with these models: fewest folds, leanest stages
             first_error, error = first_error or e, e
     if chosen is None:
-        raise error
+        raise error  # type: ignore[misc]  (the cheapest model alone, fewest folds, leanest stages)
     left_out = [m.name for m in models if m.name not in chosen[2].epochs]
     after, costs, plan = chosen
     given_up = [what for what, kept in (("INT8 variants", after.int8 or not opts.int8),
