@@ -3,9 +3,8 @@
     record = calibrate(specs, params, x, y, executor_options, cache_dir, say)   # probed once, cached
     costs = costs_of(record, rows=42_000, k=5, after=After(bench=True, int8=True))  # harness.run.planner.Costs
 
-Each model trains a probe (harness.train.jobs.ProbeJob: a fit on 6,144 rows, timed batch by batch
-and stopped after half of them once its first batches have traced it, then predictions) as jobs
-on the executor the run will use, one copy per slot side by side, model after model, so the figures come from the run's own layout: its precision, threads
+Each model trains a probe (harness.train.jobs.ProbeJob: 2 epochs on 3,072 rows, timed epoch by
+epoch, then predictions) as jobs on the executor the run will use, one copy per slot side by side, model after model, so the figures come from the run's own layout: its precision, threads
 per job, worker processes or Ray slots, and a machine as busy as training makes it. A fold job
 then costs
 
@@ -36,7 +35,7 @@ from harness.registry import ModelSpec
 from harness.run.planner import Costs
 from harness.train.jobs import CURVE_VAL_ROWS
 
-PROBE_ROWS = 6144
+PROBE_ROWS = 3072
 PROBE_VERSION = 4             # part of the cache key: figures of another probe are measured again
 TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job predicts it (others: theirs)
 # Estimates, not probed, in seconds, from the stage times of default runs on an AMX Xeon and a Zen 5
@@ -148,7 +147,7 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     if record is not None:
         return {**record, "cached": True, "key": key}
     names = [s.name for s in specs]
-    say(f"calibrating on this machine: {', '.join(names)} (a part epoch of {PROBE_ROWS} rows each, one copy per slot)")
+    say(f"calibrating on this machine: {', '.join(names)} (2 epochs on {PROBE_ROWS} rows, one copy per slot)")
     rows = min(len(y), 2 * PROBE_ROWS)
     data = JobData(x=x[:rows], y=y[:rows], x_test=x[:1], folds=make_folds(y[:rows], 4, seed), classes=classes)
     copies: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
@@ -185,8 +184,8 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows:
     observed = record.get("observed", {})
     figures = {m: {**p, **observed.get(m, {})} for m, p in record["probes"].items()}
     per_row, run_s = after_training(after, record)
-    # a fold's epoch: its rows at the steady batches' speed, and its validation pass (the probe's
-    # prediction speed: 2-3 % of an epoch); a run's observed speed has both in it already
+    # a fold's epoch: its rows at the probe's steady speed, and its validation pass of up to
+    # CURVE_VAL_ROWS (the probe's epoch validated 512); a run's observed speed has both already
     val = min(n_val, CURVE_VAL_ROWS)
     return Costs(
         epoch_s={m: n_train * p["train_s_per_image"] + (0.0 if m in observed else val * p["predict_s_per_image"])

@@ -198,7 +198,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, *, seed: int, out: Path,
                epochs: int, fold: int, record: dict[str, Any] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None,
-               on_batch: Callable[[], bool | None] | None = None, init_from: Path | None = None,
+               on_batch: Callable[[], None] | None = None, init_from: Path | None = None,
                val_rows: int | None = None, classes: int = 10) -> FoldResult:
     """Train one fold model and write its artefacts to `out` (fold.json last, with `record`:
     where it ran). Callers that share a run folder train into a staging folder (harness.train.jobs).
@@ -233,8 +233,8 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
 
     class _Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if on_batch and on_batch():  # a true answer ends the fit (the calibration's probe)
-                self.model.stop_training = True
+            if on_batch:
+                on_batch()
 
         def on_epoch_end(self, epoch, logs=None):
             if on_epoch:

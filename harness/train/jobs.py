@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import secrets
 import shutil
@@ -99,9 +98,9 @@ class TrialJob:
 @dataclass(frozen=True)
 class ProbeJob:
     """Measure how fast `model` trains and predicts in a worker of the run's layout (the planner's
-    calibration, harness.run.calibrate): one fit on `rows` rows, timed batch by batch and stopped
-    once the steady state is measured (the first batches carry the fit's fixed cost: building,
-    tracing), then predictions on the validation rows. `copy` tells apart the copies run side by
+    calibration, harness.run.calibrate): one fit of 2 epochs on `rows` rows, timed epoch by epoch
+    (the first carries the fit's fixed cost: building, tracing; the second is the steady state),
+    then predictions on the validation rows. `copy` tells apart the copies run side by
     side, one per slot, so that each sees the contention of a full machine."""
 
     model: str
@@ -290,15 +289,11 @@ def run_trial(job: TrialJob, data: JobData, where: Where) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 2), **where.__dict__}
 
 
-PROBE_WARM = 3      # the probe's first batches, which carry the fit's tracing and warm-up
-PROBE_STEADY = 0.5  # then the steady state is timed over this share of the probe's rows
-
-
 def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
-    """Seconds per training image in the steady state (the batches after PROBE_WARM, timed one by
-    one over PROBE_STEADY of `rows`, then the fit stops), a fit's fixed seconds (building,
-    tracing, the validation pass: what the fit took beyond its batches at that speed), seconds
-    per predicted image and the seconds TensorFlow's import took (a worker's first job: its
+    """Seconds per training image in the steady state (the second epoch: its input pipeline
+    restarted and its validation pass included, as a fold's later epochs have them), a fit's
+    fixed seconds (what the first epoch took beyond it: building, tracing), seconds per
+    predicted image and the seconds TensorFlow's import took (a worker's first job: its
     warm-up), measured in this worker (see ProbeJob)."""
     import tempfile
 
@@ -312,34 +307,25 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
     import_s = time.perf_counter() - t0
     spec = get_model(bags.base(job.model))
     tr, va = np.flatnonzero(data.folds != 0)[:job.rows], np.flatnonzero(data.folds == 0)[:2048]
-    batch = int(job.params["batch_size"])
-    steady = max(4, math.ceil(PROBE_STEADY * len(tr) / batch))
     ends: list[float] = []
-    fit_end: list[float] = []
-
-    def timed() -> bool:  # after each batch: stop once the steady batches are timed
-        ends.append(time.perf_counter())
-        return len(ends) >= PROBE_WARM + steady
-
     tmp = Path(tempfile.mkdtemp(prefix="harness-probe-"))
     try:
         start = time.perf_counter()
-        # two epochs at most: a probe whose rows are fewer than its batches ends in the second
         train_fold(spec, job.params, data.x[tr], data.y[tr], data.x[va[:512]], data.y[va[:512]], data.x[va[:1]],
-                   seed=job.seed, out=tmp / "probe", epochs=2, fold=0, classes=data.classes, on_batch=timed,
-                   on_epoch=lambda _e, _logs: fit_end.append(time.perf_counter()))
+                   seed=job.seed, out=tmp / "probe", epochs=2, fold=0, classes=data.classes,
+                   on_epoch=lambda _e, _logs: ends.append(time.perf_counter()))
         model = keras.saving.load_model(tmp / "probe" / "model.keras", compile=False)
-        predict(model, data.x[va[:256]])  # traced once, as a fold's first prediction is
+        # once at the timed batches' shape: its first call builds the kernels for it (oneDNN's
+        # primitives), as a fold's first batch of 49,000 predictions does
+        predict(model, data.x[va[:1024]])
         t0 = time.perf_counter()
         predict(model, data.x[va])
         predict_s = (time.perf_counter() - t0) / len(va)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    per_image = (ends[-1] - ends[PROBE_WARM - 1]) / (batch * (len(ends) - PROBE_WARM))
-    fit_s = fit_end[-1] - start
-    return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "batches": len(ends),
-            "fit_s": round(fit_s, 3), "train_s_per_image": per_image,
-            "fit_fixed_s": round(max(fit_s - len(ends) * batch * per_image, 0.0), 3),
+    first, steady = ends[0] - start, ends[1] - ends[0]
+    return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "epochs_s": [round(first, 3), round(steady, 3)],
+            "train_s_per_image": steady / len(tr), "fit_fixed_s": round(max(first - steady, 0.0), 3),
             "predict_s_per_image": predict_s, "import_s": round(import_s, 3), **where.__dict__}
 
 
