@@ -157,11 +157,14 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
                            timeout=executor.get("ray_timeout", 30.0))
     with runner.session(data):  # the probes write nothing a node must share
         slots = runner.slots
-        # one copy per slot, model after model: each probe sees a machine as busy as training
-        # makes it (two cnn_deep folds side by side train ~30 % slower than one beside `ann`)
-        jobs = [ProbeJob(model=s.name, params=params[s.name], rows=PROBE_ROWS, seed=seed, copy=c)
-                for s in specs for c in range(slots)]
-        run_jobs(runner, jobs, lambda job, result: copies[job.model].append(result))
+        # one copy per slot, model after model, each model's copies started together: each probe
+        # sees a machine as busy as training makes it (two cnn_deep folds side by side train ~30 %
+        # slower than one beside `ann`; a copy left alone on a machine whose slots share a core
+        # read cnn_small twice as fast as its folds then trained)
+        for s in specs:
+            jobs = [ProbeJob(model=s.name, params=params[s.name], rows=PROBE_ROWS, seed=seed, copy=c)
+                    for c in range(slots)]
+            run_jobs(runner, jobs, lambda job, result: copies[job.model].append(result))
     # the slowest copy of each: a plan is kept when its slowest slot keeps it
     probes = {m: max(runs, key=lambda p: p["train_s_per_image"]) for m, runs in copies.items()}
     # a worker's first job imports TensorFlow: once per slot, the start of a run's training
