@@ -149,6 +149,17 @@ def test_a_budget_too_short_for_every_model_trains_the_cheaper_ones(project: Pat
     assert low.returncode == 2 and "(ann_tiny alone at its fewest epochs" in low.stderr, low.stderr
 
 
+@pytest.mark.e2e
+def test_a_runs_recorded_time_counts_its_calibration(project: Path):
+    # a cache of its own: the calibration runs in this command, before the run's first stage
+    done = harness_cli("run", "--model", "ann_tiny", "--limit", "600", "--folds", "2", "--no-bench", "--no-int8",
+                       "--no-report", "--time-limit", "10m", "--json", cwd=project,
+                       env={"HARNESS_CACHE": str(project / "cache")}, check=True)
+    manifest = _manifest(Path(json.loads(done.stdout)["run_dir"]))
+    stages = manifest["stages_s"]
+    assert stages["calibration"] > 0 and manifest["duration_s"] >= sum(stages.values()) - 0.5, manifest
+
+
 @pytest.mark.integration
 def test_a_worker_slowed_partway_makes_the_driver_replan_and_end_in_time(project: Path):
     import time

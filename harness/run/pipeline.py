@@ -323,7 +323,7 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     (its finished work stays what it is) and has the time its earlier sessions left."""
     from harness.data import dataset
 
-    clock = time.perf_counter()
+    clock = started = time.perf_counter()  # the session's seconds count the calibration and plan too
     replay = replayed(opts, settings) if opts.replay else None
     if replay is not None:
         opts = replay["opts"]
@@ -394,7 +394,7 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
         sources = {n: f"{src}, augmentation policy {augmentation['policy']}" for n, src in sources.items()}
     return Run(opts=opts, settings=settings, progress=progress, run_dir=run_dir, resumed=resumed, seed=seed, k=k,
                specs=specs, params=params, param_sources=sources, data=data, info=info, fingerprint=fingerprint,
-               budget=budget, clock=clock, augmentation=augmentation)
+               budget=budget, clock=clock, started=started, augmentation=augmentation)
 
 
 def _augmentation(opts: RunOptions, specs: list[ModelSpec], params: dict[str, dict[str, Any]], data: Any,
