@@ -144,18 +144,17 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
     slots = int(probe.get("slots") or opts.jobs or 1)
     levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
                    report=opts.report).leaner(keep_bench=True)
-    chosen, first_error, error = None, None, None
+    errors: list[PlanError] = []  # each the cheapest plan of its models: fewest folds, leanest stages
     # every model when its fewest epochs fit in some number of folds, else without the dearest
     for kept in fewer_models(models, costs_of(probe, rows, opts.folds or k, levels[-1], test_rows=len(data.x_test))):
         try:
-            chosen = _fold_plan(opts, probe, kept, levels, rows, k, slots, spent, len(data.x_test))
+            after, costs, plan = _fold_plan(opts, probe, kept, levels, rows, k, slots, spent, len(data.x_test))
             break
-        except PlanError as e:  # the cheapest there is with these models: fewest folds, leanest stages
-            first_error, error = first_error or e, e
-    if chosen is None:
-        raise error  # type: ignore[misc]  (the cheapest model alone, fewest folds, leanest stages)
-    left_out = [m.name for m in models if m.name not in chosen[2].epochs]
-    after, costs, plan = chosen
+        except PlanError as e:
+            errors.append(e)
+    else:
+        raise errors[-1]  # the cheapest model alone
+    left_out = [m.name for m in models if m.name not in plan.epochs]
     given_up = [what for what, kept in (("INT8 variants", after.int8 or not opts.int8),
                                         ("two-thread benchmark rows", not after.short_bench or opts.quick
                                          or opts.short_bench or not opts.bench)) if not kept]
@@ -164,7 +163,7 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
                                for n in plan.epochs)
                    + (f"; without {' and '.join(given_up)}" if given_up else "")
                    + (f"; left out {', '.join(left_out)} (every model needs about "
-                      f"{fmt_seconds(first_error.need_s)} here)" if left_out else "")
+                      f"{fmt_seconds(errors[0].need_s)} here)" if left_out else "")
                    + (f"; stand-by {', '.join(f'{n} x {b} bag(s)' for n, b in plan.standby.items())}"
                       if plan.standby else "")
                    + f"; predicted {fmt_seconds(plan.predicted_s)} (training {fmt_seconds(plan.training_s)})"

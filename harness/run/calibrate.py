@@ -4,12 +4,16 @@
     costs = costs_of(record, rows=42_000, k=5, after=After(bench=True, int8=True))  # harness.run.planner.Costs
 
 Each model trains a probe (harness.train.jobs.ProbeJob: 2 epochs on 3,072 rows, timed epoch by
-epoch, then predictions) as jobs on the executor the run will use, one copy per slot side by side, model after model, so the figures come from the run's own layout: its precision, threads
+epoch, then predictions) as jobs on the executor the run will use, one copy per slot side by
+side, model after model, so the figures come from the run's own layout: its precision, threads
 per job, worker processes or Ray slots, and a machine as busy as training makes it. A fold job
 then costs
 
     job_s   = a fit's fixed seconds + (validation rows + test rows) x seconds per predicted image
     epoch_s = training rows of a fold x seconds per training image in the steady state
+              + its per-epoch validation rows x seconds per predicted image
+
+and each slot's first job waits for its worker's warm-up (TensorFlow's import).
 
 The figures are cached per machine, versions, layout and model parameters
 (`<cache>/calibration.json`), so the next run with the same setup skips the probe. The stages

@@ -375,9 +375,10 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
                               spent_s=float(augmentation.get("seconds") or 0.0))
         k = int(budget["plan"]["k"])
         # a budget too short for every model's fewest epochs plans without the dearest ones
-        specs = [s for s in specs if s.name in budget["plan"]["epochs"]]
-        params = {n: p for n, p in params.items() if n in budget["plan"]["epochs"]}
-        sources = {n: src for n, src in sources.items() if n in budget["plan"]["epochs"]}
+        planned = budget["plan"]["epochs"]
+        specs = [s for s in specs if s.name in planned]
+        params = {n: p for n, p in params.items() if n in planned}
+        sources = {n: src for n, src in sources.items() if n in planned}
         opts = dataclasses.replace(opts, int8=budget["after"]["int8"], short_bench=budget["after"]["short_bench"])
         epochs = {**budget["plan"]["epochs"], **{n: p["epochs"] for n, p in recorded.get("params", {}).items()}}
         # the planned bags and the stand-by ones, which the keeper starts only when they fit

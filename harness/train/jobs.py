@@ -300,11 +300,11 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
     from harness.registry import get_model
     from harness.train.cv import predict, train_fold
 
-    t0 = time.perf_counter()
+    begin = time.perf_counter()
     configure_worker(where.threads)
     import keras  # noqa: F401  (with TensorFlow: a fresh worker's first job pays their import here)
 
-    import_s = time.perf_counter() - t0
+    import_s = time.perf_counter() - begin
     spec = get_model(bags.base(job.model))
     tr, va = np.flatnonzero(data.folds != 0)[:job.rows], np.flatnonzero(data.folds == 0)[:2048]
     ends: list[float] = []
