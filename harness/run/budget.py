@@ -82,12 +82,27 @@ def replayed(opts: RunOptions, settings: Settings) -> dict[str, Any]:
     replay = dataclasses.replace(opts, models=models, all_models=False, folds=cfg["folds"], seed=cfg["seed"],
                                  limit=cfg.get("limit"), deterministic=bool(cfg.get("deterministic")),
                                  quick=bool(cfg.get("quick")), time_limit=None, replay=src.name)
-    return {"opts": replay, "manifest": manifest}
+    return {"opts": replay, "manifest": manifest, "shortened": _shortened_folds(src)}
+
+
+def _shortened_folds(run_dir: Any) -> dict[str, dict[str, list[int]]]:
+    """Per model, the folds the keeper shortened while they trained: {fold: [epochs done when
+    told, epochs it ended with]}, from their fold.json."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for path in sorted(run_dir.glob("*/fold_*/fold.json")):
+        fold = io.read_json(path)
+        if fold.get("shortened_at"):
+            out.setdefault(path.parent.parent.name, {})[str(fold["fold"])] = [int(fold["shortened_at"]),
+                                                                               int(fold["epochs"])]
+    return out
 
 
 def replay_plan(manifest: dict[str, Any], specs: list[ModelSpec], params: dict[str, dict[str, Any]],
-                 sources: dict[str, str], run_id: str) -> tuple[list[ModelSpec], dict, dict[str, str]]:
-    """The models (bags included) the replayed run finished, each at the epochs it trained."""
+                 sources: dict[str, str], run_id: str,
+                 shortened: dict[str, dict[str, list[int]]] | None = None) -> tuple[list[ModelSpec], dict, dict[str, str]]:
+    """The models (bags included) the replayed run finished, each at the epochs it trained; a fold
+    that run shortened while it trained (`shortened`, from `replayed`) is shortened at the same
+    epoch (params `shortened`: harness.train.jobs.run_fold)."""
     trained = {n: p["epochs"] for n, p in manifest["params"].items()
                if n in manifest.get("trained", manifest["params"])}
     counts = {s.name: max([bags.number(n) for n in trained if bags.base(n) == s.name] or [1]) for s in specs}
@@ -95,7 +110,8 @@ def replay_plan(manifest: dict[str, Any], specs: list[ModelSpec], params: dict[s
     specs = [s for s in specs if s.name in trained]
     if not specs:
         raise RunError(f"run {run_id} finished no model to replay")
-    params = {s.name: {**params[s.name], "epochs": int(trained[s.name])} for s in specs}
+    params = {s.name: {**params[s.name], "epochs": int(trained[s.name]),
+                       **({"shortened": shortened[s.name]} if (shortened or {}).get(s.name) else {})} for s in specs}
     sources = {s.name: f"{sources[s.name]}, epochs replayed from run {run_id}" for s in specs}
     return specs, params, sources
 

@@ -86,6 +86,8 @@ class FoldResult:
     device: str | None = None        # "CPU" or "GPU (<name>, cc X.Y, <policy>)" (harness.core.device)
     seed: int | None = None          # the training seed (harness.train.bags.job_seed); None in older folds
     init_from: str | None = None     # a fine-tune's starting fold model, relative to the run folder
+    planned_epochs: int | None = None   # a fold shortened while it trained: the epochs it started with
+    shortened_at: int | None = None     # and the epochs done when it was told to end sooner
 
 
 @dataclass
@@ -123,16 +125,24 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_model(model: Any, params: dict[str, Any], steps: int, steps_per_execution: int = 1) -> None:
-    """Compile with the recipe's optimizer, schedule and loss."""
+def compile_model(model: Any, params: dict[str, Any], steps: int, steps_per_execution: int = 1,
+                  shortenable: bool = False) -> Any:
+    """Compile with the recipe's optimizer, schedule and loss; returns the learning-rate schedule
+    (None: a constant rate), `shortenable` (harness.train.shorten) for a fold that may be told to
+    end with fewer epochs."""
     import keras
 
     lr = float(params["learning_rate"])
+    schedule = None
     if params.get("schedule", "cosine") == "cosine":
         warmup = max(1, steps // 30)
-        lr = keras.optimizers.schedules.CosineDecay(
+        lr = schedule = keras.optimizers.schedules.CosineDecay(
             lr / 10, decay_steps=max(1, steps - warmup), alpha=0.01,
             warmup_target=lr, warmup_steps=warmup)
+        if shortenable:
+            from harness.train.shorten import shortenable as wrap
+
+            lr = schedule = wrap(schedule)
     name = params.get("optimizer", "adam")
     # EMA of weights: fit() ends by copying the averaged weights into the model (Keras 3).
     ema = {"use_ema": True, "ema_momentum": float(params["ema"])} if params.get("ema") else {}
@@ -152,6 +162,7 @@ def compile_model(model: Any, params: dict[str, Any], steps: int, steps_per_exec
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     model.compile(optimizer=opt, loss=loss, metrics=metrics, jit_compile=False,
                   steps_per_execution=steps_per_execution)
+    return schedule
 
 
 PRECISIONS = ("float32", "bfloat16")
@@ -199,13 +210,17 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                epochs: int, fold: int, record: dict[str, Any] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None,
                on_batch: Callable[[], None] | None = None, init_from: Path | None = None,
-               val_rows: int | None = None, classes: int = 10) -> FoldResult:
+               val_rows: int | None = None, classes: int = 10,
+               control: Callable[[int], int | None] | None = None) -> FoldResult:
     """Train one fold model and write its artefacts to `out` (fold.json last, with `record`:
     where it ran). Callers that share a run folder train into a staging folder (harness.train.jobs).
     `init_from`: a saved model of the same architecture to start from (a fine-tune).
     `val_rows`: the per-epoch validation (learning curves, the progress bar) uses only the first
     that many validation rows; the fold's accuracy always comes from all of them. The model is
-    built for `x_tr`'s image shape and `classes` classes."""
+    built for `x_tr`'s image shape and `classes` classes. `control`, called after each epoch with
+    the epochs done, may return fewer epochs to end with (at least one more): the rest of the
+    learning-rate schedule is then run in them (harness.train.shorten), and the fold records
+    the epochs it trained, those it started with and the epoch it was shortened at."""
     import keras
 
     policy = training_policy(params)
@@ -227,7 +242,8 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
         model = fused_for_training(model)
     fused = model is not plain
     steps_per_epoch = math.ceil(len(x_tr) / int(params["batch_size"]))
-    compile_model(model, params, steps_per_epoch * epochs)
+    schedule = compile_model(model, params, steps_per_epoch * epochs, shortenable=control is not None)
+    target, shortened_at = epochs, None
     n_val = len(y_val) if val_rows is None else min(val_rows, len(y_val))
     val_y = y_val[:n_val] if not params.get("label_smoothing", 0) else keras.utils.to_categorical(y_val[:n_val], classes)
 
@@ -237,8 +253,18 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
                 on_batch()
 
         def on_epoch_end(self, epoch, logs=None):
+            nonlocal target, shortened_at
             if on_epoch:
                 on_epoch(epoch, logs or {})
+            asked = control(epoch + 1) if control else None
+            if asked is not None and epoch + 1 < target and max(asked, epoch + 2) < target:
+                target, shortened_at = max(asked, epoch + 2), epoch + 1
+                if schedule is not None:
+                    from harness.train.shorten import shorten
+
+                    shorten(schedule, (epoch + 1) * steps_per_epoch, target * steps_per_epoch)
+            if epoch + 1 >= target:
+                self.model.stop_training = True
 
     start = time.perf_counter()
     history = model.fit(
@@ -246,6 +272,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
         validation_data=(x_val[:n_val].astype(np.float32), val_y), validation_batch_size=1024,
         shuffle=False, verbose=0, callbacks=[_Progress()])
     seconds = time.perf_counter() - start
+    trained_epochs = len(history.history.get("loss", [])) or epochs
     if policy != "float32" or fused:
         # Mixed precision keeps float32 weights, and the fused batch norm is a training-time layer:
         # copy the weights into a float32 model of plain Keras layers, which is what is saved,
@@ -262,11 +289,12 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     io.write_json(out / "history.json", {k: [float(v) for v in vs] for k, vs in history.history.items()})
     io.write_npy(out / "oof.npy", oof)
     io.write_npy(out / "test.npy", test)
+    shortened = {"planned_epochs": epochs, "shortened_at": shortened_at} if trained_epochs != epochs else {}
     result = FoldResult(fold=fold, accuracy=accuracy, n_train=len(x_tr),
-                        n_val=len(x_val), epochs=epochs, seconds=round(seconds, 2),
-                        images_per_s=round(len(x_tr) * epochs / seconds, 1),
+                        n_val=len(x_val), epochs=trained_epochs, seconds=round(seconds, 2),
+                        images_per_s=round(len(x_tr) * trained_epochs / seconds, 1),
                         n_params=int(model.count_params()), precision=policy,
-                        batch_norm="fused" if fused else "keras", seed=seed, **(record or {}))
+                        batch_norm="fused" if fused else "keras", seed=seed, **shortened, **(record or {}))
     io.write_json(out / "fold.json", result.__dict__)  # last: marks the fold complete
     return result
 

@@ -232,6 +232,11 @@ def run_fold(job: FoldJob, data: JobData, where: Where,
               "threads": where.threads, "device": device_label(),
               "init_from": None if init is None else init.relative_to(job.run_dir).as_posix()}
     stage.mkdir(parents=True)  # now, not when training ends: its name tells whose attempt it is
+    hooks = _epoch_failpoint(job, hooks)
+    replayed = job.params.get("shortened", {}).get(str(job.fold))
+    if replayed:  # --replay of a run that shortened this fold: shortened at the same epoch
+        at, epochs = replayed
+        hooks = {**(hooks or {}), "control": lambda done: epochs if done == at else None}
     try:
         result = train_fold(spec, job.params, x_tr, y_tr, data.x[va], data.y[va], data.x_test,
                             seed=job.seed, out=stage, epochs=job.epochs, fold=job.fold, record=record,
@@ -336,6 +341,23 @@ def _slow_failpoint(job: FoldJob) -> None:
     model, _, seconds = spec.rpartition(":")
     if model == job.model and job.fold > 0:
         time.sleep(float(seconds))
+
+
+def _epoch_failpoint(job: FoldJob, hooks: dict[str, Callable] | None) -> dict[str, Callable] | None:
+    """For tests of a time limit: with HARNESS_FAILPOINT_EPOCH_SLEEP=<model>:<seconds>, every epoch
+    of that model's folds after the second ends that much later (a machine slowed under a fold)."""
+    model, _, seconds = os.environ.get("HARNESS_FAILPOINT_EPOCH_SLEEP", "").rpartition(":")
+    if model != job.model:
+        return hooks
+    inner = (hooks or {}).get("on_epoch")
+
+    def on_epoch(epoch: int, logs: dict) -> None:
+        if epoch >= 2:
+            time.sleep(float(seconds))
+        if inner:
+            inner(epoch, logs)
+
+    return {**(hooks or {}), "on_epoch": on_epoch}
 
 
 def execute(job: FoldJob | TrialJob | ProbeJob, data: JobData, where: Where,
