@@ -40,13 +40,17 @@ def planned_s(model: str, epochs: int) -> float:
 class Simulated(Executor):
     """Jobs of planned_s seconds of work, `slots` at once, on a simulated clock: at time t the work
     goes 1 / `slow(t)` as fast as planned, so a job that started fast slows down when the machine
-    does (the speed is read once per simulated second)."""
+    does (the speed is read once per simulated second). With `epochs`, a job's work is half its
+    fixed seconds, its epochs, then the other half, and it reports each epoch it finishes and
+    takes a shortening as the local workers do."""
 
-    def __init__(self, slots: int, slow=lambda t: 1.0) -> None:
+    def __init__(self, slots: int, slow=lambda t: 1.0, epochs: bool = False) -> None:
         super().__init__()
-        self.slots, self.now, self.slow = slots, 0.0, slow
+        self.slots, self.now, self.slow, self.reports = slots, 0.0, slow, epochs
         self.work: dict[str, float] = {}      # planned seconds of work left, per running job
+        self.ends: dict[str, int] = {}        # the epochs each running job ends with
         self.cancelled: list[str] = []
+        self.reported: list[tuple] = []
 
     def clock(self) -> float:
         return self.now
@@ -54,20 +58,43 @@ class Simulated(Executor):
     def submit(self, job) -> None:
         self.in_flight[job.key] = job
         self.work[job.key] = planned_s(job.model, job.epochs)
+        self.ends[job.key] = job.epochs
+
+    def _done_epochs(self, key: str) -> int:
+        job = self.in_flight[key]
+        done = planned_s(job.model, self.ends[key]) - self.work[key] - JOB_S / 2
+        return max(0, min(int(done / EPOCH_S[job.model.split("~")[0]] + 1e-9), self.ends[key]))
+
+    def epochs(self):
+        events, self.reported = self.reported, []
+        return events
+
+    def shorten(self, job, epochs: int) -> bool:
+        if not self.reports or job.key not in self.work:
+            return False
+        epochs = max(epochs, self._done_epochs(job.key) + 1)
+        self.work[job.key] -= planned_s(job.model, self.ends[job.key]) - planned_s(job.model, epochs)
+        self.ends[job.key] = epochs
+        return True
 
     def wait(self, timeout: float):
         stop = self.now + timeout
         while self.work:
             rate = 1.0 / self.slow(self.now)
             step = min(min(self.work.values()) / rate, stop - self.now, 1.0)
+            before = {key: self._done_epochs(key) for key in self.work}
             self.now += step
             for key in self.work:
                 self.work[key] -= step * rate
+            for key, was in before.items():
+                if self.reports and self._done_epochs(key) > was:
+                    self.reported.append((self.in_flight[key], self._done_epochs(key), self.now))
             done = [key for key, left in self.work.items() if left <= 1e-9]
             if done or self.now >= stop - 1e-9:
                 for key in done:
                     del self.work[key]
-                return [(self.in_flight.pop(key), {"status": "trained"}) for key in done]
+                return [(self.in_flight.pop(key), {"status": "trained", "epochs": self.ends.pop(key)})
+                        for key in done]
         return []
 
     def cancel(self, job) -> bool:
@@ -83,10 +110,11 @@ def jobs_of(models: dict[str, int], k: int = 5, standby=(), first: str | None = 
 
 
 def run(models: dict[str, int], deadline: float, slots: int = 2, slow=lambda t: 1.0, grace: float = 0.0,
-        standby: dict[str, float] | None = None, first: str | None = "ann"):
+        standby: dict[str, float] | None = None, first: str | None = "ann", epochs: bool = False):
     """The jobs of `models` (5 folds each) under a keeper that protects `ann`; `first`: whose jobs
-    are dealt first (the training module's order deals the protected model's first)."""
-    executor = Simulated(slots, slow)
+    are dealt first (the training module's order deals the protected model's first); `epochs`:
+    the jobs report their epochs (local worker processes)."""
+    executor = Simulated(slots, slow, epochs)
     keeper = Keeper(deadline=deadline, slots=slots, planned_s=planned_s,
                     min_epochs={m: 3 for m in models}, protected="ann", grace_s=grace, clock=executor.clock,
                     standby=standby or {})
@@ -273,3 +301,89 @@ def test_the_kept_models_jobs_dealt_first_do_not_set_the_speed():
     assert keeper.speed() == pytest.approx(1.1)
     executor, keeper, done = run(PLAN, deadline=2600.0, slow=lambda t: 1.5 if t < 50 else 1.0)
     assert not keeper.events and len(done) == 25
+
+
+# ---------------------------------------------------------------- running folds that report their epochs
+
+
+def test_a_slowdown_shows_in_the_speed_from_the_epochs_of_running_folds():
+    keeper = Keeper(deadline=1000.0, slots=2, planned_s=planned_s, min_epochs={}, protected="ann")
+    job = Job("cnn_deep", 0, 30)
+    keeper.epoch(job, 1, 100.0)
+    assert keeper.speed() == 1.0                        # the first epoch (start-up, tracing) says nothing
+    keeper.epoch(job, 2, 110.0)
+    keeper.epoch(job, 4, 150.0)                         # 3 epochs of 10 s planned in 50 s
+    assert keeper.speed() == pytest.approx(50 / 30)
+    keeper.finished(job, 1.0 * planned_s("cnn_deep", 30))
+    assert keeper.speed() == pytest.approx(1.0)         # finished: its whole time counts, not its epochs
+    # the kept model's jobs count by their epochs after the first, not their whole (warm-up) time
+    kept = Job("ann", 0, 10)
+    for done, at in ((1, 5.0), (2, 6.0), (10, 22.0)):
+        keeper.epoch(kept, done, at)
+    keeper.finished(kept, 3.0 * planned_s("ann", 10))
+    assert keeper.ratios[-1] == pytest.approx((17.0, 9.0))   # epochs 2-10: 17 s for 9 planned
+
+
+def run_2_folds(deadline: float, slow, grace: float, epochs: bool):
+    """A slow machine's 30-minute shape: 2 folds on 2 slots, the kept model's first, then both
+    long folds side by side, then the cheap model's."""
+    executor = Simulated(2, slow, epochs)
+    keeper = Keeper(deadline=deadline, slots=2, planned_s=planned_s, min_epochs={"cnn_deep": 3, "cnn_small": 3,
+                                                                                  "ann": 3},
+                    protected="ann", grace_s=grace, clock=executor.clock)
+    done: list[Job] = []
+    jobs = job_order([Job(m, f, e, {"epochs": e}) for m, e in {"cnn_deep": 40, "cnn_small": 3, "ann": 8}.items()
+                      for f in range(2)], lambda j: planned_s(j.model, j.epochs), lambda j: j.model, {}, first="ann")
+    run_jobs(executor, jobs, lambda job, _r: done.append(job), keeper=keeper)
+    return executor, keeper, done
+
+
+def test_long_folds_on_a_machine_that_halves_its_speed_are_shortened_not_lost():
+    # ann's folds (13 s), cnn_deep's side by side (405 s), cnn_small's (17 s): 435 s planned, the
+    # deadline 450 s. The machine halves its speed 200 s in, under the long folds.
+    slow = lambda t: 1.0 if t < 200 else 2.0  # noqa: E731
+    # folds that do not report their epochs run on to the deadline and its grace and are cancelled:
+    # the run ends with ann alone
+    executor, keeper, done = run_2_folds(450.0, slow, grace=30.0, epochs=False)
+    assert sorted(executor.cancelled) == ["cnn_deep/0", "cnn_deep/1"] and "cnn_deep" in keeper.dropped
+    # folds that do are told to end with fewer epochs, the rest of their schedule in them, and end
+    # in time: cnn_deep keeps both folds
+    executor, keeper, done = run_2_folds(450.0, slow, grace=30.0, epochs=True)
+    assert executor.now <= 450.0 + 30.0 + 1.0 + 1e-6 and not executor.cancelled
+    shortened = [e for e in keeper.events if e["event"] == "shortened"]
+    assert {e["fold"] for e in shortened} == {0, 1} and all(3 <= e["epochs"] < 40 for e in shortened)
+    assert [j.model for j in done].count("cnn_deep") == 2 and "cnn_deep" not in keeper.dropped
+    assert [j.model for j in done].count("ann") == 2
+
+
+def test_a_fold_of_a_model_with_folds_still_to_start_is_not_shortened():
+    # the 10-minute shape above: when cnn_deep's running folds are late its fifth has not started;
+    # that one cannot fit, so cnn_deep is dropped whole and shortening the others would save nothing
+    models, slow = {"cnn_deep": 15, "cnn_small": 3, "ann": 10}, (lambda t: 1.0 if t < 120 else 2.0)
+    executor, keeper, done = run(models, deadline=500.0, slow=slow, grace=60.0, epochs=True)
+    assert not any(e["event"] == "shortened" for e in keeper.events) and "cnn_deep" in keeper.dropped
+    assert executor.now <= 500.0 + 60.0 + 1.0 + 1e-6
+
+
+def test_a_fold_is_never_shortened_below_its_models_minimum_nor_the_kept_models():
+    # 4x slower from the start: even at 3 epochs cnn_deep's folds end past the grace, so they
+    # are left to be cancelled, not shortened below their minimum; ann's are never touched
+    executor, keeper, done = run({"cnn_deep": 30, "ann": 10}, deadline=400.0, slots=6, grace=50.0,
+                                 slow=lambda t: 4.0, first=None, epochs=True)
+    assert all(e["epochs"] >= 3 for e in keeper.events if e["event"] == "shortened")
+    assert not any(e["event"] == "shortened" and e["model"] == "ann" for e in keeper.events)
+    assert executor.now <= 400.0 + 50.0 + 1.0 + 1e-6
+    assert [j.model for j in done].count("ann") == 5
+
+
+def test_with_epochs_reported_a_plan_that_fits_runs_whole_and_no_fold_is_shortened():
+    executor, keeper, done = run(PLAN, deadline=10_000, epochs=True)
+    assert len(done) == 25 and not keeper.events and {j.epochs for j in done if j.model == "cnn_deep"} == {30}
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.0, 1.5, 2.0, 3.0])
+def test_with_epochs_reported_no_job_ends_past_the_deadline_and_grace(speed):
+    deadline = 2700.0
+    executor, keeper, done = run(PLAN, deadline=deadline, slow=lambda t: speed, grace=0.05 * deadline, epochs=True)
+    assert executor.now <= deadline * 1.05 + 1.0
+    assert [j.model for j in done].count("ann") == 5

@@ -82,6 +82,16 @@ class Executor(abc.ABC):
         """Stop a running job; False where this executor cannot (it then runs to its end)."""
         return False
 
+    def epochs(self) -> list[tuple[Job, int, float]]:
+        """The epochs running folds finished since the last call: (job, epochs done, the worker's
+        clock at that end); none where this executor's workers do not report them."""
+        return []
+
+    def shorten(self, job: Job, epochs: int) -> bool:
+        """Tell a running fold to end with `epochs` (harness.train.cv.train_fold's `control`);
+        False where this executor cannot reach it."""
+        return False
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "jobs": self.slots, "cpus_per_job": self.cpus_per_job,
                 "nodes": [{"host": socket.gethostname(), "cpus": os.cpu_count()}],
@@ -95,8 +105,9 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
              progress: Any = None, keeper: Any = None) -> None:
     """Hand out `jobs` (in order, as slots free up) and call `on_done` in this process for each
     result. A Failure stops the run: in-flight jobs are cancelled, finished ones stay. A `keeper`
-    (harness.run.keeper) re-plans the jobs not started to keep a time limit, and cancels what
-    runs past it."""
+    (harness.run.keeper) re-plans the jobs not started to keep a time limit, learns the speed
+    from the epochs running folds finish, shortens a fold that would end past the deadline, and
+    cancels what runs past it."""
     pending = deque(jobs)
     running: dict[str, tuple[Job, float]] = {}
     clock = keeper.clock if keeper else time.perf_counter
@@ -117,6 +128,9 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
                 if progress:
                     progress.job_started(job)
             if keeper:
+                for job, epochs in keeper.shorten(running, pending):
+                    if executor.shorten(job, epochs):
+                        keeper.shortened(job, epochs)
                 for job in keeper.overdue(running):
                     if executor.cancel(job):
                         running.pop(job.key)
@@ -124,7 +138,11 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
                         keeper.forget(job.model, pending)
                         if progress:
                             progress.jobs_dropped([job.model, *gone], cancelled=job)
-            for job, outcome in executor.wait(timeout=1.0):
+            finished = executor.wait(timeout=1.0)
+            for job, done, at in executor.epochs():  # before the results: a finished job's are its last
+                if keeper and job.key in running:
+                    keeper.epoch(job, done, at)
+            for job, outcome in finished:
                 if isinstance(outcome, Failure):
                     if outcome.trace and os.environ.get("HARNESS_DEBUG"):
                         print(outcome.trace, file=sys.stderr)
@@ -134,7 +152,7 @@ def run_jobs(executor: Executor, jobs: list[Job], on_done: Callable[[Job, dict],
                 # wall_s: submit to result as the driver saw it (queueing, start-up, transfer, work)
                 outcome = {**outcome, "wall_s": round(clock() - running.pop(job.key)[1], 3)}
                 if keeper and outcome.get("status") == "trained":
-                    keeper.finished(job, outcome["wall_s"])
+                    keeper.finished(job, outcome["wall_s"], outcome.get("epochs"))
                 if progress:
                     progress.job_done(job, outcome)
                 on_done(job, outcome)

@@ -44,7 +44,8 @@ def _worker(conn: Any, threads: int) -> None:
     """Entry point of a spawned worker process: the run's data arrives over `conn`, then jobs one
     at a time (None: stop). TensorFlow is imported once; each job starts from a cleared Keras session
     and sets its own seeds (harness.train.cv.train_fold), so a reused worker trains a fold exactly as
-    a fresh one does."""
+    a fresh one does. While a fold trains, the worker reports each finished epoch and takes the
+    driver's word to end it with fewer (`_fold_hooks`)."""
     _exit_with_parent()
     try:
         data = conn.recv()
@@ -57,8 +58,10 @@ def _worker(conn: Any, threads: int) -> None:
             return
         if job is None:
             return
+        if isinstance(job, tuple):  # a shortening that came after its fold had ended
+            continue
         try:
-            result = execute(job, data, Where("local", threads=threads))
+            result = execute(job, data, Where("local", threads=threads), _fold_hooks(conn))
             message: tuple = ("ok", result)
         except BaseException as e:  # noqa: BLE001 (the parent reports it; a worker must not hang)
             message = ("error", f"{type(e).__name__}: {e}", traceback.format_exc(),
@@ -69,6 +72,28 @@ def _worker(conn: Any, threads: int) -> None:
             conn.send(message)
         except (BrokenPipeError, OSError):
             return
+
+
+def _fold_hooks(conn: Any) -> dict[str, Callable]:
+    """A fold's epoch hooks in a worker: each finished epoch goes to the driver as
+    ("epoch", epochs done, this process's clock) (harness.run.keeper measures the speed from them
+    while folds run), and a ("shorten", epochs) from the driver, read between epochs, is the
+    fold's new end (harness.train.cv.train_fold's `control`)."""
+
+    def on_epoch(epoch: int, _logs: dict) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            conn.send(("epoch", epoch + 1, time.perf_counter()))
+
+    def control(_done: int) -> int | None:
+        asked = None
+        with contextlib.suppress(EOFError, OSError):
+            while conn.poll():
+                message = conn.recv()
+                if isinstance(message, tuple) and message[0] == "shorten":
+                    asked = int(message[1])
+        return asked
+
+    return {"on_epoch": on_epoch, "control": control}
 
 
 def _exit_with_parent(poll_s: float = 1.0) -> None:
@@ -126,6 +151,7 @@ class Processes(Executor):
         self._ctx = multiprocessing.get_context("spawn")  # never fork a process that holds TF
         self._workers: list[_Worker] = []
         self._attempts: dict[str, int] = {}
+        self._epochs: list[tuple[Job, int, float]] = []
 
     def submit(self, job: Job) -> None:
         worker = next((w for w in self._workers if w.job is None and w.proc.is_alive()), None)
@@ -149,8 +175,12 @@ class Processes(Executor):
         for w in busy:
             message = None
             try:
-                if w.conn.poll():
+                while w.conn.poll():
                     message = w.conn.recv()
+                    if message[0] != "epoch":
+                        break
+                    self._epochs.append((w.job, int(message[1]), float(message[2])))
+                    message = None
             except (EOFError, OSError):
                 message = None
             if message is None and w.proc.is_alive():
@@ -172,6 +202,17 @@ class Processes(Executor):
             else:
                 done.append((job, Failure(message[1], trace=message[2], exit_code=message[3])))
         return done
+
+    def epochs(self) -> list[tuple[Job, int, float]]:
+        events, self._epochs = self._epochs, []
+        return events
+
+    def shorten(self, job: Job, epochs: int) -> bool:
+        worker = next((w for w in self._workers if w.job is not None and w.job.key == job.key), None)
+        if worker is None:
+            return False
+        worker.send(("shorten", int(epochs)))
+        return True
 
     def cancel(self, job: Job) -> bool:
         """Stop the worker running `job` (a new one starts for the next job); its staging folder

@@ -5,9 +5,10 @@ measured with the planned time and re-plans the jobs not started.
     run_jobs(executor, jobs, on_done, progress, keeper=keeper)   # harness.executors.run_jobs
 
 The plan (harness.run.planner) assumed the calibrated speed. The keeper measures the speed the
-jobs really have (the recent finished jobs' actual / planned seconds, the protected model's
-aside), predicts when the pending jobs would end over the slots, and when that is past the
-training deadline it gives up work, last planned first:
+jobs really have (the recent finished jobs' actual / planned seconds, and the epochs that running
+folds report as they finish them, where the executor relays them: local worker processes),
+predicts when the pending jobs would end over the slots, and when that is past the training
+deadline it gives up work, last planned first:
 
 1. the last bag not started trains fewer epochs (down to its model's minimum; its learning-rate
    schedule is sized to them, as the planner's are), else is dropped whole;
@@ -17,7 +18,12 @@ training deadline it gives up work, last planned first:
 3. else a job that cannot end before the deadline is not started, and its
    model is dropped whole: a model with a missing fold has no out-of-fold predictions (a model
    with folds already trained may use the grace, not to throw that work away for seconds);
-4. a dropped model's jobs still running are cancelled (its folds would go unused); at the
+4. a running fold of a model with no fold left to start that, at the speed of its own epochs,
+   would end past the deadline is told to end with fewer (the most that end by the deadline,
+   else by its grace; never below its model's minimum), and runs the rest of its learning-rate schedule in them
+   (harness.train.shorten): on a slow machine one `cnn_deep` fold is most of a 30-minute run,
+   and a machine that slows under it would otherwise see it cancelled and all of it lost;
+5. a dropped model's jobs still running are cancelled (its folds would go unused); at the
    deadline plus a grace, jobs still running are cancelled and their models dropped. The
    grace is the time the leanest stages after training leave (export, ensemble, submission,
    report; no benchmark): the stages after training give up INT8 and benchmarks before finished
@@ -47,6 +53,7 @@ from harness.core.progress import fmt_seconds
 from harness.run.planner import list_schedule
 
 RECENT = 4          # the speed is measured over this many latest finished jobs (a slowdown shows fast)
+RECENT_EPOCHS = 3   # a running fold's time left, at the speed of this many of its latest epochs
 
 
 @dataclasses.dataclass
@@ -65,23 +72,49 @@ class Keeper:
     dropped: set[str] = dataclasses.field(default_factory=set)
     ratios: list[tuple[float, float]] = dataclasses.field(default_factory=list)   # (used, planned) seconds
     started: set[str] = dataclasses.field(default_factory=set)    # models with a job handed out
+    # running folds that report their epochs: job key -> (job, [(epochs done, worker clock, our clock)])
+    running_epochs: dict[str, tuple[Any, list[tuple[int, float, float]]]] = dataclasses.field(default_factory=dict)
+    ends_with: dict[str, int] = dataclasses.field(default_factory=dict)   # a shortened running fold's epochs
 
     # ------------------------------------------------------------------ what the driver calls
 
     def speed(self) -> float:
-        """Measured / planned seconds of the latest finished jobs together (1.0 before any
-        finished): a long job weighs by its length, so the speed is that of the bulk of the work,
-        not of the short jobs that finish often (a 2-hour run's `cnn_deep` folds took 0.85 of their
-        plan while its `cnn_small` folds took 0.8-1.2)."""
-        recent = self.ratios[-RECENT:]
+        """Measured / planned seconds of the latest finished jobs and of the epochs the running
+        folds have finished since their first, together (1.0 before any): a long job weighs by its
+        length, so the speed is that of the bulk of the work, not of the short jobs that finish
+        often (a 2-hour run's `cnn_deep` folds took 0.85 of their plan while its `cnn_small` folds
+        took 0.8-1.2), and a machine that slows shows within a few epochs, not at the end of a
+        fold that may take 20 minutes."""
+        recent = self.ratios[-RECENT:] + [m for m in map(self._measured, self.running_epochs) if m]
         return sum(a for a, _ in recent) / sum(p for _, p in recent) if recent else 1.0
 
-    def finished(self, job: Any, wall_s: float) -> None:
-        """Count a finished job in the speed, unless it is the protected model's: those are dealt
-        first, short, and carry each worker's warm-up (a 30-minute run's took 0.94-1.45x their plan
-        while the long folds after them took 0.97-1.04x), too little and too noisy to cut a plan on."""
+    def epoch(self, job: Any, done: int, at: float) -> None:
+        """A running fold finished its `done`-th epoch at `at` on its worker's clock."""
+        self.running_epochs.setdefault(job.key, (job, []))[1].append((done, at, self.clock()))
+
+    def finished(self, job: Any, wall_s: float, epochs: int | None = None) -> None:
+        """Count a finished job in the speed. The protected model's count by their epochs after the
+        first only: those jobs are dealt first, short, and their whole time carries each worker's
+        warm-up (a 30-minute run's took 0.94-1.45x their plan while the long folds after them took
+        0.97-1.04x), too noisy to cut a plan on. `epochs`: those it trained (fewer when shortened)."""
+        measured = self._measured(job.key)
+        epochs = epochs or self.ends_with.get(job.key, job.epochs)
+        self.ends_with.pop(job.key, None)
+        self.running_epochs.pop(job.key, None)
         if job.model != self.protected:
-            self.ratios.append((wall_s, max(self.planned_s(job.model, job.epochs), 1e-6)))
+            self.ratios.append((wall_s, max(self.planned_s(job.model, epochs), 1e-6)))
+        elif measured:
+            self.ratios.append(measured)
+
+    def _measured(self, key: str, recent: int | None = None) -> tuple[float, float] | None:
+        """(seconds, planned seconds) of a running fold's epochs after its first (no start-up, no
+        tracing in them), or of its `recent` latest; None before it has finished two."""
+        job, ends = self.running_epochs.get(key, (None, []))
+        if len(ends) < 2:
+            return None
+        (first, t0, _), (last, t1, _) = ends[max(len(ends) - 1 - recent, 0) if recent else 0], ends[-1]
+        planned = self.planned_s(job.model, last) - self.planned_s(job.model, first)
+        return (t1 - t0, planned) if planned > 0 else None
 
     def left(self) -> float:
         return self.deadline - self.clock()
@@ -122,7 +155,7 @@ class Keeper:
         minimum) that end in time, else left out whole."""
         model, epochs = pending[0].model, pending[0].epochs
         after_s = self.standby[model]
-        if any(e["event"] in ("epochs", "dropped", "cancelled") for e in self.events):
+        if any(e["event"] in ("epochs", "dropped", "cancelled", "shortened") for e in self.events):
             self.forget(model, pending)  # no extras on a run that could not keep its own plan
             self._event("standby", model, "not started: planned work was already cut to keep the limit")
             return
@@ -149,6 +182,38 @@ class Keeper:
         self.started.add(job.model)
         return job
 
+    def shorten(self, running: dict[str, tuple[Any, float]], pending: deque) -> list[tuple[Any, int]]:
+        """Running folds to end with fewer epochs, and with how many: those that, at the speed
+        their own epochs ran, would end past the training deadline (the most epochs that end by
+        it, else by its grace; down to their model's minimum and one more than they have done).
+        Only a model's last folds (none of its folds waits to start): one with a fold still to
+        start is dropped whole when that fold does not fit, and shortening the others would not
+        save it. The protected model's are left to run: they are short and dealt first."""
+        now, asks = self.clock(), []
+        waiting = {j.model for j in pending}
+        for key, (job, ends) in self.running_epochs.items():
+            if (key not in running or job.model == self.protected or job.model in self.dropped | waiting
+                    or len(ends) < 2):
+                continue
+            started, epochs = running[key][1], self.ends_with.get(key, job.epochs)
+            if now + self._remaining(job, started, now) <= self.deadline:
+                continue
+            low = max(ends[-1][0] + 1, self.min_epochs.get(job.model, 1))
+            for latest in (self.deadline, self.deadline + self.grace_s):
+                fits = [e for e in range(epochs - 1, low - 1, -1) if now + self._remaining(job, started, now, e) <= latest]
+                if fits:
+                    asks.append((job, fits[0]))
+                    break
+        return asks
+
+    def shortened(self, job: Any, epochs: int) -> None:
+        """`job` was told to end with `epochs`."""
+        before = self.ends_with.get(job.key, job.epochs)
+        self.ends_with[job.key] = epochs
+        self._event("shortened", job.model, f"fold {job.fold}: {before} -> {epochs} epochs, the rest of its "
+                    f"learning-rate schedule run in them, to end by the training deadline",
+                    fold=job.fold, epochs=epochs, planned_epochs=job.epochs)
+
     def overdue(self, running: dict[str, tuple[Any, float]]) -> list[Any]:
         """Running jobs to cancel now: a dropped model's (a fold of it is never used: its slot is
         better given to what remains) and, past the deadline and its grace, all but the protected
@@ -159,6 +224,8 @@ class Keeper:
         for model in sorted({j.model for j in late} - self.dropped):
             self._event("cancelled", model, "still training at the deadline")
             self.dropped.add(model)
+        for job in late:
+            self.running_epochs.pop(job.key, None)
         return late
 
     def forget(self, model: str, pending: deque) -> None:
@@ -171,11 +238,26 @@ class Keeper:
     def _seconds(self, job: Any) -> float:
         return self.planned_s(job.model, job.epochs) * self.speed()
 
+    def _remaining(self, job: Any, started: float, now: float, epochs: int | None = None) -> float:
+        """Seconds a running job has left (ending with `epochs`, else as planned or shortened): from
+        its last finished epoch at the speed of its latest epochs, plus its fixed seconds (an upper
+        bound of the predictions and writes after its last epoch); before it has reported two
+        epochs, its planned seconds at the measured speed less the time it has run."""
+        epochs = epochs or self.ends_with.get(job.key, job.epochs)
+        _, ends = self.running_epochs.get(job.key, (job, []))
+        measured = self._measured(job.key)
+        if not measured:
+            return max(self.planned_s(job.model, epochs) * self.speed() - (now - started), 1.0)
+        recent = self._measured(job.key, RECENT_EPOCHS) or measured  # a slowdown shows in the latest
+        done, _, at = ends[-1]
+        left = self.planned_s(job.model, epochs) - self.planned_s(job.model, done) + self.planned_s(job.model, 0)
+        return max(left * recent[0] / recent[1] - (now - at), 1.0)
+
     def _ends(self, pending: deque, running: dict[str, tuple[Any, float]], now: float,
               include: str | None = None) -> float:
         """When the last of `pending` would end, dealt in order after the running jobs (stand-by
         bags not started left out, but for `include`)."""
-        busy = [max(self._seconds(job) - (now - started), 1.0) for job, started in running.values()]
+        busy = [self._remaining(job, started, now) for job, started in running.values()]
         return now + list_schedule([self._seconds(j) for j in pending if j.model == include or not self._waiting(j)],
                                    self.slots, busy)
 
@@ -220,7 +302,7 @@ class Keeper:
         left = self.left()
         self.events.append({"event": kind, "model": model, "why": why, "speed": round(self.speed(), 3),
                             "left_s": round(left, 1), **extra})
-        what = {"epochs": "re-planned", "standby": "(stand-by bag)"}.get(kind, "dropped")
+        what = {"epochs": "re-planned", "standby": "(stand-by bag)", "shortened": "shortened"}.get(kind, "dropped")
         self.say(f"budget: {model} {what}: {why} "
                  f"(jobs run at {self.speed():.2f}x their planned time; {fmt_seconds(max(left, 0))} of training left)")
 
