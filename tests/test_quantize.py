@@ -197,7 +197,9 @@ def test_a_lossy_or_failed_variant_is_marked_and_never_chosen(int8_run, monkeypa
     assert rows["cnn_tiny@int8"]["status"].startswith("int8 loses")
     assert rows["cnn_deep_tiny@int8"]["status"].startswith("int8 failed: NotImplementedError")
     assert not rows["cnn_tiny@int8"]["best"] and not rows["cnn_deep_tiny@int8"]["best"]
-    assert results["best"] is not None and "@int8" not in results["best"]
+    # the best is a row that passed its own gate (the ensemble's INT8 row, built before from its
+    # members' INT8 folds, has one of its own and may be it: it is when the selection kept two)
+    assert results["best"] not in ("cnn_tiny@int8", "cnn_deep_tiny@int8") and rows[results["best"]]["status"] == "ok"
 
 
 def test_latency_budget_chooses_the_most_accurate_model_that_fits(tmp_path):
