@@ -72,7 +72,7 @@ class Simulated(Executor):
     def shorten(self, job, epochs: int) -> bool:
         if not self.reports or job.key not in self.work:
             return False
-        epochs = max(epochs, self._done_epochs(job.key) + 1)
+        epochs = max(epochs, self._done_epochs(job.key) + 2)   # as a worker: read at the end of this epoch
         self.work[job.key] -= planned_s(job.model, self.ends[job.key]) - planned_s(job.model, epochs)
         self.ends[job.key] = epochs
         return True

@@ -185,7 +185,8 @@ class Keeper:
     def shorten(self, running: dict[str, tuple[Any, float]], pending: deque) -> list[tuple[Any, int]]:
         """Running folds to end with fewer epochs, and with how many: those that, at the speed
         their own epochs ran, would end past the training deadline (the most epochs that end by
-        it, else by its grace; down to their model's minimum and one more than they have done).
+        it, else by its grace; down to their model's minimum and two more than they have done:
+        the one they are in, and one to end the schedule in).
         Only a model's last folds (none of its folds waits to start): one with a fold still to
         start is dropped whole when that fold does not fit, and shortening the others would not
         save it. The protected model's are left to run: they are short and dealt first."""
@@ -198,7 +199,8 @@ class Keeper:
             started, epochs = running[key][1], self.ends_with.get(key, job.epochs)
             if now + self._remaining(job, started, now) <= self.deadline:
                 continue
-            low = max(ends[-1][0] + 1, self.min_epochs.get(job.model, 1))
+            # the worker reads it at the end of the epoch it is in, and runs at least one more
+            low = max(ends[-1][0] + 2, self.min_epochs.get(job.model, 1))
             for latest in (self.deadline, self.deadline + self.grace_s):
                 fits = [e for e in range(epochs - 1, low - 1, -1) if now + self._remaining(job, started, now, e) <= latest]
                 if fits:
