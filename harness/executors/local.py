@@ -207,8 +207,12 @@ class Processes(Executor):
         events, self._epochs = self._epochs, []
         return events
 
+    def _running(self, job: Job) -> _Worker | None:
+        """The worker running `job`, if any."""
+        return next((w for w in self._workers if w.job is not None and w.job.key == job.key), None)
+
     def shorten(self, job: Job, epochs: int) -> bool:
-        worker = next((w for w in self._workers if w.job is not None and w.job.key == job.key), None)
+        worker = self._running(job)
         if worker is None:
             return False
         worker.send(("shorten", int(epochs)))
@@ -217,7 +221,7 @@ class Processes(Executor):
     def cancel(self, job: Job) -> bool:
         """Stop the worker running `job` (a new one starts for the next job); its staging folder
         is left for the next run's clean-up (harness.train.jobs.clean_stale_stages)."""
-        worker = next((w for w in self._workers if w.job is not None and w.job.key == job.key), None)
+        worker = self._running(job)
         if worker is None:
             return False
         worker.proc.terminate()

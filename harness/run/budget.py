@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,7 +86,7 @@ def replayed(opts: RunOptions, settings: Settings) -> dict[str, Any]:
     return {"opts": replay, "manifest": manifest, "shortened": _shortened_folds(src)}
 
 
-def _shortened_folds(run_dir: Any) -> dict[str, dict[str, list[int]]]:
+def _shortened_folds(run_dir: Path) -> dict[str, dict[str, list[int]]]:
     """Per model, the folds the keeper shortened while they trained: {fold: [epochs done when
     told, epochs it ended with]}, from their fold.json."""
     out: dict[str, dict[str, list[int]]] = {}

@@ -202,9 +202,10 @@ class Keeper:
             # the worker reads it at the end of the epoch it is in, and runs at least one more
             low = max(ends[-1][0] + 2, self.min_epochs.get(job.model, 1))
             for latest in (self.deadline, self.deadline + self.grace_s):
-                fits = [e for e in range(epochs - 1, low - 1, -1) if now + self._remaining(job, started, now, e) <= latest]
-                if fits:
-                    asks.append((job, fits[0]))
+                fits = next((e for e in range(epochs - 1, low - 1, -1)
+                             if now + self._remaining(job, started, now, e) <= latest), None)
+                if fits is not None:
+                    asks.append((job, fits))
                     break
         return asks
 
@@ -246,12 +247,10 @@ class Keeper:
         bound of the predictions and writes after its last epoch); before it has reported two
         epochs, its planned seconds at the measured speed less the time it has run."""
         epochs = epochs or self.ends_with.get(job.key, job.epochs)
-        _, ends = self.running_epochs.get(job.key, (job, []))
-        measured = self._measured(job.key)
-        if not measured:
+        recent = self._measured(job.key, RECENT_EPOCHS)  # a slowdown shows in the latest
+        if not recent:
             return max(self.planned_s(job.model, epochs) * self.speed() - (now - started), 1.0)
-        recent = self._measured(job.key, RECENT_EPOCHS) or measured  # a slowdown shows in the latest
-        done, _, at = ends[-1]
+        done, _, at = self.running_epochs[job.key][1][-1]
         left = self.planned_s(job.model, epochs) - self.planned_s(job.model, done) + self.planned_s(job.model, 0)
         return max(left * recent[0] / recent[1] - (now - at), 1.0)
 

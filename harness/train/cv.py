@@ -257,7 +257,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
             if on_epoch:
                 on_epoch(epoch, logs or {})
             asked = control(epoch + 1) if control else None
-            if asked is not None and epoch + 1 < target and max(asked, epoch + 2) < target:
+            if asked is not None and max(asked, epoch + 2) < target:
                 target, shortened_at = max(asked, epoch + 2), epoch + 1
                 if schedule is not None:
                     from harness.train.shorten import shorten
@@ -272,7 +272,6 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
         validation_data=(x_val[:n_val].astype(np.float32), val_y), validation_batch_size=1024,
         shuffle=False, verbose=0, callbacks=[_Progress()])
     seconds = time.perf_counter() - start
-    trained_epochs = len(history.history.get("loss", [])) or epochs
     if policy != "float32" or fused:
         # Mixed precision keeps float32 weights, and the fused batch norm is a training-time layer:
         # copy the weights into a float32 model of plain Keras layers, which is what is saved,
@@ -289,10 +288,10 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     io.write_json(out / "history.json", {k: [float(v) for v in vs] for k, vs in history.history.items()})
     io.write_npy(out / "oof.npy", oof)
     io.write_npy(out / "test.npy", test)
-    shortened = {"planned_epochs": epochs, "shortened_at": shortened_at} if trained_epochs != epochs else {}
+    shortened = {"planned_epochs": epochs, "shortened_at": shortened_at} if shortened_at else {}
     result = FoldResult(fold=fold, accuracy=accuracy, n_train=len(x_tr),
-                        n_val=len(x_val), epochs=trained_epochs, seconds=round(seconds, 2),
-                        images_per_s=round(len(x_tr) * trained_epochs / seconds, 1),
+                        n_val=len(x_val), epochs=target, seconds=round(seconds, 2),
+                        images_per_s=round(len(x_tr) * target / seconds, 1),
                         n_params=int(model.count_params()), precision=policy,
                         batch_norm="fused" if fused else "keras", seed=seed, **shortened, **(record or {}))
     io.write_json(out / "fold.json", result.__dict__)  # last: marks the fold complete
