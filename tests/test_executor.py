@@ -323,5 +323,5 @@ def test_the_calibration_probe_times_a_first_and_a_steady_epoch(data: JobData):
     result = execute(ProbeJob(model="cnn_tiny", params=params, rows=1024, seed=0), data, Where("in-process"))
     first, steady = result["epochs_s"]
     assert result["rows"] == 1024 and result["train_s_per_image"] == pytest.approx(steady / 1024, abs=1e-6)
-    assert result["fit_fixed_s"] == pytest.approx(max(first - steady, 0.0), abs=1e-3)
+    assert result["fit_fixed_s"] == pytest.approx(max(first - steady, 0.0), abs=1e-9)
     assert result["predict_s_per_image"] > 0 and result["import_s"] >= 0

@@ -328,8 +328,9 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
         predict_s = (time.perf_counter() - t0) / len(va)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    first, steady = ends[0] - start, ends[1] - ends[0]
-    return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "epochs_s": [round(first, 3), round(steady, 3)],
+    # rounded once, and the fixed cost taken from the rounded figures, so the record agrees with itself
+    first, steady = round(ends[0] - start, 3), round(ends[1] - ends[0], 3)
+    return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "epochs_s": [first, steady],
             "train_s_per_image": steady / len(tr), "fit_fixed_s": round(max(first - steady, 0.0), 3),
             "predict_s_per_image": predict_s, "import_s": round(import_s, 3), **where.__dict__}
 
