@@ -110,13 +110,14 @@ def jobs_of(models: dict[str, int], k: int = 5, standby=(), first: str | None = 
 
 
 def run(models: dict[str, int], deadline: float, slots: int = 2, slow=lambda t: 1.0, grace: float = 0.0,
-        standby: dict[str, float] | None = None, first: str | None = "ann", epochs: bool = False):
+        standby: dict[str, float] | None = None, first: str | None = "ann", epochs: bool = False,
+        minimum: int = 3):
     """The jobs of `models` (5 folds each) under a keeper that protects `ann`; `first`: whose jobs
     are dealt first (the training module's order deals the protected model's first); `epochs`:
-    the jobs report their epochs (local worker processes)."""
+    the jobs report their epochs (local worker processes); `minimum`: every model's fewest epochs."""
     executor = Simulated(slots, slow, epochs)
     keeper = Keeper(deadline=deadline, slots=slots, planned_s=planned_s,
-                    min_epochs={m: 3 for m in models}, protected="ann", grace_s=grace, clock=executor.clock,
+                    min_epochs={m: minimum for m in models}, protected="ann", grace_s=grace, clock=executor.clock,
                     standby=standby or {})
     done: list[Job] = []
     run_jobs(executor, jobs_of(models, standby=standby or {}, first=first), lambda job, _r: done.append(job),
@@ -149,13 +150,21 @@ def test_a_machine_that_halves_its_speed_during_long_folds_still_ends_in_time_wi
     assert [j.model for j in done][:5] == ["ann"] * 5
     for model in models:
         assert [j.model for j in done].count(model) in (0, 5) or model in keeper.dropped, model
-    # with a long grace, the fold of cnn_deep still running when cnn_deep is dropped would end
-    # inside it, unused: it is cancelled then instead of holding its slot
-    executor, keeper, done = run(models, deadline=deadline, slow=slow, grace=200.0)
+    # cnn_deep keeps its five folds: those not started when the slowdown shows start with fewer epochs
+    assert [j.model for j in done].count("cnn_deep") == 5 and "cnn_deep" not in keeper.dropped
+    refit = [e for e in keeper.events if e["event"] == "epochs" and e["model"] == "cnn_deep"]
+    assert refit and refit[0]["folds"] == [2, 3, 4] and all(3 <= e["epochs"] < 15 for e in refit)
+    assert {j.epochs for j in done if j.model == "cnn_deep" and j.fold < 2} == {15}
+    # when its folds cannot have fewer epochs (its minimum is its plan's), cnn_deep is dropped; with
+    # a long grace, the fold of it still running then would end inside it, unused: it is cancelled
+    # instead of holding its slot
+    executor, keeper, done = run(models, deadline=deadline, slow=slow, grace=200.0, minimum=15)
     dropped = next(e for e in keeper.events if e["model"] == "cnn_deep")
     assert dropped["event"] == "dropped" and any(key.startswith("cnn_deep") for key in executor.cancelled)
-    assert executor.now <= deadline - dropped["left_s"] + 1.0 + 1e-6   # the run ended when it was dropped
     assert not any(e["event"] == "cancelled" for e in keeper.events)   # dropped once, not cancelled again
+    # dropped when its folds left could not all end in time, not when one of them could not: the
+    # slots it would have held train cnn_small whole
+    assert [j.model for j in done].count("cnn_small") == 5 and executor.now <= deadline
 
 
 def test_a_plan_that_fits_runs_whole():
@@ -216,14 +225,15 @@ def test_whatever_the_speed_no_job_ends_past_the_deadline_and_grace(speed):
     assert [j.model for j in done].count("ann") == 5
 
 
-def test_a_model_with_folds_trained_may_end_within_the_grace_rather_than_be_dropped():
+def test_a_model_may_end_within_the_grace_rather_than_be_dropped():
     # on one slot, cnn_deep's folds then cnn_small's: cnn_small's last fold ends 5 s past the deadline
     models = {"cnn_deep": 3, "cnn_small": 2}
     total = 5 * planned_s("cnn_deep", 3) + 5 * planned_s("cnn_small", 2)
     executor, keeper, done = run(models, deadline=total - 5, slots=1, grace=60.0)
     assert [j.model for j in done].count("cnn_small") == 5 and not keeper.events
-    executor, keeper, done = run(models, deadline=total - 5, slots=1, grace=0.0)  # without it: 4 folds lost
-    assert [j.model for j in done].count("cnn_small") == 4
+    executor, keeper, done = run(models, deadline=total - 5, slots=1, grace=0.0)
+    # without it, cnn_small is dropped before any fold of it starts: its five would not all end in time
+    assert [j.model for j in done].count("cnn_small") == 0
     assert ("dropped", "cnn_small") in {(e["event"], e["model"]) for e in keeper.events}
 
 
@@ -356,13 +366,18 @@ def test_long_folds_on_a_machine_that_halves_its_speed_are_shortened_not_lost():
     assert [j.model for j in done].count("ann") == 2
 
 
-def test_a_fold_of_a_model_with_folds_still_to_start_is_not_shortened():
-    # the 10-minute shape above: when cnn_deep's running folds are late its fifth has not started;
-    # that one cannot fit, so cnn_deep is dropped whole and shortening the others would save nothing
+def test_folds_not_started_when_a_slowdown_shows_start_with_fewer_epochs_and_the_model_keeps_all():
+    # the 10-minute shape above: when cnn_deep's first two folds end late, its other three have
+    # not started; they start with fewer epochs (its first two keep theirs) and all five end in
+    # time, the last ones shortened further if need be once none of them waits
     models, slow = {"cnn_deep": 15, "cnn_small": 3, "ann": 10}, (lambda t: 1.0 if t < 120 else 2.0)
     executor, keeper, done = run(models, deadline=500.0, slow=slow, grace=60.0, epochs=True)
-    assert not any(e["event"] == "shortened" for e in keeper.events) and "cnn_deep" in keeper.dropped
-    assert executor.now <= 500.0 + 60.0 + 1.0 + 1e-6
+    deep = {j.fold: j.epochs for j in done if j.model == "cnn_deep"}
+    assert sorted(deep) == [0, 1, 2, 3, 4] and deep[0] == deep[1] == 15 and 3 <= max(deep[2], deep[3], deep[4]) < 15
+    refit = next(e for e in keeper.events if e["event"] == "epochs")
+    assert refit["model"] == "cnn_deep" and refit["folds"] == [2, 3, 4]
+    assert not executor.cancelled and executor.now <= 500.0 + 60.0 + 1.0 + 1e-6
+    assert [j.model for j in done].count("ann") == 5
 
 
 def test_a_fold_is_never_shortened_below_its_models_minimum_nor_the_kept_models():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.core.errors import UsageError
-from harness.run.planner import Costs, ModelBudget, PlanError, make_plan, makespan, parse_time_limit
+from harness.run.planner import Costs, ModelBudget, PlanError, list_schedule, make_plan, makespan, parse_time_limit
 
 MODELS = [ModelBudget("cnn_deep", 8, 30, bag_gain=7.0), ModelBudget("cnn_small", 2, 5),
           ModelBudget("ann", 5, 20)]
@@ -33,6 +33,14 @@ def test_makespan_deals_longest_first():
     assert makespan([5, 4, 3, 3, 3], 2) == 10     # 5 | 4, then 3 -> the 4 (7), 3 -> the 5 (8), 3 -> the 7
     assert makespan([10, 1, 1], 4) == 10
     assert makespan([2, 2, 2, 2], 1) == 8
+
+
+def test_list_schedule_deals_in_order_after_the_busy_slots():
+    # two slots busy for 10 and 50 s: the jobs go to the first to free; the end of the last job,
+    # or of the jobs given alone (`own`), which may end before a busy slot does
+    assert list_schedule([20.0, 5.0], 2, [10.0, 50.0]) == 50.0
+    assert list_schedule([20.0, 5.0], 2, [10.0, 50.0], own=True) == 35.0
+    assert list_schedule([30.0, 30.0], 2, [10.0, 50.0], own=True) == 70.0   # both after the first to free
 
 
 @pytest.mark.parametrize("limit", [2400, 3600, 7200, 14400])

@@ -79,6 +79,11 @@ def test_replay_trains_the_same_plan_to_the_same_oof_predictions(project: Path):
     first = harness_cli(*TINY, "--no-report", "--time-limit", "20m", "--deterministic", "--json", cwd=project,
                         check=True)
     src = Path(json.loads(first.stdout)["run_dir"])
+    # as if the keeper had started cnn_tiny's last fold with one epoch fewer than its others
+    epochs = _manifest(src)["params"]["cnn_tiny"]["epochs"]
+    assert epochs >= 2
+    last = src / "cnn_tiny" / "fold_2" / "fold.json"
+    last.write_text(json.dumps({**json.loads(last.read_text()), "epochs": epochs - 1}))
     again = harness_cli("run", "--replay", src.name, "--no-bench", "--no-int8", "--no-report", "--json",
                         cwd=project, check=True)
     dst = Path(json.loads(again.stdout)["run_dir"])
@@ -87,7 +92,10 @@ def test_replay_trains_the_same_plan_to_the_same_oof_predictions(project: Path):
     assert manifest["budget"] is None and manifest["config"]["deterministic"]
     for model in ("ann_tiny", "cnn_tiny"):
         assert manifest["params"][model]["epochs"] == _manifest(src)["params"][model]["epochs"]
-        assert np.array_equal(np.load(src / model / "oof.npy"), np.load(dst / model / "oof.npy")), model
+    assert np.array_equal(np.load(src / "ann_tiny" / "oof.npy"), np.load(dst / "ann_tiny" / "oof.npy"))
+    for fold in (0, 1):  # the folds that kept the model's epochs: the same predictions
+        assert np.array_equal(*(np.load(d / "cnn_tiny" / f"fold_{fold}" / "oof.npy") for d in (src, dst))), fold
+    assert json.loads((dst / "cnn_tiny" / "fold_2" / "fold.json").read_text())["epochs"] == epochs - 1
     # a run without a plan has nothing to replay
     fixed = harness_cli("run", "--model", "ann_tiny", "--limit", "500", "--folds", "2", "--epochs", "1",
                         "--no-bench", "--no-report", "--json", cwd=project, check=True)

@@ -83,27 +83,30 @@ def replayed(opts: RunOptions, settings: Settings) -> dict[str, Any]:
     replay = dataclasses.replace(opts, models=models, all_models=False, folds=cfg["folds"], seed=cfg["seed"],
                                  limit=cfg.get("limit"), deterministic=bool(cfg.get("deterministic")),
                                  quick=bool(cfg.get("quick")), time_limit=None, replay=src.name)
-    return {"opts": replay, "manifest": manifest, "shortened": _shortened_folds(src)}
+    return {"opts": replay, "manifest": manifest, **_fold_epochs(src)}
 
 
-def _shortened_folds(run_dir: Path) -> dict[str, dict[str, list[int]]]:
-    """Per model, the folds the keeper shortened while they trained: {fold: [epochs done when
-    told, epochs it ended with]}, from their fold.json."""
-    out: dict[str, dict[str, list[int]]] = {}
+def _fold_epochs(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """From a run's fold.json files, per model: `started`, each fold's epochs when it started
+    ({fold: epochs}; the keeper may start a model's last folds with fewer than its first), and
+    `shortened`, the folds the keeper shortened while they trained ({fold: [epochs done when
+    told, epochs it ended with]})."""
+    out: dict[str, dict[str, dict[str, Any]]] = {"started": {}, "shortened": {}}
     for path in sorted(run_dir.glob("*/fold_*/fold.json")):
-        fold = io.read_json(path)
+        fold, model = io.read_json(path), path.parent.parent.name
+        out["started"].setdefault(model, {})[str(fold["fold"])] = int(fold.get("planned_epochs") or fold["epochs"])
         if fold.get("shortened_at"):
-            out.setdefault(path.parent.parent.name, {})[str(fold["fold"])] = [int(fold["shortened_at"]),
-                                                                               int(fold["epochs"])]
+            out["shortened"].setdefault(model, {})[str(fold["fold"])] = [int(fold["shortened_at"]), int(fold["epochs"])]
     return out
 
 
 def replay_plan(manifest: dict[str, Any], specs: list[ModelSpec], params: dict[str, dict[str, Any]],
-                 sources: dict[str, str], run_id: str,
-                 shortened: dict[str, dict[str, list[int]]] | None = None) -> tuple[list[ModelSpec], dict, dict[str, str]]:
+                 sources: dict[str, str], run_id: str, shortened: dict[str, dict[str, list[int]]] | None = None,
+                 started: dict[str, dict[str, int]] | None = None) -> tuple[list[ModelSpec], dict, dict[str, str]]:
     """The models (bags included) the replayed run finished, each at the epochs it trained; a fold
-    that run shortened while it trained (`shortened`, from `replayed`) is shortened at the same
-    epoch (params `shortened`: harness.train.jobs.run_fold)."""
+    that started with other epochs than its model's (`started`, from `replayed`) starts with them
+    (params `fold_epochs`: harness.run.training), and one that run shortened while it trained
+    (`shortened`) is shortened at the same epoch (params `shortened`: harness.train.jobs.run_fold)."""
     trained = {n: p["epochs"] for n, p in manifest["params"].items()
                if n in manifest.get("trained", manifest["params"])}
     counts = {s.name: max([bags.number(n) for n in trained if bags.base(n) == s.name] or [1]) for s in specs}
@@ -111,8 +114,13 @@ def replay_plan(manifest: dict[str, Any], specs: list[ModelSpec], params: dict[s
     specs = [s for s in specs if s.name in trained]
     if not specs:
         raise RunError(f"run {run_id} finished no model to replay")
-    params = {s.name: {**params[s.name], "epochs": int(trained[s.name]),
-                       **({"shortened": shortened[s.name]} if (shortened or {}).get(s.name) else {})} for s in specs}
+
+    def own(name: str) -> dict[str, Any]:
+        folds = {f: e for f, e in (started or {}).get(name, {}).items() if e != int(trained[name])}
+        return {**({"fold_epochs": folds} if folds else {}),
+                **({"shortened": shortened[name]} if (shortened or {}).get(name) else {})}
+
+    params = {s.name: {**params[s.name], "epochs": int(trained[s.name]), **own(s.name)} for s in specs}
     sources = {s.name: f"{sources[s.name]}, epochs replayed from run {run_id}" for s in specs}
     return specs, params, sources
 

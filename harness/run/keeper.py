@@ -15,9 +15,10 @@ deadline it gives up work, last planned first:
 2. with no bag left to cut, the last model with no fold started trains fewer epochs, when some
    number down to its minimum makes every pending job end in time (a 5-minute run on a slow
    machine whose kept model's folds ran long trains `ann` at fewer epochs rather than not at all);
-3. else a job that cannot end before the deadline is not started, and its
-   model is dropped whole: a model with a missing fold has no out-of-fold predictions (a model
-   with folds already trained may use the grace, not to throw that work away for seconds);
+3. else the model at the front starts its folds left only if all of them end in time (a model
+   with a missing fold has no out-of-fold predictions): with fewer epochs (down to its minimum)
+   by the deadline, else within the grace (not to drop a model for seconds); its folds already
+   trained or training keep their epochs. Else it is dropped whole;
 4. a running fold of a model with no fold left to start that, at the speed of its own epochs,
    would end past the deadline is told to end with fewer (the most that end by the deadline,
    else by its grace; never below its model's minimum), and runs the rest of its learning-rate schedule in them
@@ -137,13 +138,17 @@ class Keeper:
             if model is not None and self._fewer(model, pending, running, now):
                 continue
             job = pending[0]
-            # a model with folds already trained may end within the grace: dropping it would throw
-            # that work away for seconds
-            latest = self.deadline + (self.grace_s if job.model in self.started else 0.0)
-            if job.model == self.protected or now + self._seconds(job) <= latest:
+            if job.model == self.protected:
                 return self._start(pending)
-            self._drop(job.model, pending, f"a fold of {job.model} would end "
-                       f"{fmt_seconds(now + self._seconds(job) - self.deadline)} past the training deadline")
+            # all of its folds left must end (a model with a missing fold is of no use): with fewer
+            # epochs by the deadline, else within the grace (which leaves the leanest stages after
+            # training) rather than be dropped for seconds
+            ends = self._folds_end(job.model, pending, running, now)
+            for latest in (self.deadline, self.deadline + self.grace_s):
+                if ends <= latest or self._fewer_folds(job.model, pending, running, now, latest):
+                    return self._start(pending)
+            self._drop(job.model, pending, f"its folds{' left' if job.model in self.started else ''} would end "
+                       f"{fmt_seconds(ends - self.deadline)} past the training deadline")
         return None
 
     def _waiting(self, job: Any) -> bool:
@@ -291,6 +296,40 @@ class Keeper:
                 pending.extend(trial)
                 self.on_epochs(model, e)
                 self._event("epochs", model, f"{epochs} -> {e} epochs to fit the time left", epochs=e)
+                return True
+        return False
+
+    def _folds_end(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float,
+                   epochs: int | None = None) -> float:
+        """When `model`'s pending jobs (at `epochs`, else their own) would end, dealt now after the
+        running jobs."""
+        seconds = [self.planned_s(model, epochs or j.epochs) * self.speed() for j in pending if j.model == model]
+        return now + list_schedule(seconds, self.slots, [self._remaining(j, s, now) for j, s in running.values()],
+                                   own=True)
+
+    def _fewer_folds(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float,
+                     latest: float) -> bool:
+        """The folds still to start of `model` at the most epochs (down to its minimum) at which
+        they end by `latest`; False, nothing changed, when even its minimum does not. Each starts
+        with its learning-rate schedule sized to its own epochs; where the model has folds trained
+        or training, those keep theirs (a fold's epochs are in its fold.json, and --replay trains
+        it with them)."""
+        waiting = [j for j in pending if j.model == model]
+        epochs = waiting[0].epochs
+        for e in range(epochs - 1, self.min_epochs.get(model, epochs) - 1, -1):
+            if self._folds_end(model, pending, running, now, e) <= latest:
+                trial = _at_epochs(pending, model, e)
+                pending.clear()
+                pending.extend(trial)
+                if model not in self.started:  # all of its folds: the model's epochs
+                    self.on_epochs(model, e)
+                    self._event("epochs", model, f"{epochs} -> {e} epochs to fit the time left", epochs=e)
+                    return True
+                folds = [j.fold for j in waiting]
+                self._event("epochs", model, f"fold{'s' if len(folds) > 1 else ''} "
+                            f"{', '.join(str(f + 1) for f in folds)}: {epochs} -> {e} epochs, to end by the training "
+                            f"deadline{' and its grace' if latest > self.deadline else ''} (its other folds keep "
+                            f"theirs)", epochs=e, folds=folds)
                 return True
         return False
 

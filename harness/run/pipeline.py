@@ -346,7 +346,7 @@ def _open(opts: RunOptions, settings: Settings, progress: TrainingProgress) -> R
     budget = None
     if replay is not None:  # --replay: the epochs and bags the replayed run trained, no clock
         specs, params, sources = replay_plan(replay["manifest"], specs, params, sources, opts.replay,
-                                             replay.get("shortened"))
+                                             replay.get("shortened"), replay.get("started"))
         fingerprint = _fingerprint(opts, [s.name for s in specs], k, seed, data_key)
         run_dir, resumed = _start_or_resume(opts, settings, fingerprint)
         augmentation = replay["manifest"].get("augmentation") or _augmentation(opts, specs, params, data, seed,

@@ -141,15 +141,18 @@ def makespan(durations: list[float], slots: int, busy: list[float] | None = None
     return list_schedule(sorted(durations, reverse=True), slots, busy)
 
 
-def list_schedule(durations: list[float], slots: int, busy: list[float] | None = None) -> float:
+def list_schedule(durations: list[float], slots: int, busy: list[float] | None = None, *,
+                  own: bool = False) -> float:
     """Jobs in the order given, each to the slot that frees first (`busy`: the seconds until each
-    busy slot frees); the end of the last job."""
+    busy slot frees); the end of the last job, busy ones included (`own`: of those given only)."""
     ends = sorted(busy or [])[:max(1, slots)]
     ends += [0.0] * (max(1, slots) - len(ends))
     heapq.heapify(ends)
+    last = 0.0
     for d in durations:
+        last = max(last, ends[0] + d)
         heapq.heapreplace(ends, ends[0] + d)
-    return max(ends)
+    return last if own else max(ends)
 
 
 def job_order(jobs: list[Any], seconds: Callable[[Any], float], model: Callable[[Any], str],

@@ -105,9 +105,11 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
                 progress.skip_fold(spec.name, f, k)
                 continue
             left[spec.name] += 1
-            jobs.append(FoldJob(run_dir=str(run_dir.resolve()), model=spec.name, fold=f, k=k, params=params,
-                                seed=bags.job_seed(seed, params, f), epochs=int(params["epochs"]),
-                                deterministic=opts.deterministic))
+            # --replay of a run whose keeper started this fold with fewer epochs than the model's
+            epochs = int(params.get("fold_epochs", {}).get(str(f), params["epochs"]))
+            jobs.append(FoldJob(run_dir=str(run_dir.resolve()), model=spec.name, fold=f, k=k,
+                                params={**params, "epochs": epochs}, seed=bags.job_seed(seed, params, f),
+                                epochs=epochs, deterministic=opts.deterministic))
         if not left[spec.name]:
             finish(spec)
     if not jobs:
