@@ -207,10 +207,13 @@ class Keeper:
             # the worker reads it at the end of the epoch it is in, and runs at least one more
             low = max(ends[-1][0] + 2, self.min_epochs.get(job.model, 1))
             for latest in (self.deadline, self.deadline + self.grace_s):
-                fits = next((e for e in range(epochs - 1, low - 1, -1)
+                # the epochs it ends with now are a candidate: a fold that ends within the grace
+                # as it is is not shortened again because it still does not end by the deadline
+                fits = next((e for e in range(epochs, low - 1, -1)
                              if now + self._remaining(job, started, now, e) <= latest), None)
                 if fits is not None:
-                    asks.append((job, fits))
+                    if fits < epochs:
+                        asks.append((job, fits))
                     break
         return asks
 
