@@ -378,6 +378,16 @@ def test_folds_not_started_when_a_slowdown_shows_start_with_fewer_epochs_and_the
     assert refit["model"] == "cnn_deep" and refit["folds"] == [2, 3, 4]
     assert not executor.cancelled and executor.now <= 500.0 + 60.0 + 1.0 + 1e-6
     assert [j.model for j in done].count("ann") == 5
+    # at a minimum of 5 epochs the fifth fold, started with 8, is told to end with 6, within the
+    # grace: it is not told again on every pass because it still misses the deadline (it was told 5
+    # a second later); a fold's next shortening comes an epoch or more later, as its speed shows
+    executor, keeper, done = run(models, deadline=500.0, slow=slow, grace=60.0, epochs=True, minimum=5)
+    shortened = [e for e in keeper.events if e["event"] == "shortened"]
+    assert shortened and executor.now <= 500.0 + 60.0 + 1.0 + 1e-6
+    assert "within its grace" in shortened[0]["why"]
+    for fold in range(5):
+        lefts = [e["left_s"] for e in shortened if e["fold"] == fold]
+        assert all(a - b >= EPOCH_S["cnn_deep"] for a, b in zip(lefts, lefts[1:])), (fold, lefts)
 
 
 def test_a_fold_is_never_shortened_below_its_models_minimum_nor_the_kept_models():

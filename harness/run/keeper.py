@@ -76,6 +76,7 @@ class Keeper:
     # running folds that report their epochs: job key -> (job, [(epochs done, worker clock, our clock)])
     running_epochs: dict[str, tuple[Any, list[tuple[int, float, float]]]] = dataclasses.field(default_factory=dict)
     ends_with: dict[str, int] = dataclasses.field(default_factory=dict)   # a shortened running fold's epochs
+    asked_by: dict[str, float] = dataclasses.field(default_factory=dict)  # and by when its last ask ends it
 
     # ------------------------------------------------------------------ what the driver calls
 
@@ -214,6 +215,7 @@ class Keeper:
                 if fits is not None:
                     if fits < epochs:
                         asks.append((job, fits))
+                        self.asked_by[key] = latest
                     break
         return asks
 
@@ -221,8 +223,10 @@ class Keeper:
         """`job` was told to end with `epochs`."""
         before = self.ends_with.get(job.key, job.epochs)
         self.ends_with[job.key] = epochs
-        self._event("shortened", job.model, f"fold {job.fold}: {before} -> {epochs} epochs, the rest of its "
-                    f"learning-rate schedule run in them, to end by the training deadline",
+        grace = self.asked_by.pop(job.key, self.deadline) > self.deadline
+        self._event("shortened", job.model, f"fold {job.fold + 1}: {before} -> {epochs} epochs, the rest of its "
+                    f"learning-rate schedule run in them, to end by the training deadline"
+                    f"{' or within its grace' if grace else ''}",
                     fold=job.fold, epochs=epochs, planned_epochs=job.epochs)
 
     def overdue(self, running: dict[str, tuple[Any, float]]) -> list[Any]:
