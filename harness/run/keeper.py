@@ -21,9 +21,13 @@ deadline it gives up work, last planned first:
    trained or training keep their epochs. Else it is dropped whole;
 4. a running fold of a model with no fold left to start that, at the speed of its own epochs,
    would end past the deadline is told to end with fewer (the most that end by the deadline,
-   else by its grace; never below its model's minimum), and runs the rest of its learning-rate schedule in them
-   (harness.train.shorten): on a slow machine one `cnn_deep` fold is most of a 30-minute run,
-   and a machine that slows under it would otherwise see it cancelled and all of it lost;
+   else by its grace; never below its model's minimum), and runs the rest of its learning-rate
+   schedule in them (harness.train.shorten): on a slow machine one `cnn_deep` fold is most of a
+   30-minute run, and a machine that slows under it would otherwise see it cancelled and all of
+   it lost. A model with folds still to start, whose folds would not all end in time, has its
+   running folds told to end sooner to make room for those, and those re-planned, at the most
+   epochs, the same for all, that end them all by the deadline (else its grace): five folds on
+   two slots of a 30-minute run on a machine that slows keep `cnn_deep` whole;
 5. a dropped model's jobs still running are cancelled (its folds would go unused); at the
    deadline plus a grace, jobs still running are cancelled and their models dropped. The
    grace is the time the leanest stages after training leave (export, ensemble, submission,
@@ -193,11 +197,13 @@ class Keeper:
         their own epochs ran, would end past the training deadline (the most epochs that end by
         it, else by its grace; down to their model's minimum and two more than they have done:
         the one they are in, and one to end the schedule in).
-        Only a model's last folds (none of its folds waits to start): one with a fold still to
-        start is dropped whole when that fold does not fit, and shortening the others would not
-        save it. The protected model's are left to run: they are short and dealt first."""
+        A model with folds still to start: its running folds end sooner only to make room for
+        those (`_make_room`). The protected model's are left to run: they are short and dealt first."""
         now, asks = self.clock(), []
         waiting = {j.model for j in pending}
+        reporting = {job.model for key, (job, ends) in self.running_epochs.items() if key in running and len(ends) >= 2}
+        for model in sorted(reporting & waiting - self.dropped - {self.protected}):
+            asks += self._make_room(model, running, pending, now)
         for key, (job, ends) in self.running_epochs.items():
             if (key not in running or job.model == self.protected or job.model in self.dropped | waiting
                     or len(ends) < 2):
@@ -218,6 +224,46 @@ class Keeper:
                         self.asked_by[key] = latest
                     break
         return asks
+
+    def _make_room(self, model: str, running: dict[str, tuple[Any, float]], pending: deque,
+                   now: float) -> list[tuple[Any, int]]:
+        """For `model`, with folds running and folds still to start: when those would not all end
+        by the deadline, the most epochs e (down to its minimum) at which its running folds, told
+        to end with e (none sooner than two epochs on, none with more than it has now), and then
+        its folds still to start, at e, all end by the deadline, else by its grace. Returns the
+        running folds to shorten and re-plans the others at e; nothing when even its minimum does
+        not fit (the model is then dropped when its next fold is due)."""
+        waiting = [j for j in pending if j.model == model]
+        mine = {key: job for key, (job, _) in running.items() if job.model == model}
+        current = waiting[0].epochs
+
+        def plan(e: int) -> tuple[float, dict[str, int]]:
+            """When the model's folds end with running ones at e and the others at e; their targets."""
+            targets = {}
+            for key, job in mine.items():
+                ends = self.running_epochs.get(key, (None, []))[1]
+                target = self.ends_with.get(key, job.epochs)
+                targets[key] = min(target, max(e, ends[-1][0] + 2)) if len(ends) >= 2 else target
+            busy = {key: self._remaining(job, started, now, targets.get(key)) for key, (job, started) in running.items()}
+            seconds = [self.planned_s(model, min(e, current)) * self.speed()] * len(waiting)
+            return max(now + max(busy[k] for k in mine), now + list_schedule(seconds, self.slots, list(busy.values()),
+                                                                              own=True)), targets
+
+        if plan(current)[0] <= self.deadline:
+            return []
+        top = max(current, *(self.ends_with.get(k, j.epochs) for k, j in mine.items()))
+        for latest in (self.deadline, self.deadline + self.grace_s):
+            for e in range(top, self.min_epochs.get(model, 1) - 1, -1):
+                ends, targets = plan(e)
+                if ends > latest:
+                    continue
+                asks = [(job, targets[key]) for key, job in mine.items() if targets[key] < self.ends_with.get(key, job.epochs)]
+                for job, _ in asks:
+                    self.asked_by[job.key] = latest
+                if e < current:
+                    self._refit(model, pending, e, latest)
+                return asks
+        return []
 
     def shortened(self, job: Any, epochs: int) -> None:
         """`job` was told to end with `epochs`."""
@@ -321,24 +367,29 @@ class Keeper:
         with its learning-rate schedule sized to its own epochs; where the model has folds trained
         or training, those keep theirs (a fold's epochs are in its fold.json, and --replay trains
         it with them)."""
-        waiting = [j for j in pending if j.model == model]
-        epochs = waiting[0].epochs
+        epochs = next(j.epochs for j in pending if j.model == model)
         for e in range(epochs - 1, self.min_epochs.get(model, epochs) - 1, -1):
             if self._folds_end(model, pending, running, now, e) <= latest:
-                trial = _at_epochs(pending, model, e)
-                pending.clear()
-                pending.extend(trial)
-                if model not in self.started:  # all of its folds: the model's epochs
-                    self.on_epochs(model, e)
-                    self._event("epochs", model, f"{epochs} -> {e} epochs to fit the time left", epochs=e)
-                    return True
-                folds = [j.fold for j in waiting]
-                self._event("epochs", model, f"fold{'s' if len(folds) > 1 else ''} "
-                            f"{', '.join(str(f + 1) for f in folds)}: {epochs} -> {e} epochs, to end by the training "
-                            f"deadline{' and its grace' if latest > self.deadline else ''} (its other folds keep "
-                            f"theirs)", epochs=e, folds=folds)
+                self._refit(model, pending, e, latest)
                 return True
         return False
+
+    def _refit(self, model: str, pending: deque, e: int, latest: float) -> None:
+        """`model`'s folds still to start re-planned at `e` epochs, to end by `latest`."""
+        waiting = [j for j in pending if j.model == model]
+        epochs = waiting[0].epochs
+        trial = _at_epochs(pending, model, e)
+        pending.clear()
+        pending.extend(trial)
+        if model not in self.started:  # all of its folds: the model's epochs
+            self.on_epochs(model, e)
+            self._event("epochs", model, f"{epochs} -> {e} epochs to fit the time left", epochs=e)
+            return
+        folds = [j.fold for j in waiting]
+        self._event("epochs", model, f"fold{'s' if len(folds) > 1 else ''} {', '.join(str(f + 1) for f in folds)}: "
+                    f"{epochs} -> {e} epochs, to end by the training deadline"
+                    f"{' or within its grace' if latest > self.deadline else ''} (its other folds keep theirs)",
+                    epochs=e, folds=folds)
 
     def _drop(self, model: str, pending: deque, why: str) -> None:
         self.forget(model, pending)
