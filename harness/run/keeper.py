@@ -18,7 +18,7 @@ deadline it gives up work, last planned first:
 3. else the model at the front starts its folds left only if all of them end in time (a model
    with a missing fold has no out-of-fold predictions): with fewer epochs (down to its minimum)
    by the deadline, else within the grace (not to drop a model for seconds); its folds already
-   trained or training keep their epochs. Else it is dropped whole;
+   trained keep their epochs. Else it is dropped whole;
 4. a running fold of a model with no fold left to start that, at the speed of its own epochs,
    would end past the deadline is told to end with fewer (the most that end by the deadline,
    else by its grace; never below its model's minimum), and runs the rest of its learning-rate
