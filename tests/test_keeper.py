@@ -141,9 +141,9 @@ def test_a_machine_that_halves_its_speed_during_long_folds_still_ends_in_time_wi
     # two more start, which then run at half speed to the deadline.
     models, deadline, grace = {"cnn_deep": 15, "cnn_small": 3, "ann": 10}, 500.0, 60.0
     slow = lambda t: 1.0 if t < 120 else 2.0  # noqa: E731
-    # dealt last, the kept model's folds start only at the deadline and run on past its grace
+    # dealt last, the kept model's folds start only at the deadline and use all of its grace
     executor, keeper, done = run(models, deadline=deadline, slow=slow, grace=grace, first=None)
-    assert executor.now > deadline + grace + 1.0 and [j.model for j in done].count("ann") == 5
+    assert executor.now >= deadline + grace - 1.0 and [j.model for j in done].count("ann") == 5
     # dealt first, they are done before the slowdown, and the run ends in time
     executor, keeper, done = run(models, deadline=deadline, slow=slow, grace=grace)
     assert executor.now <= deadline + grace + 1.0 + 1e-6

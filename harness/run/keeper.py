@@ -16,15 +16,16 @@ deadline it gives up work, last planned first:
    number down to its minimum makes every pending job end in time (a 5-minute run on a slow
    machine whose kept model's folds ran long trains `ann` at fewer epochs rather than not at all);
 3. else the model at the front starts its folds left only if all of them end in time (a model
-   with a missing fold has no out-of-fold predictions): with fewer epochs (down to its minimum)
-   by the deadline, else within the grace (not to drop a model for seconds); its folds already
-   trained keep their epochs. Else it is dropped whole;
+   with a missing fold has no out-of-fold predictions): as planned when they end at most half
+   the grace past the deadline (a plan that fills its budget ends near it), else with fewer
+   epochs (down to its minimum) by the deadline, or for a model with folds trained or training
+   by the grace; its folds already trained keep their epochs. Else it is dropped whole;
 4. a running fold of a model with no fold left to start that, at the speed of its own epochs,
-   would end past the deadline is told to end with fewer (the most that end by the deadline,
+   would end more than half the grace past the deadline is told to end with fewer (the most that end by the deadline,
    else by its grace; never below its model's minimum), and runs the rest of its learning-rate
    schedule in them (harness.train.shorten): on a slow machine one `cnn_deep` fold is most of a
    30-minute run, and a machine that slows under it would otherwise see it cancelled and all of
-   it lost. A model with folds still to start, whose folds would not all end in time, has its
+   it lost. A model with folds still to start, whose folds would not all end so, has its
    running folds told to end sooner to make room for those, and those re-planned, at the most
    epochs, the same for all, that end them all by the deadline (else its grace): five folds on
    two slots of a 30-minute run on a machine that slows keep `cnn_deep` whole;
@@ -122,6 +123,14 @@ class Keeper:
         planned = self.planned_s(job.model, last) - self.planned_s(job.model, first)
         return (t1 - t0, planned) if planned > 0 else None
 
+    def _tolerated(self) -> float:
+        """How late a model with folds trained or training may end before its epochs are cut: half
+        the grace past the deadline. A plan that fills its budget ends its long model's last fold
+        near the deadline, and a speed read a few % slow would otherwise cut its epochs in every
+        run; once cut, for a machine that slowed, its folds aim at the deadline, and the other
+        half of the grace is left for the speed misread as it changes."""
+        return self.deadline + self.grace_s / 2
+
     def left(self) -> float:
         return self.deadline - self.clock()
 
@@ -145,12 +154,14 @@ class Keeper:
             job = pending[0]
             if job.model == self.protected:
                 return self._start(pending)
-            # all of its folds left must end (a model with a missing fold is of no use): with fewer
-            # epochs by the deadline, else within the grace (which leaves the leanest stages after
-            # training) rather than be dropped for seconds
+            # all of its folds left must end (a model with a missing fold is of no use); a little
+            # late (`_tolerated`) they keep their epochs, else fewer, by the deadline, or for a
+            # model with folds trained or training, by the grace rather than lose those
             ends = self._folds_end(job.model, pending, running, now)
-            for latest in (self.deadline, self.deadline + self.grace_s):
-                if ends <= latest or self._fewer_folds(job.model, pending, running, now, latest):
+            if ends <= self._tolerated():
+                return self._start(pending)
+            for latest in (self.deadline, self.deadline + self.grace_s)[:2 if job.model in self.started else 1]:
+                if self._fewer_folds(job.model, pending, running, now, latest):
                     return self._start(pending)
             self._drop(job.model, pending, f"its folds{' left' if job.model in self.started else ''} would end "
                        f"{fmt_seconds(ends - self.deadline)} past the training deadline")
@@ -209,8 +220,8 @@ class Keeper:
                     or len(ends) < 2):
                 continue
             started, epochs = running[key][1], self.ends_with.get(key, job.epochs)
-            if now + self._remaining(job, started, now) <= self.deadline:
-                continue
+            if now + self._remaining(job, started, now) <= self._tolerated():
+                continue  # as in admit: a fold a little late keeps its epochs
             # the worker reads it at the end of the epoch it is in, and runs at least one more
             low = max(ends[-1][0] + 2, self.min_epochs.get(job.model, 1))
             for latest in (self.deadline, self.deadline + self.grace_s):
@@ -249,7 +260,7 @@ class Keeper:
             return max(now + max(busy[k] for k in mine), now + list_schedule(seconds, self.slots, list(busy.values()),
                                                                               own=True)), targets
 
-        if plan(current)[0] <= self.deadline:
+        if plan(current)[0] <= self._tolerated():
             return []
         top = max(current, *(self.ends_with.get(k, j.epochs) for k, j in mine.items()))
         for latest in (self.deadline, self.deadline + self.grace_s):
