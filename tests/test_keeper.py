@@ -9,7 +9,7 @@ import pytest
 
 from harness.executors.base import Executor, run_jobs
 from harness.run.keeper import Keeper
-from harness.run.planner import job_order
+from harness.run.planner import job_order, list_schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -424,3 +424,26 @@ def test_with_epochs_reported_no_job_ends_past_the_deadline_and_grace(speed):
     executor, keeper, done = run(PLAN, deadline=deadline, slow=lambda t: speed, grace=0.05 * deadline, epochs=True)
     assert executor.now <= deadline * 1.05 + 1.0
     assert [j.model for j in done].count("ann") == 5
+
+
+FULL = {"cnn_deep": 30, "cnn_small": 5, "ann": 10}
+FULL_S = list_schedule([planned_s(j.model, j.epochs) for j in jobs_of(FULL)], 2)   # its makespan: 945 s
+
+
+@pytest.mark.parametrize("speed", [0.97, 1.0, 1.03])
+@pytest.mark.parametrize("epochs", [False, True])
+def test_a_plan_that_fills_its_budget_keeps_every_epoch_when_a_little_slow(speed, epochs):
+    # the plan's last cnn_deep fold ends at the deadline; a few % slower, it ends a little past it,
+    # within half the grace: no fold loses an epoch to a speed read a little slow
+    executor, keeper, done = run(FULL, deadline=FULL_S, slow=lambda t: speed, grace=0.05 * FULL_S + 60, epochs=epochs)
+    assert not keeper.events and len(done) == 15 and {j.epochs for j in done if j.model == "cnn_deep"} == {30}
+
+
+@pytest.mark.parametrize("speed", [1.1, 1.2, 1.5])
+@pytest.mark.parametrize("epochs", [False, True])
+def test_a_plan_that_fills_its_budget_keeps_its_long_model_whole_when_slow(speed, epochs):
+    # slower still, its folds are cut to fewer epochs, not dropped, and the run ends in time
+    grace = 0.05 * FULL_S + 60
+    executor, keeper, done = run(FULL, deadline=FULL_S, slow=lambda t: speed, grace=grace, epochs=epochs)
+    assert [j.model for j in done].count("cnn_deep") == 5 and "cnn_deep" not in keeper.dropped
+    assert executor.now <= FULL_S + grace + 1.0 + 1e-6
