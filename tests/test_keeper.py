@@ -447,3 +447,14 @@ def test_a_plan_that_fills_its_budget_keeps_its_long_model_whole_when_slow(speed
     executor, keeper, done = run(FULL, deadline=FULL_S, slow=lambda t: speed, grace=grace, epochs=epochs)
     assert [j.model for j in done].count("cnn_deep") == 5 and "cnn_deep" not in keeper.dropped
     assert executor.now <= FULL_S + grace + 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("slows_at", [200.0, 400.0])
+@pytest.mark.parametrize("epochs", [False, True])
+def test_a_plan_that_fills_its_budget_keeps_its_long_model_whole_when_it_halves_its_speed_partway(slows_at, epochs):
+    # the 30-minute shape of the default run: half speed from a point while cnn_deep's folds train
+    grace = 0.05 * FULL_S + 60
+    executor, keeper, done = run(FULL, deadline=FULL_S, slow=lambda t: 1.0 if t < slows_at else 2.0, grace=grace,
+                                 epochs=epochs)
+    assert [j.model for j in done].count("cnn_deep") == 5 and "cnn_deep" not in keeper.dropped
+    assert executor.now <= FULL_S + grace + 1.0 + 1e-6 and [j.model for j in done].count("ann") == 5
