@@ -21,9 +21,9 @@ deadline it gives up work, last planned first:
    epochs (down to its minimum) by the deadline, or for a model with folds trained or training
    by the grace; its folds already trained keep their epochs. Else it is dropped whole;
 4. a running fold of a model with no fold left to start that, at the speed of its own epochs,
-   would end more than half the grace past the deadline is told to end with fewer (the most that end by the deadline,
-   else by its grace; never below its model's minimum), and runs the rest of its learning-rate
-   schedule in them (harness.train.shorten): on a slow machine one `cnn_deep` fold is most of a
+   would end more than half the grace past the deadline is told to end with fewer (the most
+   that end by the deadline, else by its grace; never below its model's minimum), and runs the
+   rest of its learning-rate schedule in them (harness.train.shorten): on a slow machine one `cnn_deep` fold is most of a
    30-minute run, and a machine that slows under it would otherwise see it cancelled and all of
    it lost. A model with folds still to start, whose folds would not all end so, has its
    running folds told to end sooner to make room for those, and those re-planned, at the most
@@ -205,9 +205,10 @@ class Keeper:
 
     def shorten(self, running: dict[str, tuple[Any, float]], pending: deque) -> list[tuple[Any, int]]:
         """Running folds to end with fewer epochs, and with how many: those that, at the speed
-        their own epochs ran, would end past the training deadline (the most epochs that end by
-        it, else by its grace; down to their model's minimum and two more than they have done:
-        the one they are in, and one to end the schedule in).
+        their own epochs ran, would end more than half the grace past the training deadline
+        (`_tolerated`; then the most epochs that end by it, else by its grace; down to their
+        model's minimum and two more than they have done: the one they are in, and one to end
+        the schedule in).
         A model with folds still to start: its running folds end sooner only to make room for
         those (`_make_room`). The protected model's are left to run: they are short and dealt first."""
         now, asks = self.clock(), []
@@ -239,7 +240,7 @@ class Keeper:
     def _make_room(self, model: str, running: dict[str, tuple[Any, float]], pending: deque,
                    now: float) -> list[tuple[Any, int]]:
         """For `model`, with folds running and folds still to start: when those would not all end
-        by the deadline, the most epochs e (down to its minimum) at which its running folds, told
+        by `_tolerated`, the most epochs e (down to its minimum) at which its running folds, told
         to end with e (none sooner than two epochs on, none with more than it has now), and then
         its folds still to start, at e, all end by the deadline, else by its grace. Returns the
         running folds to shorten and re-plans the others at e; nothing when even its minimum does
@@ -354,12 +355,8 @@ class Keeper:
         even its minimum does not."""
         epochs = next(j.epochs for j in pending if j.model == model)
         for e in range(epochs - 1, self.min_epochs.get(model, epochs) - 1, -1):
-            trial = _at_epochs(pending, model, e)
-            if self._ends(trial, running, now) <= self.deadline:
-                pending.clear()
-                pending.extend(trial)
-                self.on_epochs(model, e)
-                self._event("epochs", model, f"{epochs} -> {e} epochs to fit the time left", epochs=e)
+            if self._ends(_at_epochs(pending, model, e), running, now) <= self.deadline:
+                self._refit(model, pending, e, self.deadline)
                 return True
         return False
 
