@@ -23,9 +23,9 @@ deadline it gives up work, last planned first:
 4. a running fold of a model with no fold left to start that, at the speed of its own epochs,
    would end more than half the grace past the deadline is told to end with fewer (the most
    that end by the deadline, else by its grace; never below its model's minimum), and runs the
-   rest of its learning-rate schedule in them (harness.train.shorten): on a slow machine one `cnn_deep` fold is most of a
-   30-minute run, and a machine that slows under it would otherwise see it cancelled and all of
-   it lost. A model with folds still to start, whose folds would not all end so, has its
+   rest of its learning-rate schedule in them (harness.train.shorten): on a slow machine one
+   `cnn_deep` fold is most of a 30-minute run, and a machine that slows under it would otherwise
+   see it cancelled and all of it lost. A model with folds still to start, whose folds would not all end so, has its
    running folds told to end sooner to make room for those, and those re-planned, at the most
    epochs, the same for all, that end them all by the deadline (else its grace): five folds on
    two slots of a 30-minute run on a machine that slows keep `cnn_deep` whole;
@@ -245,9 +245,8 @@ class Keeper:
         its folds still to start, at e, all end by the deadline, else by its grace. Returns the
         running folds to shorten and re-plans the others at e; nothing when even its minimum does
         not fit (the model is then dropped when its next fold is due)."""
-        waiting = [j for j in pending if j.model == model]
         mine = {key: job for key, (job, _) in running.items() if job.model == model}
-        current = waiting[0].epochs
+        current = next(j.epochs for j in pending if j.model == model)
 
         def plan(e: int) -> tuple[float, dict[str, int]]:
             """When the model's folds end with running ones at e and the others at e; their targets."""
@@ -256,10 +255,8 @@ class Keeper:
                 ends = self.running_epochs.get(key, (None, []))[1]
                 target = self.ends_with.get(key, job.epochs)
                 targets[key] = min(target, max(e, ends[-1][0] + 2)) if len(ends) >= 2 else target
-            busy = {key: self._remaining(job, started, now, targets.get(key)) for key, (job, started) in running.items()}
-            seconds = [self.planned_s(model, min(e, current)) * self.speed()] * len(waiting)
-            return max(now + max(busy[k] for k in mine), now + list_schedule(seconds, self.slots, list(busy.values()),
-                                                                              own=True)), targets
+            running_end = now + max(self._remaining(job, running[key][1], now, targets[key]) for key, job in mine.items())
+            return max(running_end, self._folds_end(model, pending, running, now, min(e, current), targets)), targets
 
         if plan(current)[0] <= self._tolerated():
             return []
@@ -361,12 +358,13 @@ class Keeper:
         return False
 
     def _folds_end(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float,
-                   epochs: int | None = None) -> float:
+                   epochs: int | None = None, targets: dict[str, int] | None = None) -> float:
         """When `model`'s pending jobs (at `epochs`, else their own) would end, dealt now after the
-        running jobs."""
-        seconds = [self.planned_s(model, epochs or j.epochs) * self.speed() for j in pending if j.model == model]
-        return now + list_schedule(seconds, self.slots, [self._remaining(j, s, now) for j, s in running.values()],
-                                   own=True)
+        running jobs (those in `targets` ending with those epochs)."""
+        speed = self.speed()
+        seconds = [self.planned_s(model, epochs or j.epochs) * speed for j in pending if j.model == model]
+        busy = [self._remaining(j, s, now, (targets or {}).get(key)) for key, (j, s) in running.items()]
+        return now + list_schedule(seconds, self.slots, busy, own=True)
 
     def _fewer_folds(self, model: str, pending: deque, running: dict[str, tuple[Any, float]], now: float,
                      latest: float) -> bool:
