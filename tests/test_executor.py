@@ -137,6 +137,69 @@ def test_a_reused_worker_trains_a_fold_exactly_as_a_fresh_one(data, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_session_kept_warm_hands_its_workers_to_the_next_with_its_data(data, tmp_path, monkeypatch):
+    """A run's calibration keeps its workers for the training (TensorFlow imported once per slot):
+    the next session of the same layout adopts them and they train on its data; a session of
+    another environment (a failpoint set since) starts its own and the warm ones are stopped."""
+    from harness.executors import local, warm_slots
+    from harness.registry import get_model
+    from harness.train.jobs import ProbeJob
+
+    first: list[dict] = []
+    probe = ProbeJob(model="cnn_tiny", params=get_model("cnn_tiny").params(), rows=512, seed=0)
+    with Processes(1, cpus_per_job=1).session(data, keep_warm=True) as ex:
+        run_jobs(ex, [probe], lambda job, r: first.append(r))
+    assert warm_slots(1, 1) == 1 and warm_slots(2, 1) == 1 and warm_slots(1, 2) == 0
+    (worker,) = local._WARM
+    smaller = JobData(data.x[:1000], data.y[:1000], data.x_test[:10], data.folds[:1000])
+    done: list[dict] = []
+    with Processes(1, cpus_per_job=1).session(smaller, tmp_path) as ex:
+        assert warm_slots(1, 1) == 0 and ex._workers == [worker]
+        run_jobs(ex, [_job(tmp_path, 0)], lambda job, r: done.append(r))
+    assert done[0]["pid"] == first[0]["pid"] and worker.proc.exitcode == 0  # closed cleanly, not kept
+    assert done[0]["n_train"] + done[0]["n_val"] == 1000  # trained on the new session's data
+    assert np.load(tmp_path / "cnn_tiny" / "fold_0" / "test.npy").shape[0] == 10
+    assert first[0]["import_s"] > 0  # a warm worker goes on reporting the import it paid
+
+    with Processes(1, cpus_per_job=1).session(data, keep_warm=True) as ex:
+        run_jobs(ex, [probe], lambda job, r: first.append(r))
+    (worker,) = local._WARM
+    monkeypatch.setenv("HARNESS_FAILPOINT_SLEEP", "nothing:0")
+    assert warm_slots(1, 1) == 0
+    with Processes(1, cpus_per_job=1).session(data, tmp_path / "other") as ex:
+        assert not local._WARM and not worker.proc.is_alive() and not ex._workers
+    assert first[1]["pid"] != first[0]["pid"]  # the first worker was not kept by a session without keep_warm
+
+
+def test_a_calibration_skips_the_models_not_worth_probing_and_a_later_one_adds_them(data, tmp_path):
+    """The first model is probed and counts every model's FLOPs; a model `worth` declines is left
+    out of the record; a later calibration of the same setup that affords it probes it alone."""
+    from harness.registry import get_model
+    from harness.run.calibrate import calibrate
+
+    specs = [get_model("cnn_tiny"), get_model("ann_tiny")]
+    params = {s.name: s.params() for s in specs}
+    layout = {"executor": "local", "jobs": 1}
+    asked: list[str] = []
+    said: list[str] = []
+
+    def never(model: str, s_per_image: float, elapsed: float) -> bool:
+        asked.append(model)
+        assert s_per_image > 0 and elapsed >= 0
+        return False
+
+    first = calibrate(specs, params, data.x, data.y, layout, tmp_path, say=said.append, worth=never)
+    assert set(first["probes"]) == {"cnn_tiny"} and asked == ["ann_tiny"] and not first.get("cached")
+    assert set(first["flops"]) == {"cnn_tiny", "ann_tiny"} and all(v > 0 for v in first["flops"].values())
+    assert "not probed, too dear for this time limit: ann_tiny" in said[-1]
+    again = calibrate(specs, params, data.x, data.y, layout, tmp_path, worth=never)
+    assert again["cached"] and set(again["probes"]) == {"cnn_tiny"}
+    later = calibrate(specs, params, data.x, data.y, layout, tmp_path, worth=lambda *_: True)
+    assert not later["cached"] and set(later["probes"]) == {"cnn_tiny", "ann_tiny"}
+    assert later["probes"]["cnn_tiny"] == first["probes"]["cnn_tiny"]  # kept, not probed again
+    assert calibrate(specs, params, data.x, data.y, layout, tmp_path)["cached"]
+
+
 def test_a_killed_worker_is_retried_once_then_the_run_stops(data, tmp_path):
     killed: set[int] = set()
     killer = threading.Thread(target=kill_worker_of, args=(tmp_path / "cnn_tiny", killed), daemon=True)

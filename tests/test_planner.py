@@ -218,3 +218,22 @@ def test_a_budget_too_short_for_every_model_plans_without_the_dearest(monkeypatc
 def test_below_the_cheapest_models_plan_names_it(monkeypatch, tmp_path):
     with pytest.raises(PlanError, match=r"\(cnn_small alone at its fewest epochs, 2 folds on 2 slot\(s\)\): it needs about"):
         _slow_avx2_plan(monkeypatch, tmp_path, 60)
+
+
+def test_a_model_not_probed_yet_is_estimated_optimistically_from_flops():
+    from harness.run.calibrate import HOPE, _worth
+
+    probes = {"ann": {"train_s_per_image": 0.002}, "cnn_small": {"train_s_per_image": 0.003}}
+    flops = {"ann": 4_000_000, "cnn_small": 5_000_000, "cnn_deep": 30_000_000}
+    asked: list[tuple] = []
+
+    def worth(model: str, s_per_image: float, elapsed: float) -> bool:
+        asked.append((model, s_per_image, elapsed))
+        return s_per_image < 0.008
+
+    # the fastest seconds per FLOP of the probed (ann: 5e-10 s) at HOPE: 30 MFLOPs -> 0.015 s x HOPE
+    assert _worth("cnn_deep", probes, flops, worth, 12.0) is (HOPE * 0.015 < 0.008)
+    assert asked == [("cnn_deep", pytest.approx(HOPE * 0.015), 12.0)]
+    # nothing to go by: probed
+    assert _worth("cnn_deep", {}, flops, worth, 0.0) and _worth("x", probes, flops, worth, 0.0)
+    assert _worth("cnn_deep", probes, flops, None, 0.0) and len(asked) == 1

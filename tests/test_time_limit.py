@@ -48,7 +48,8 @@ def test_plan_then_a_run_that_trains_what_it_planned(project: Path):
     doc = json.loads(plan.stdout)
     assert doc["limit_s"] == 1800 and doc["plan"]["predicted_s"] <= 0.95 * 1800
     assert set(doc["plan"]["epochs"]) == {"ann_tiny", "cnn_tiny"} and doc["plan"]["full_recipes"]
-    assert doc["calibration"]["cached"] and set(doc["calibration"]["probes"]) == {"ann_tiny", "cnn_tiny"}
+    # both probed: under 2 s only the first model is worth probing, and a roomier plan adds the other
+    assert set(doc["calibration"]["probes"]) == {"ann_tiny", "cnn_tiny"}
     assert not (project / "runs").exists() or not any((project / "runs").iterdir())
     # the run trains the planned epochs and records its budget
     done = harness_cli(*common, "--time-limit", "30m", "--json", cwd=project, check=True)
@@ -161,11 +162,23 @@ def test_a_budget_too_short_for_every_model_trains_the_cheaper_ones(project: Pat
 def test_a_runs_recorded_time_counts_its_calibration(project: Path):
     # a cache of its own: the calibration runs in this command, before the run's first stage
     done = harness_cli("run", "--model", "ann_tiny", "--limit", "600", "--folds", "2", "--no-bench", "--no-int8",
-                       "--no-report", "--time-limit", "10m", "--json", cwd=project,
+                       "--no-report", "--time-limit", "10m", "--jobs", "2", "--json", cwd=project,
                        env={"HARNESS_CACHE": str(project / "cache")}, check=True)
-    manifest = _manifest(Path(json.loads(done.stdout)["run_dir"]))
+    run_dir = Path(json.loads(done.stdout)["run_dir"])
+    manifest = _manifest(run_dir)
     stages = manifest["stages_s"]
     assert stages["calibration"] > 0 and manifest["duration_s"] >= sum(stages.values()) - 0.5, manifest
+    # the probe's workers, kept warm, trained the folds: the plan paid no second TensorFlow import,
+    # and the cached record keeps the import the workers paid, for a later run that starts cold
+    calibration = manifest["budget"]["calibration"]
+    assert manifest["budget"]["costs"]["warmup_s"] == 0 and calibration["warmup_s"] > 0
+    folds = {json.loads((run_dir / "ann_tiny" / f"fold_{f}" / "fold.json").read_text())["pid"] for f in (0, 1)}
+    assert calibration["probes"]["ann_tiny"]["pid"] in folds
+    cached = json.loads(harness_cli("run", "--model", "ann_tiny", "--limit", "600", "--folds", "2", "--no-bench",
+                                    "--no-int8", "--no-report", "--time-limit", "10m", "--jobs", "2", "--plan",
+                                    "--json", cwd=project, env={"HARNESS_CACHE": str(project / "cache")},
+                                    check=True).stdout)
+    assert cached["calibration"]["cached"] and cached["costs"]["warmup_s"] == calibration["warmup_s"]
 
 
 @pytest.mark.integration

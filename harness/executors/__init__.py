@@ -5,7 +5,8 @@
         run_jobs(executor, jobs, on_done, progress)       # blocks; a failed job stops the run
 
 - base: the contract (Executor, Failure, JobFailed) and the driver loop (run_jobs)
-- local: `InProcess` (`--jobs 1`) and `Processes` (`--jobs N` worker processes)
+- local: `InProcess` (`--jobs 1`) and `Processes` (`--jobs N` worker processes, which a session
+  may keep warm for the next: `warm_slots`)
 - ray: `RayExecutor` (`--executor ray`): one Ray task per job (`num_cpus=cpus_per_job`, workers
   reused from job to job) on a cluster at `--ray-address`, or on a Ray started for the run
 """
@@ -26,10 +27,10 @@ from harness.executors.base import (
     JobFailed,
     run_jobs,
 )
-from harness.executors.local import InProcess, Processes, auto_jobs, parse_jobs
+from harness.executors.local import InProcess, Processes, auto_jobs, parse_jobs, warm_slots
 
 __all__ = ["CONNECT_TIMEOUT_S", "EXECUTORS", "Executor", "Failure", "InProcess", "Job", "JobFailed", "Processes",
-           "auto_jobs", "make_executor", "parse_jobs", "run_jobs"]
+           "auto_jobs", "make_executor", "parse_jobs", "run_jobs", "warm_slots"]
 
 
 def make_executor(name: str = "local", *, jobs: int | None = None, cpus_per_job: int | None = None,

@@ -49,12 +49,16 @@ class Executor(abc.ABC):
     name = "local"
     slots = 1
     cpus_per_job: int | None = None
+    keep_warm = False            # close() leaves idle workers for the next session (Processes)
 
     def __init__(self) -> None:
         self.in_flight: dict[str, Job] = {}
 
     @contextlib.contextmanager
-    def session(self, data: JobData, run_dir: Path | None = None) -> Iterator["Executor"]:
+    def session(self, data: JobData, run_dir: Path | None = None, keep_warm: bool = False) -> Iterator["Executor"]:
+        """Start the workers with `data`, yield, close; with `keep_warm`, idle worker processes
+        are left for the next session of the same layout to adopt (where the executor has them)."""
+        self.keep_warm = keep_warm
         self.start(data, run_dir)
         try:
             yield self

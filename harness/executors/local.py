@@ -3,7 +3,9 @@
 - `InProcess` (`--jobs 1`, the default): one job at a time in this process (TensorFlow's default
   threads, a per-step progress bar).
 - `Processes` (`--jobs N`): N spawned worker processes, each with `cpus_per_job` TF threads,
-  reused from job to job (TF imported once; Keras's state cleared between jobs).
+  reused from job to job (TF imported once; Keras's state cleared between jobs), and from one
+  session to the next one of the same layout when the first keeps them warm (a run's calibration,
+  then its training: `session(data, keep_warm=True)`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def _worker(conn: Any, threads: int) -> None:
             return
         if job is None:
             return
-        if isinstance(job, tuple):  # a shortening that came after its fold had ended
+        if isinstance(job, tuple):  # the data of the session that adopted this worker, or a
+            if job[0] == "data":    # shortening that came after its fold had ended
+                data = job[1]
             continue
         try:
             result = execute(job, data, Where("local", threads=threads), _fold_hooks(conn))
@@ -122,6 +126,7 @@ class _Worker:
     and the driver sees a dead worker like any other (`Processes.wait`)."""
 
     def __init__(self, ctx: Any, data: JobData, threads: int, name: str) -> None:
+        self.threads, self.env = threads, _environment()
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker, args=(child, threads), name=name, daemon=True)
         self.proc.start()
@@ -133,6 +138,45 @@ class _Worker:
         """Send to the worker; one that died is left for `Processes.wait` to find (its sentinel)."""
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):
             self.conn.send(what)
+
+
+def _environment() -> int:
+    """What a worker inherited at its spawn that its jobs read: harness's settings (HARNESS_*,
+    failpoints among them). The engines' variables are read once, at their import, and the
+    driver sets some of them itself on its own import (harness.core.tfquiet)."""
+    return hash(frozenset((k, v) for k, v in os.environ.items() if k.startswith("HARNESS_")))
+
+
+# Idle workers a session kept warm (`Executor.session(keep_warm=True)`), until the next session of
+# Processes starts: it adopts those of its threads and environment, with its own data, and stops the
+# rest. A run's calibration and training thus import TensorFlow once per slot, not twice (3 s a
+# slot on a Zen 5, 14-24 s on an emulated AVX2 machine).
+_WARM: list[_Worker] = []
+
+
+def _stop(w: _Worker) -> None:
+    """Stop a worker: an idle one finishes cleanly, a busy one is terminated."""
+    if w.job is None and w.proc.is_alive():
+        with contextlib.suppress(OSError):
+            w.conn.send(None)
+    elif w.proc.is_alive():
+        w.proc.terminate()
+
+
+def _join(w: _Worker) -> None:
+    w.proc.join(timeout=10)
+    if w.proc.is_alive():
+        w.proc.kill()
+        w.proc.join(timeout=5)
+    w.conn.close()
+
+
+def warm_slots(jobs: int, cpus_per_job: int | None = None) -> int:
+    """How many of a new `Processes(jobs, cpus_per_job)` session's slots would start with a warm
+    worker (TensorFlow imported): the planner's warm-up is paid only by the others."""
+    threads = cpus_per_job or max(1, (os.cpu_count() or 1) // jobs)
+    env = _environment()
+    return min(jobs, sum(1 for w in _WARM if w.threads == threads and w.env == env and w.proc.is_alive()))
 
 
 class Processes(Executor):
@@ -152,6 +196,22 @@ class Processes(Executor):
         self._workers: list[_Worker] = []
         self._attempts: dict[str, int] = {}
         self._epochs: list[tuple[Job, int, float]] = []
+
+    def start(self, data: JobData, run_dir: Any) -> None:
+        super().start(data, run_dir)
+        env, stale = _environment(), []
+        while _WARM:
+            w = _WARM.pop(0)
+            if (len(self._workers) < self.slots and w.threads == self.cpus_per_job and w.env == env
+                    and w.proc.is_alive()):
+                w.send(("data", data))
+                self._workers.append(w)
+            else:
+                stale.append(w)
+        for w in stale:
+            _stop(w)
+        for w in stale:
+            _join(w)
 
     def submit(self, job: Job) -> None:
         worker = next((w for w in self._workers if w.job is None and w.proc.is_alive()), None)
@@ -235,18 +295,13 @@ class Processes(Executor):
         return True
 
     def close(self) -> None:
+        if self.keep_warm:  # idle workers wait for the next session; a busy one is stopped
+            _WARM.extend(w for w in self._workers if w.job is None and w.proc.is_alive())
+            self._workers = [w for w in self._workers if w not in _WARM]
         for w in self._workers:
-            if w.job is None and w.proc.is_alive():
-                with contextlib.suppress(OSError):
-                    w.conn.send(None)  # idle: finish cleanly
-            elif w.proc.is_alive():
-                w.proc.terminate()  # a job still running: the run is stopping
+            _stop(w)
         for w in self._workers:
-            w.proc.join(timeout=10)
-            if w.proc.is_alive():
-                w.proc.kill()
-                w.proc.join(timeout=5)
-            w.conn.close()
+            _join(w)
         self._workers.clear()
         self.in_flight.clear()
 

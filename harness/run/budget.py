@@ -154,32 +154,47 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
     epochs do not fit in `k` (--folds fixes them); without the dearest models (the cheapest is
     always kept) only when every model's fewest epochs fit in no number of folds. `spent_s`: what
     the run took before (the augmentation probe)."""
-    from harness.run.calibrate import After, calibrate, costs_of
-    from harness.run.planner import ModelBudget, PlanError, fewer_models
+    from harness.executors import warm_slots
+    from harness.run.calibrate import After, after_training, calibrate, costs_of
+    from harness.run.planner import MARGIN, ModelBudget, PlanError, fewer_models
 
     start = time.perf_counter()
     rows = opts.limit or len(data.y_train)
     layout = {"executor": opts.executor, "jobs": opts.jobs, "cpus_per_job": opts.cpus_per_job,
               "ray_address": opts.ray_address, "ray_timeout": opts.ray_timeout}
-    probe = calibrate(specs, params, data.x_train, data.y_train, layout, settings.cache_dir, say=progress.stage,
-                      seed=seed, classes=data.competition.n_classes)
     models = [ModelBudget(s.name, min(s.min_epochs or int(params[s.name]["quick_epochs"]), int(params[s.name]["epochs"])),
                           int(params[s.name]["epochs"]), s.bag_gain) for s in specs]
-    spent = spent_s + (0.0 if probe.get("cached") else time.perf_counter() - start)
-    slots = int(probe.get("slots") or opts.jobs or 1)
     levels = After(bench=opts.bench, int8=opts.int8, short_bench=opts.quick or opts.short_bench,
                    report=opts.report).leaner(keep_bench=True)
+    fewest = {m.name: m.min_epochs for m in models}
+
+    def worth(name: str, s_per_image: float, elapsed: float) -> bool:
+        """Whether `name` at `s_per_image` could train its fewest epochs in 2 folds in what the limit
+        leaves after the calibration so far and the leanest stages after training."""
+        per_row, run_s = after_training(levels[-1])
+        left = opts.time_limit * (1 - MARGIN) - spent_s - elapsed - per_row - run_s
+        return fewest[name] * (rows / 2) * s_per_image <= left
+
+    probe = calibrate(specs, params, data.x_train, data.y_train, layout, settings.cache_dir, say=progress.stage,
+                      seed=seed, classes=data.competition.n_classes, keep_warm=not opts.plan_only, worth=worth)
+    # a model the calibration found too dear to probe for this limit is left out with the dearest
+    unprobed = [m.name for m in models if m.name not in probe["probes"]]
+    models = [m for m in models if m.name in probe["probes"]]
+    spent = spent_s + (0.0 if probe.get("cached") else time.perf_counter() - start)
+    slots = int(probe.get("slots") or opts.jobs or 1)
+    # the probe's (or the augmentation probe's) workers, kept warm, start the training: no warm-up
+    warm = opts.executor == "local" and warm_slots(slots, opts.cpus_per_job) >= slots
     errors: list[PlanError] = []  # each the cheapest plan of its models: fewest folds, leanest stages
     # every model when its fewest epochs fit in some number of folds, else without the dearest
-    for kept in fewer_models(models, costs_of(probe, rows, opts.folds or k, levels[-1], test_rows=len(data.x_test))):
+    for kept in fewer_models(models, costs_of(probe, rows, opts.folds or k, levels[-1], len(data.x_test), warm)):
         try:
-            after, costs, plan = _fold_plan(opts, probe, kept, levels, rows, k, slots, spent, len(data.x_test))
+            after, costs, plan = _fold_plan(opts, probe, kept, levels, rows, k, slots, spent, len(data.x_test), warm)
             break
         except PlanError as e:
             errors.append(e)
     else:
         raise errors[-1]  # the cheapest model alone
-    left_out = [m.name for m in models if m.name not in plan.epochs]
+    left_out = [m.name for m in models if m.name not in plan.epochs] + unprobed
     given_up = [what for what, kept in (("INT8 variants", after.int8 or not opts.int8),
                                         ("two-thread benchmark rows", not after.short_bench or opts.quick
                                          or opts.short_bench or not opts.bench)) if not kept]
@@ -187,8 +202,10 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
                    + ", ".join(f"{n} {plan.epochs[n]} epochs" + (f" x {plan.bags[n]} bags" if plan.bags[n] > 1 else "")
                                for n in plan.epochs)
                    + (f"; without {' and '.join(given_up)}" if given_up else "")
-                   + (f"; left out {', '.join(left_out)} (every model needs about "
-                      f"{fmt_seconds(errors[0].need_s)} here)" if left_out else "")
+                   + (f"; left out {', '.join(n for n in left_out if n not in unprobed)} (every model needs "
+                      f"about {fmt_seconds(errors[0].need_s)} here)" if len(left_out) > len(unprobed) else "")
+                   + (f"; left out {', '.join(unprobed)} (too dear to calibrate for this limit)"
+                      if unprobed else "")
                    + (f"; stand-by {', '.join(f'{n} x {b} bag(s)' for n, b in plan.standby.items())}"
                       if plan.standby else "")
                    + f"; predicted {fmt_seconds(plan.predicted_s)} (training {fmt_seconds(plan.training_s)})"
@@ -199,7 +216,7 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
 
 
 def _fold_plan(opts: RunOptions, probe: dict[str, Any], models: list[Any], levels: list[Any], rows: int, k: int,
-               slots: int, spent: float, test_rows: int) -> tuple[Any, Any, Any]:
+               slots: int, spent: float, test_rows: int, warm: bool = False) -> tuple[Any, Any, Any]:
     """(stages after training, costs, plan) of `models` at the most folds (`k` down to 2, or
     --folds) where their fewest epochs fit, the full recipes' stages first; the last PlanError
     (the fewest folds, the leanest stages) when none does."""
@@ -211,7 +228,7 @@ def _fold_plan(opts: RunOptions, probe: dict[str, Any], models: list[Any], level
         plans = []
         for after in levels:
             try:
-                costs = costs_of(probe, rows, folds, after, test_rows=test_rows)
+                costs = costs_of(probe, rows, folds, after, test_rows=test_rows, warm=warm)
                 plans.append((after, costs, make_plan(opts.time_limit, models, costs, folds, slots, spent_s=spent)))
             except PlanError as e:
                 error = e

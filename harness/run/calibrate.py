@@ -13,7 +13,8 @@ then costs
     epoch_s = training rows of a fold x seconds per training image in the steady state
               + its per-epoch validation rows x seconds per predicted image
 
-and each slot's first job waits for its worker's warm-up (TensorFlow's import).
+and each slot's first job waits for its worker's warm-up (TensorFlow's import), unless the
+probe's workers were kept warm for the training (`calibrate(keep_warm=True)`).
 
 The figures are cached per machine, versions, layout and model parameters
 (`<cache>/calibration.json`), so the next run with the same setup skips the probe. The stages
@@ -50,6 +51,10 @@ EXPORT_S, BENCH_S, INT8_S = 8.0, 25.0, 35.0
 RUN_S, REPORT_S = 20.0, 15.0
 SHORT_BENCH = 0.3            # a short benchmark (one thread, fewer repeats) against the full one
 RECENT = 3                   # observed figures: the median of this many latest runs of a setup
+# A model not probed yet is taken to train at this share of what its FLOPs at the fastest probed
+# model's seconds per FLOP say (on a Zen 5 and an emulated AVX2 machine those rates differ up to
+# 2.2x between ann, cnn_small and cnn_deep): its probe is skipped only when even that is too dear.
+HOPE = 0.5
 
 
 @dataclass(frozen=True)
@@ -136,9 +141,17 @@ def cache_key(specs: list[ModelSpec], params: dict[str, dict[str, Any]], layout:
 
 def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.ndarray, y: np.ndarray,
               executor: dict[str, Any], cache_dir: Path, say: Callable[[str], None] = lambda _m: None,
-              seed: int = 0, classes: int = 10) -> dict[str, Any]:
+              seed: int = 0, classes: int = 10, keep_warm: bool = False,
+              worth: Callable[[str, float, float], bool] | None = None) -> dict[str, Any]:
     """The probe's record of `specs` at `params` in this layout (its figures, seconds, slots, and
-    whether it came from the cache); `costs_of` turns it into a run's costs."""
+    whether it came from the cache); `costs_of` turns it into a run's costs. `keep_warm`: the
+    probe's worker processes stay for the training that follows (harness.executors.warm_slots).
+
+    `worth(model, seconds per training image, seconds calibrating so far)`: whether a model not
+    probed yet could still be planned if it trained that fast (an optimistic estimate from its
+    FLOPs and the fastest probed model's seconds per FLOP); a model it declines is not probed and
+    is missing from the record's `probes`. The first model is always probed, the others cheapest
+    (fewest FLOPs) first; a later calibration of the same setup probes the missing ones it affords."""
     from harness.executors import make_executor, run_jobs
     from harness.train.cv import make_folds
     from harness.train.jobs import JobData, ProbeJob
@@ -147,43 +160,71 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     key = cache_key(specs, params, layout, (*x.shape[1:], classes))
     path = Path(cache_dir) / "calibration.json"
     cache = io.read_json(path) if path.is_file() else {}
-    record = cache.get(key)
-    if record is not None:
+    record = cache.get(key) or {}
+    probes: dict[str, Any] = dict(record.get("probes", {}))
+    flops: dict[str, int] = dict(record.get("flops", {}))
+    todo = [s.name for s in specs if s.name not in probes]
+    if record and not any(_worth(m, probes, flops, worth, 0.0) for m in todo):
         return {**record, "cached": True, "key": key}
-    names = [s.name for s in specs]
-    say(f"calibrating on this machine: {', '.join(names)} (2 epochs on {PROBE_ROWS} rows, one copy per slot)")
+    say(f"calibrating on this machine: {', '.join(todo)} (2 epochs on {PROBE_ROWS} rows, one copy per slot)")
     rows = min(len(y), 2 * PROBE_ROWS)
     data = JobData(x=x[:rows], y=y[:rows], x_test=x[:1], folds=make_folds(y[:rows], 4, seed), classes=classes)
-    copies: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
+    copies: dict[str, list[dict[str, Any]]] = {}
+    declined: list[str] = []
     start = time.perf_counter()
     runner = make_executor(executor.get("executor", "local"), jobs=executor.get("jobs"),
                            cpus_per_job=executor.get("cpus_per_job"), address=executor.get("ray_address"),
                            timeout=executor.get("ray_timeout", 30.0))
-    with runner.session(data):  # the probes write nothing a node must share
+    with runner.session(data, keep_warm=keep_warm):  # the probes write nothing a node must share
         slots = runner.slots
-        # one copy per slot, model after model, each model's copies started together: each probe
-        # sees a machine as busy as training makes it (two cnn_deep folds side by side train ~30 %
-        # slower than one beside `ann`; a copy left alone on a machine whose slots share a core
-        # read cnn_small twice as fast as its folds then trained)
-        for s in specs:
-            jobs = [ProbeJob(model=s.name, params=params[s.name], rows=PROBE_ROWS, seed=seed, copy=c)
-                    for c in range(slots)]
+        while todo:
+            # the first model as listed, then the cheapest first: the dear ones may not be worth it
+            name = todo.pop(0) if not probes else min(todo, key=lambda m: (flops.get(m, 0), todo.index(m)))
+            if name in todo:
+                todo.remove(name)
+            if not _worth(name, probes, flops, worth, time.perf_counter() - start):
+                declined.append(name)
+                continue
+            count = ({s.name: params[s.name] for s in specs} if not flops and len(specs) > 1 else None)
+            # one copy per slot, each model's copies started together: each probe sees a machine as
+            # busy as training makes it (two cnn_deep folds side by side train ~30 % slower than one
+            # beside `ann`; a copy left alone on a machine whose slots share a core read cnn_small
+            # twice as fast as its folds then trained)
+            jobs = [ProbeJob(model=name, params=params[name], rows=PROBE_ROWS, seed=seed, copy=c,
+                             count=count if c == 0 else None) for c in range(slots)]
+            copies[name] = []
             run_jobs(runner, jobs, lambda job, result: copies[job.model].append(result))
-    # the slowest copy of each: a plan is kept when its slowest slot keeps it
-    probes = {m: max(runs, key=lambda p: p["train_s_per_image"]) for m, runs in copies.items()}
+            flops.update(next((p["flops"] for p in copies[name] if "flops" in p), {}))
+            # the slowest copy: a plan is kept when its slowest slot keeps it
+            probes[name] = max(copies[name], key=lambda p: p["train_s_per_image"])
+    seconds = round(time.perf_counter() - start, 1)
     # a worker's first job imports TensorFlow: once per slot, the start of a run's training
-    warmup = max((p.get("import_s", 0.0) for runs in copies.values() for p in runs), default=0.0)
-    record = {"probes": probes, "seconds": round(time.perf_counter() - start, 1), "layout": layout,
-              "slots": slots, "warmup_s": round(warmup, 1), "measured": io.utc_now()}
+    warmup = max([p.get("import_s", 0.0) for runs in copies.values() for p in runs] + [record.get("warmup_s", 0.0)])
+    if declined:
+        say(f"calibration: not probed, too dear for this time limit: {', '.join(declined)}")
+    record = {**record, "probes": probes, "seconds": round(record.get("seconds", 0.0) + seconds, 1),
+              "layout": layout, "slots": slots, "warmup_s": round(warmup, 1), "measured": io.utc_now(),
+              **({"flops": flops} if flops else {})}
     cache = io.read_json(path) if path.is_file() else {}
     cache[key] = record
     io.write_json(path, cache)
-    return {**record, "key": key}
+    return {**record, "seconds": seconds, "cached": False, "key": key}
 
 
-def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows: int = TEST_ROWS) -> Costs:
+def _worth(model: str, probes: dict[str, Any], flops: dict[str, int],
+           worth: Callable[[str, float, float], bool] | None, elapsed: float) -> bool:
+    """Whether to probe `model`: always without `worth`, with nothing probed or no FLOPs to go by;
+    else `worth` at HOPE x its FLOPs x the fastest seconds per FLOP of the probed models."""
+    if worth is None or not probes or not flops.get(model):
+        return True
+    rate = min((p["train_s_per_image"] / flops[m] for m, p in probes.items() if flops.get(m)), default=None)
+    return rate is None or worth(model, HOPE * rate * flops[model], elapsed)
+
+
+def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows: int = TEST_ROWS,
+             warm: bool = False) -> Costs:
     """A run's costs from a calibration record: `rows` training rows in `k` folds, with the
-    stages `after` training."""
+    stages `after` training; `warm`: every slot's worker has TensorFlow imported already."""
     n_val = rows / k
     n_train = rows - n_val
     # What a finished run of this setup observed beats the probe (the probe's few thousand rows
@@ -199,7 +240,8 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows:
                  for m, p in figures.items()},
         job_s={m: p["job_fixed_s"] if "job_fixed_s" in p else
                p["fit_fixed_s"] + (n_val + test_rows) * p["predict_s_per_image"] for m, p in figures.items()},
-        after_s={m: per_row for m in figures}, run_s=run_s, warmup_s=float(record.get("warmup_s", 0.0)))
+        after_s={m: per_row for m in figures}, run_s=run_s,
+        warmup_s=0.0 if warm else float(record.get("warmup_s", 0.0)))
 
 
 def observe(cache_dir: Path, key: str, model: str, train_s_per_image: float, job_fixed_s: float) -> None:

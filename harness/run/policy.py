@@ -93,7 +93,8 @@ def choose_policy(opts: RunOptions, specs: list[ModelSpec], params: dict[str, di
         progress.stage(f"augmentation: {POLICIES[job.number]}: OOF {100 * result['value']:.2f} % "
                        f"({len(y) - correct} errors in {len(y):,})")
 
-    with executor.session(JobData(x=x, y=y, x_test=x[:1], folds=folds, classes=classes)):
+    # its workers, kept warm, go on to the calibration or the training
+    with executor.session(JobData(x=x, y=y, x_test=x[:1], folds=folds, classes=classes), keep_warm=True):
         run_jobs(executor, jobs, done)
     policy = min(POLICIES, key=lambda p: (found[p]["errors"], POLICIES.index(p)))
     margin = found["digits"]["errors"] - found[policy]["errors"]

@@ -101,13 +101,16 @@ class ProbeJob:
     calibration, harness.run.calibrate): one fit of 2 epochs on `rows` rows, timed epoch by epoch
     (the first carries the fit's fixed cost: building, tracing; the second is the steady state),
     then predictions on the validation rows. `copy` tells apart the copies run side by
-    side, one per slot, so that each sees the contention of a full machine."""
+    side, one per slot, so that each sees the contention of a full machine. The first probe of a
+    calibration also counts the forward FLOPs of every model in it (`count`), after its timings:
+    the driver estimates from them what the models not probed yet would cost."""
 
     model: str
     params: dict[str, Any]
     rows: int
     seed: int
     copy: int = 0
+    count: dict[str, dict[str, Any]] | None = None   # models (and params) whose FLOPs it counts
     kind: str = "probe"
 
     @property
@@ -183,16 +186,28 @@ def _publish(stage: Path, final: Path) -> bool:
     return True
 
 
-def configure_worker(threads: int | None, deterministic: bool = False) -> None:
+_IMPORT_S: float | None = None   # what TensorFlow's and Keras's import took in this process
+
+
+def configure_worker(threads: int | None, deterministic: bool = False) -> float:
     """TensorFlow for this process: `threads` intra-op threads, one inter-op thread, so that jobs
-    running side by side use exactly the CPUs they were given. Must run before TF's first op."""
+    running side by side use exactly the CPUs they were given. Must run before TF's first op.
+    Returns the seconds the first call's import took (a worker's warm-up), remembered so that a
+    worker kept warm from an earlier session still reports it."""
+    global _IMPORT_S
     from harness.core.tfquiet import import_tensorflow
 
+    begin = time.perf_counter()
     import_tensorflow(threads)
+    if _IMPORT_S is None:
+        import keras  # noqa: F401  (every job imports it next)
+
+        _IMPORT_S = time.perf_counter() - begin
     if deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    return _IMPORT_S
 
 
 def clear_keras() -> None:
@@ -305,11 +320,8 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
     from harness.registry import get_model
     from harness.train.cv import predict, train_fold
 
-    begin = time.perf_counter()
-    configure_worker(where.threads)
-    import keras  # noqa: F401  (with TensorFlow: a fresh worker's first job pays their import here)
-
-    import_s = time.perf_counter() - begin
+    import_s = configure_worker(where.threads)
+    import keras
     spec = get_model(bags.base(job.model))
     tr, va = np.flatnonzero(data.folds != 0)[:job.rows], np.flatnonzero(data.folds == 0)[:2048]
     ends: list[float] = []
@@ -328,11 +340,19 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
         predict_s = (time.perf_counter() - t0) / len(va)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    flops = {}
+    if job.count:
+        from harness.export.flops import keras_flops
+
+        for name, params in job.count.items():
+            model = get_model(bags.base(name)).build(params, shape=data.x.shape[1:], classes=data.classes)
+            flops[name] = keras_flops(model)
     # rounded once, and the fixed cost taken from the rounded figures, so the record agrees with itself
     first, steady = round(ends[0] - start, 3), round(ends[1] - ends[0], 3)
     return {"model": job.model, "copy": job.copy, "rows": int(len(tr)), "epochs_s": [first, steady],
             "train_s_per_image": steady / len(tr), "fit_fixed_s": round(max(first - steady, 0.0), 3),
-            "predict_s_per_image": predict_s, "import_s": round(import_s, 3), **where.__dict__}
+            "predict_s_per_image": predict_s, "import_s": round(import_s, 3), **({"flops": flops} if flops else {}),
+            **where.__dict__}
 
 
 def _slow_failpoint(job: FoldJob) -> None:
