@@ -183,9 +183,9 @@ def test_a_calibration_skips_the_models_not_worth_probing_and_a_later_one_adds_t
     asked: list[str] = []
     said: list[str] = []
 
-    def never(model: str, s_per_image: float, elapsed: float) -> bool:
+    def never(model: str, s_per_image: float, elapsed: float, probed: dict, slots: int) -> bool:
         asked.append(model)
-        assert s_per_image > 0 and elapsed >= 0
+        assert s_per_image > 0 and elapsed >= 0 and set(probed) == {"cnn_tiny"} and slots == 1
         return False
 
     first = calibrate(specs, params, data.x, data.y, layout, tmp_path, say=said.append, worth=never)

@@ -227,13 +227,13 @@ def test_a_model_not_probed_yet_is_estimated_optimistically_from_flops():
     flops = {"ann": 4_000_000, "cnn_small": 5_000_000, "cnn_deep": 30_000_000}
     asked: list[tuple] = []
 
-    def worth(model: str, s_per_image: float, elapsed: float) -> bool:
-        asked.append((model, s_per_image, elapsed))
+    def worth(model: str, s_per_image: float, elapsed: float, probed: dict, slots: int) -> bool:
+        asked.append((model, s_per_image, elapsed, set(probed), slots))
         return s_per_image < 0.008
 
     # the fastest seconds per FLOP of the probed (ann: 5e-10 s) at HOPE: 30 MFLOPs -> 0.015 s x HOPE
-    assert _worth("cnn_deep", probes, flops, worth, 12.0) is (HOPE * 0.015 < 0.008)
-    assert asked == [("cnn_deep", pytest.approx(HOPE * 0.015), 12.0)]
+    assert _worth("cnn_deep", probes, flops, worth, 12.0, 2) is (HOPE * 0.015 < 0.008)
+    assert asked == [("cnn_deep", pytest.approx(HOPE * 0.015), 12.0, {"ann", "cnn_small"}, 2)]
     # nothing to go by: probed
-    assert _worth("cnn_deep", {}, flops, worth, 0.0) and _worth("x", probes, flops, worth, 0.0)
-    assert _worth("cnn_deep", probes, flops, None, 0.0) and len(asked) == 1
+    assert _worth("cnn_deep", {}, flops, worth, 0.0, 2) and _worth("x", probes, flops, worth, 0.0, 2)
+    assert _worth("cnn_deep", probes, flops, None, 0.0, 2) and len(asked) == 1

@@ -168,12 +168,15 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
                    report=opts.report).leaner(keep_bench=True)
     fewest = {m.name: m.min_epochs for m in models}
 
-    def worth(name: str, s_per_image: float, elapsed: float) -> bool:
-        """Whether `name` at `s_per_image` could train its fewest epochs in 2 folds in what the limit
-        leaves after the calibration so far and the leanest stages after training."""
+    def worth(name: str, s_per_image: float, elapsed: float, probed: dict[str, Any], slots: int) -> bool:
+        """Whether `name` at `s_per_image` could train its fewest epochs in 2 folds beside the
+        `probed` models' (cheaper: the calibration goes cheapest first, and a plan leaves out the
+        dearest first) in what the limit leaves after the calibration so far and the leanest
+        stages after training."""
         per_row, run_s = after_training(levels[-1])
-        left = opts.time_limit * (1 - MARGIN) - spent_s - elapsed - per_row - run_s
-        return fewest[name] * (rows / 2) * s_per_image <= left
+        left = opts.time_limit * (1 - MARGIN) - spent_s - elapsed - (len(probed) + 1) * per_row - run_s
+        fold_s = [p["fit_fixed_s"] + fewest[m] * (rows / 2) * p["train_s_per_image"] for m, p in probed.items()]
+        return 2 * (sum(fold_s) + fewest[name] * (rows / 2) * s_per_image) / slots <= left
 
     probe = calibrate(specs, params, data.x_train, data.y_train, layout, settings.cache_dir, say=progress.stage,
                       seed=seed, classes=data.competition.n_classes, keep_warm=not opts.plan_only, worth=worth)

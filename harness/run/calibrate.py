@@ -143,14 +143,15 @@ def cache_key(specs: list[ModelSpec], params: dict[str, dict[str, Any]], layout:
 def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.ndarray, y: np.ndarray,
               executor: dict[str, Any], cache_dir: Path, say: Callable[[str], None] = lambda _m: None,
               seed: int = 0, classes: int = 10, keep_warm: bool = False,
-              worth: Callable[[str, float, float], bool] | None = None) -> dict[str, Any]:
+              worth: Callable[[str, float, float, dict[str, Any], int], bool] | None = None) -> dict[str, Any]:
     """The probe's record of `specs` at `params` in this layout (its figures, seconds, slots, and
     whether it came from the cache); `costs_of` turns it into a run's costs. `keep_warm`: the
     probe's worker processes stay for the training that follows (harness.executors.warm_slots).
 
-    `worth(model, seconds per training image, seconds calibrating so far)`: whether a model not
-    probed yet could still be planned if it trained that fast (an optimistic estimate from its
-    FLOPs and the fastest probed model's seconds per FLOP); a model it declines is not probed and
+    `worth(model, seconds per training image, seconds calibrating so far, the probed models'
+    figures, slots)`: whether a model not probed yet could still be planned beside the probed ones
+    if it trained that fast (an optimistic estimate from its FLOPs and the fastest probed model's
+    seconds per FLOP); a model it declines is not probed and
     is missing from the record's `probes`. The first model is always probed, the others cheapest
     (fewest FLOPs) first; a later calibration of the same setup probes the missing ones it affords."""
     from harness.executors import make_executor, run_jobs
@@ -165,7 +166,8 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
     probes: dict[str, Any] = dict(record.get("probes", {}))
     flops: dict[str, int] = dict(record.get("flops", {}))
     todo = [s.name for s in specs if s.name not in probes]
-    if record and not any(_worth(m, probes, flops, worth, 0.0) for m in todo):
+    slots = int(record.get("slots") or 1)
+    if record and not any(_worth(m, probes, flops, worth, 0.0, slots) for m in todo):
         return {**record, "cached": True, "key": key}
     say(f"calibrating on this machine: {', '.join(todo)} (2 epochs on {PROBE_ROWS} rows, one copy per slot)")
     rows = min(len(y), 2 * PROBE_ROWS)
@@ -183,7 +185,7 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
             name = todo.pop(0) if not probes else min(todo, key=lambda m: (flops.get(m, 0), todo.index(m)))
             if name in todo:
                 todo.remove(name)
-            if not _worth(name, probes, flops, worth, time.perf_counter() - start):
+            if not _worth(name, probes, flops, worth, time.perf_counter() - start, slots):
                 declined.append(name)
                 continue
             count = ({s.name: params[s.name] for s in specs} if not flops and len(specs) > 1 else None)
@@ -213,13 +215,14 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
 
 
 def _worth(model: str, probes: dict[str, Any], flops: dict[str, int],
-           worth: Callable[[str, float, float], bool] | None, elapsed: float) -> bool:
+           worth: Callable[[str, float, float, dict[str, Any], int], bool] | None, elapsed: float,
+           slots: int) -> bool:
     """Whether to probe `model`: always without `worth`, with nothing probed or no FLOPs to go by;
     else `worth` at HOPE x its FLOPs x the fastest seconds per FLOP of the probed models."""
     if worth is None or not probes or not flops.get(model):
         return True
     rate = min((p["train_s_per_image"] / flops[m] for m, p in probes.items() if flops.get(m)), default=None)
-    return rate is None or worth(model, HOPE * rate * flops[model], elapsed)
+    return rate is None or worth(model, HOPE * rate * flops[model], elapsed, probes, slots)
 
 
 def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows: int = TEST_ROWS,
