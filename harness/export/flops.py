@@ -91,24 +91,6 @@ def flops_per_image(model: Any) -> int:
     return count_flops(model, batch=1).total
 
 
-def keras_flops(model: Any) -> int:
-    """Forward FLOPs per image of a built Keras model, from its Conv2D and Dense layers (the same
-    convention, without an export): cheap enough to rank training jobs by cost before any runs."""
-    total = 0
-    for layer in model.layers:
-        if hasattr(layer, "layers"):  # a nested model (a plugin may build one): count its layers
-            total += keras_flops(layer)
-            continue
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            continue
-        size = math.prod(kernel.shape)
-        if type(layer).__name__.startswith("Conv"):
-            size *= math.prod(layer.output.shape[1:-1])  # one kernel application per output pixel
-        total += 2 * size
-    return total
-
-
 # ----------------------------------------------------------------------------- internals
 
 def _load(model: Any):

@@ -33,7 +33,7 @@ def probe_model(specs: list[ModelSpec], params: dict[str, dict[str, Any]], shape
                 classes: int) -> ModelSpec | None:
     """The model the probe trains: the cheapest selected CNN that augments, else the cheapest
     model that augments (forward FLOPs x epochs); None when no model augments."""
-    from harness.export.flops import keras_flops
+    from harness.train.flops import keras_flops
 
     augments = [s for s in specs if float(params[s.name].get("augment", 0.0)) > 0]
     if not augments:

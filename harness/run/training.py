@@ -49,7 +49,7 @@ def longest_first(jobs: list[Any], costs: dict[str, float]) -> list[Any]:
 def job_costs(jobs: list[Any], specs: dict[str, ModelSpec], shape: tuple[int, ...] = (28, 28, 1),
               classes: int = 10) -> dict[str, float]:
     """One job's relative cost per model: epochs x forward FLOPs per image (the rows are alike)."""
-    from harness.export.flops import keras_flops
+    from harness.train.flops import keras_flops
 
     costs: dict[str, float] = {}
     for job in jobs:

@@ -8,6 +8,7 @@
 - pseudo: pseudo-label rows (<model>+pl): fine-tuned on confident test predictions
 - ensemble: the greedy out-of-fold ensemble of rows
 - jobs: a fold's training as a job an executor runs (a worker process or a Ray task)
+- flops: a built Keras model's forward FLOPs per image (ranks jobs, estimates costs)
 """
 
-__all__ = ["augment", "bags", "batchnorm", "cv", "ensemble", "jobs", "pseudo", "tta"]
+__all__ = ["augment", "bags", "batchnorm", "cv", "ensemble", "flops", "jobs", "pseudo", "tta"]

@@ -342,7 +342,7 @@ def run_probe(job: ProbeJob, data: JobData, where: Where) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
     flops = {}
     if job.count:
-        from harness.export.flops import keras_flops
+        from harness.train.flops import keras_flops
 
         for name, params in job.count.items():
             model = get_model(bags.base(name)).build(params, shape=data.x.shape[1:], classes=data.classes)
