@@ -6,5 +6,12 @@ core, registry, kaggle, data, train, executors, export, bench, tune, results, re
 `harness.registry` is the plugin API; `harness.cli` is the thin command line over the rest.
 """
 
+import os as _os
+
+# ONNX Runtime 1.29+ uploads telemetry from Linux too; harness runs offline and phones nowhere.
+# Set before its first import in this process and inherited by every worker; a user's own value wins.
+for _name in ("ORT_DISABLE_TELEMETRY", "ORT_TELEMETRY_DISABLED"):
+    _os.environ.setdefault(_name, "1")
+
 __version__ = "0.1.0"
 COMPETITION = "digit-recognizer"
