@@ -171,12 +171,16 @@ def _join(w: _Worker) -> None:
     w.conn.close()
 
 
+def _adoptable(w: _Worker, threads: int) -> bool:
+    """Whether a warm worker can serve a session of `threads` threads started now."""
+    return w.threads == threads and w.env == _environment() and w.proc.is_alive()
+
+
 def warm_slots(jobs: int, cpus_per_job: int | None = None) -> int:
     """How many of a new `Processes(jobs, cpus_per_job)` session's slots would start with a warm
     worker (TensorFlow imported): the planner's warm-up is paid only by the others."""
     threads = cpus_per_job or max(1, (os.cpu_count() or 1) // jobs)
-    env = _environment()
-    return min(jobs, sum(1 for w in _WARM if w.threads == threads and w.env == env and w.proc.is_alive()))
+    return min(jobs, sum(1 for w in _WARM if _adoptable(w, threads)))
 
 
 class Processes(Executor):
@@ -199,11 +203,10 @@ class Processes(Executor):
 
     def start(self, data: JobData, run_dir: Any) -> None:
         super().start(data, run_dir)
-        env, stale = _environment(), []
+        stale = []
         while _WARM:
             w = _WARM.pop(0)
-            if (len(self._workers) < self.slots and w.threads == self.cpus_per_job and w.env == env
-                    and w.proc.is_alive()):
+            if len(self._workers) < self.slots and _adoptable(w, self.cpus_per_job):
                 w.send(("data", data))
                 self._workers.append(w)
             else:

@@ -182,9 +182,8 @@ def calibrate(specs: list[ModelSpec], params: dict[str, dict[str, Any]], x: np.n
         slots = runner.slots
         while todo:
             # the first model as listed, then the cheapest first: the dear ones may not be worth it
-            name = todo.pop(0) if not probes else min(todo, key=lambda m: (flops.get(m, 0), todo.index(m)))
-            if name in todo:
-                todo.remove(name)
+            name = todo[0] if not probes else min(todo, key=lambda m: (flops.get(m, 0), todo.index(m)))
+            todo.remove(name)
             if not _worth(name, probes, flops, worth, time.perf_counter() - start, slots):
                 declined.append(name)
                 continue
