@@ -458,3 +458,24 @@ def test_a_plan_that_fills_its_budget_keeps_its_long_model_whole_when_it_halves_
                                  epochs=epochs)
     assert [j.model for j in done].count("cnn_deep") == 5 and "cnn_deep" not in keeper.dropped
     assert executor.now <= FULL_S + grace + 1.0 + 1e-6 and [j.model for j in done].count("ann") == 5
+
+
+def test_the_runs_deadline_does_not_hold_back_the_seconds_spent_before_training(tmp_path):
+    """The plan counts the run's own seconds (data, run folder, folds, submission, report) once;
+    those before training are spent when the keeper starts, so its deadline holds back only the rest."""
+    from types import SimpleNamespace
+
+    from harness.run.calibrate import After
+    from harness.run.planner import MARGIN
+    from harness.run.training import _keeper
+
+    spec = SimpleNamespace(name="ann")
+    plan = {"slots": 2, "after_s": 40.0, "bags": {"ann": 1}, "jobs": [{"model": "ann", "epochs": 8, "min_epochs": 2}]}
+    budget = {"limit_s": 600.0, "plan": plan, "after": dataclasses.asdict(After()), "calibration": {},
+              "costs": {"job_s": {"ann": 5.0}, "epoch_s": {"ann": 10.0}, "after_s": {"ann": 40.0},
+                        "run_s": 30.0, "start_s": 12.0}}
+    run = SimpleNamespace(budget=budget, clock=1000.0, say=lambda _m: None, run_dir=tmp_path, manifest={"params": {}})
+    keeper = _keeper(run, [spec], {"ann": {"epochs": 8}})
+    assert keeper.deadline == pytest.approx(1000.0 + 600 * (1 - MARGIN) - 40.0 - (30.0 - 12.0))
+    del budget["costs"]["start_s"]  # a plan recorded before the start was kept apart holds it all back
+    assert _keeper(run, [spec], {"ann": {"epochs": 8}}).deadline == pytest.approx(keeper.deadline - 12.0)

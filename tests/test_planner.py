@@ -122,6 +122,23 @@ def test_the_stages_after_training_get_leaner_in_order_and_use_what_was_observed
     assert after_training(levels[1], seen) == (3.0, 7.0) and after_training(levels[0], seen) == after_training(levels[0])
 
 
+def test_the_seconds_before_training_are_part_of_the_runs_own_and_not_held_back_by_the_deadline(tmp_path):
+    from harness.core import io
+    from harness.run.calibrate import START_S, After, before_training, costs_of, observe_after
+
+    probe = {"train_s_per_image": 0.010, "fit_fixed_s": 5.0, "predict_s_per_image": 0.001}
+    io.write_json(tmp_path / "calibration.json", {"k": {"probes": {"ann": probe}}})
+    record = io.read_json(tmp_path / "calibration.json")["k"]
+    assert costs_of(record, rows=1000, k=5, after=After()).start_s == before_training(After()) == START_S
+    # a record observed before the start was kept apart: its run's own seconds had it, unsplit
+    assert before_training(After(), {"after": {After().key: {"per_row_s": 3.0, "run_s": 4.0}}}) == 4.0
+    observe_after(tmp_path, "k", After(), 10.0, 30.0, start_s=12.0)
+    record = io.read_json(tmp_path / "calibration.json")["k"]
+    costs = costs_of(record, rows=1000, k=5, after=After())
+    assert (costs.run_s, costs.start_s) == (30.0, 12.0)
+    assert before_training(After(int8=False), record) == START_S  # another level's stages: not observed
+
+
 def test_observed_figures_are_the_median_of_the_latest_runs(tmp_path):
     from harness.core import io
     from harness.run.calibrate import RECENT, After, costs_of, observe, observe_after

@@ -201,10 +201,12 @@ def _render_plan(budget: dict) -> str:
     """The plan as a table: each model's epochs, bags, and a job's predicted seconds."""
     from harness.core.progress import fmt_seconds
 
-    plan = budget["plan"]
+    plan, costs = budget["plan"], budget.get("costs") or {}
+    # the plan's run_s: the calibration so far and the run's own seconds, `start_s` of them before training
+    own, start = float(costs.get("run_s", 0.0)), float(costs.get("start_s", 0.0))
     lines = [f"time limit {fmt_seconds(budget['limit_s'])}: {plan['k']} folds on {plan['slots']} slot(s), "
-             f"predicted {fmt_seconds(plan['predicted_s'])} (training {fmt_seconds(plan['training_s'])}, "
-             f"after training {fmt_seconds(plan['after_s'] + plan['run_s'])})",
+             f"predicted {fmt_seconds(plan['predicted_s'])} (before training {fmt_seconds(plan['run_s'] - own + start)}, "
+             f"training {fmt_seconds(plan['training_s'])}, after training {fmt_seconds(plan['after_s'] + own - start)})",
              f"{'model':<16} {'epochs':>6} {'bags':>4} {'job s':>8}"]
     lines += [f"{j['model']:<16} {j['epochs']:>6} {j['bags']:>4} {j['job_s']:>8.1f}" for j in plan["jobs"]]
     lines.append("every model at its full recipe" if plan["full_recipes"] else

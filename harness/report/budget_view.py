@@ -26,7 +26,9 @@ def budget_view(run: RunData) -> dict[str, Any] | None:
     rows = [
         {"stage": "calibration and start", "planned": start, "used": start},
         {"stage": "training", "planned": as_float(plan.get("training_s")), "used": as_float(stages.get("training"))},
-        {"stage": "after training", "planned": (as_float(plan.get("after_s")) or 0.0) + (as_float(costs.get("run_s")) or 0.0),
+        # the run's own seconds less those before training (`start_s`), which the first row has
+        {"stage": "after training", "planned": (as_float(plan.get("after_s")) or 0.0) + (as_float(costs.get("run_s")) or 0.0)
+         - (as_float(costs.get("start_s")) or 0.0),
          "used": sum(as_float(stages.get(s)) or 0.0 for s in AFTER_STAGES) if any(s in stages for s in AFTER_STAGES)
          else None},
     ]

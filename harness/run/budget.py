@@ -39,9 +39,10 @@ def fit_after_training(run: Run) -> None:
     left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
     rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
     slower = max(1.0, float(run.budget.get("speed") or 1.0))  # a machine that slowed during training
+    start_s = float(run.budget["costs"].get("start_s", 0.0))  # spent already
     for after in After(**run.budget["after"]).leaner(keep_bench=run.opts.max_latency_ms is not None):
         per_row, run_s = after_training(after, run.budget["calibration"])
-        if slower * (rows * per_row + run_s) <= left:
+        if slower * (rows * per_row + max(run_s - start_s, 0.0)) <= left:
             break
     if after != After(**run.budget["after"]):
         run.opts = dataclasses.replace(run.opts, int8=after.int8, short_bench=after.short_bench, bench=after.bench)
@@ -61,13 +62,15 @@ def observe_stages(run: Run) -> None:
     stages = run.manifest.get("stages_s", {})
     rows = len(run.manifest.get("trained", [])) + 1
     per_row = sum(stages.get(n, 0.0) for n in ("export and benchmark", "int8", "ensemble")) / rows
-    tail = sum(stages.get(n, 0.0) for n in ("start", "submission", "report"))
+    # the start less the augmentation probe, which a plan counts as spent already
+    start = max(stages.get("start", 0.0) - float(run.augmentation.get("seconds") or 0.0), 0.0)
+    tail = start + sum(stages.get(n, 0.0) for n in ("submission", "report"))
     # a resumed run's stages are partial; a run that dropped models had other rows than planned
     # (a 5-minute run left with `cnn_small` alone took 3 s a row, a 10-minute one with all three 15 s)
     dropped = any(e.get("event") in ("dropped", "cancelled") for e in run.budget.get("events", []))
     if per_row > 0 and len(run.manifest.get("sessions", [])) == 1 and not dropped:
         observe_after(run.settings.cache_dir, run.budget["calibration"]["key"],
-                      After(**run.budget.get("after_used", run.budget["after"])), per_row, tail)
+                      After(**run.budget.get("after_used", run.budget["after"])), per_row, tail, start)
 
 
 def replayed(opts: RunOptions, settings: Settings) -> dict[str, Any]:

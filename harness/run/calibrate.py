@@ -49,6 +49,7 @@ TEST_ROWS = 28_000            # Digit Recognizer's test.csv: every fold job pred
 # A finished planned run replaces them with what its setup took (observe_after).
 EXPORT_S, BENCH_S, INT8_S = 8.0, 25.0, 35.0
 RUN_S, REPORT_S = 20.0, 15.0
+START_S = 5.0                # of RUN_S, before training: the data, the run folder and its folds
 SHORT_BENCH = 0.3            # a short benchmark (one thread, fewer repeats) against the full one
 RECENT = 3                   # observed figures: the median of this many latest runs of a setup
 # A model not probed yet is taken to train at this share of what its FLOPs at the fastest probed
@@ -106,15 +107,28 @@ def _recent(seen: dict[str, Any] | None, figures: dict[str, float], digits: int 
             "runs": runs, "observed": io.utc_now()}
 
 
-def observe_after(cache_dir: Path, key: str, after: After, per_row_s: float, run_s: float) -> None:
-    """Record what a planned run's stages after training took (per model row, and the run's own)
-    under the calibration `key`, for the next plan of the same setup with the same stages."""
+def before_training(after: After, record: dict[str, Any] | None = None) -> float:
+    """Of the run's own seconds (`after_training`'s second figure), those spent before training
+    (the data, the run folder and its folds): what the last planned runs of this setup took, else
+    the estimate. The keeper's deadline does not hold them back: they are spent when it starts."""
+    run_s = after_training(after, record)[1]
+    seen = (record or {}).get("after", {}).get(after.key) or {}
+    return min(float(seen.get("start_s", START_S)), run_s)
+
+
+def observe_after(cache_dir: Path, key: str, after: After, per_row_s: float, run_s: float,
+                  start_s: float | None = None) -> None:
+    """Record what a planned run's stages after training took (per model row, and the run's own,
+    `start_s` of them before training) under the calibration `key`, for the next plan of the same
+    setup with the same stages."""
     path = Path(cache_dir) / "calibration.json"
     cache = io.read_json(path) if path.is_file() else {}
     if key not in cache:
         return
     seen = cache[key].setdefault("after", {})
-    seen[after.key] = _recent(seen.get(after.key), {"per_row_s": round(per_row_s, 1), "run_s": round(run_s, 1)}, 1)
+    figures = {"per_row_s": round(per_row_s, 1), "run_s": round(run_s, 1),
+               **({"start_s": round(start_s, 1)} if start_s is not None else {})}
+    seen[after.key] = _recent(seen.get(after.key), figures, 1)
     io.write_json(path, cache)
 
 
@@ -243,7 +257,7 @@ def costs_of(record: dict[str, Any], rows: int, k: int, after: After, test_rows:
                  for m, p in figures.items()},
         job_s={m: p["job_fixed_s"] if "job_fixed_s" in p else
                p["fit_fixed_s"] + (n_val + test_rows) * p["predict_s_per_image"] for m, p in figures.items()},
-        after_s={m: per_row for m in figures}, run_s=run_s,
+        after_s={m: per_row for m in figures}, run_s=run_s, start_s=before_training(after, record),
         warmup_s=0.0 if warm else float(record.get("warmup_s", 0.0)))
 
 

@@ -84,13 +84,15 @@ class ModelBudget:
 class Costs:
     """Measured on this machine, in the run's layout (harness.run.calibrate): per model, one
     epoch of one fold job and a job's fixed seconds (start, predictions); per model row, the
-    stages after training; the run's own fixed seconds (data, ensemble, submission, report); and
-    each slot's warm-up before its first job."""
+    stages after training; the run's own fixed seconds (data, ensemble, submission, report), of
+    which `start_s` come before training (data, run folder, folds); and each slot's warm-up before
+    its first job."""
     epoch_s: dict[str, float]
     job_s: dict[str, float]
     after_s: dict[str, float]
     run_s: float = 0.0
     warmup_s: float = 0.0        # a worker's start (TensorFlow's import), once per slot before its first job
+    start_s: float = 0.0         # of run_s, before training: spent by the time the keeper's clock runs
 
 
 @dataclass
