@@ -232,3 +232,39 @@ def test_changed_protocol_is_refused(project: Path):
     doc = tune(settings, TuneOptions(model="ann_tiny", trials=1, limit=400, folds=2, folds_used=1, epochs=1,
                                      fresh=True))
     assert doc["budget"]["limit"] == 400 and len(doc["trials"]) == 1
+
+
+def test_trials_train_under_the_augmentation_policy_a_run_would_use(project: Path, tmp_path: Path):
+    from types import SimpleNamespace
+
+    from harness.core import io
+    from harness.core.runs import RUN_MARKER
+    from harness.tune.study import augmentation_policy
+
+    pinned, free = SimpleNamespace(augment="digits", slug="digit-recognizer"), SimpleNamespace(augment="", slug="x")
+    assert augmentation_policy(TuneOptions(model="ann_tiny", augment="none"), pinned, tmp_path, {})[0] == "none"
+    assert augmentation_policy(TuneOptions(model="ann_tiny"), pinned, tmp_path, {})[0] == "digits"
+    assert augmentation_policy(TuneOptions(model="ann_tiny"), free, tmp_path, {"a": "1"})[0] == "digits"
+    for name, policy, data, finished in (("20260101-000000", "objects", {"a": "1"}, "then"),
+                                         ("20260102-000000", "none", {"a": "2"}, "then"),       # other data
+                                         ("20260103-000000", "none", {"a": "1"}, None)):        # unfinished
+        io.write_json(tmp_path / name / RUN_MARKER,
+                      {"augmentation": {"policy": policy}, "data": data, "finished": finished})
+    policy, why = augmentation_policy(TuneOptions(model="ann_tiny"), free, tmp_path, {"a": "1"})
+    assert (policy, why) == ("objects", "chosen by run 20260101-000000 on this data")
+    from harness.train.augment import apply_policy
+    from harness.tune.study import _Setup
+
+    spec = get_model("cnn_tiny")
+    setup = _Setup(spec=spec, opts=TuneOptions(model="cnn_tiny"), space={}, fixed={}, k=2, seed=0, base_epochs=1,
+                   x=None, y=None, x_test=None, folds=None, protocol={}, budget={}, url="", db_path=tmp_path,
+                   out_path=tmp_path, policy="none")
+    assert setup.trial_params(None)[0] == apply_policy(spec.params({}), "none") != spec.params({})
+
+    # the policy is the protocol's: a study goes on only under the one it began with
+    settings = load_settings()
+    doc = tune(settings, TuneOptions(model="ann_tiny", trials=1, limit=300, folds=2, folds_used=1, epochs=1,
+                                     augment="none"))
+    assert doc["budget"]["augment"] == "none"
+    with pytest.raises(UsageError, match=r"augment.*--fresh"):
+        tune(settings, TuneOptions(model="ann_tiny", trials=2, limit=300, folds=2, folds_used=1, epochs=1))

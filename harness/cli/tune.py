@@ -8,6 +8,7 @@ import sys
 from harness.cli._common import add_data_dir, add_executor, add_json, data_settings, executor_kwargs, print_json, say
 from harness.core.config import Settings
 from harness.core.errors import UsageError
+from harness.train.augment import POLICIES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="delete the stored study of that name and start over")
     p.add_argument("--source", default="auto", choices=["auto", "kaggle", "replica"],
                    help="where to get the data if it is missing (default auto)")
+    p.add_argument("--augment", choices=POLICIES, metavar="POLICY",
+                   help=f"augmentation policy of every trial ({', '.join(POLICIES)}; default: the one the "
+                        "competition's spec pins, else the one the newest finished run on this data chose, else digits)")
     add_executor(p, "trials")
     add_data_dir(p)
     add_json(p)
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     opts = TuneOptions(**executor, model=spec.name, trials=args.trials, timeout=args.timeout, folds=args.folds,
                        folds_used=args.folds_used, limit=args.limit, epochs=args.epochs, seed=args.seed,
                        fix=parse_assignments(spec, args.fix), only=args.only, pruner=args.pruner,
-                       study=args.study, fresh=args.fresh, source=args.source)
+                       study=args.study, fresh=args.fresh, source=args.source, augment=args.augment)
     doc = tune(settings, opts, say=say)
     if args.json:
         print_json(doc)

@@ -22,6 +22,7 @@ class TuneOptions:
     study: str | None = None         # study name (default: the model name)
     fresh: bool = False              # delete an existing study of that name first
     source: str = "auto"
+    augment: str | None = None       # the augmentation policy (default: the competition's, else its last run's)
     executor: str = "local"          # local | ray: parallel trials (harness.tune.parallel)
     jobs: int | None = None          # trials at once (local default 1: in this process)
     cpus_per_job: int | None = None

@@ -179,14 +179,39 @@ class _Setup:
     db_path: Path
     out_path: Path
     classes: int = 10
+    policy: str = "digits"           # harness.train.augment: every trial trains under it, as a run would
 
     def summary(self, study: Any) -> dict[str, Any]:
         return summarize(study, self.spec, self.opts, self.budget, self.space, self.db_path, self.seed)
 
     def trial_params(self, trial: Any) -> tuple[dict[str, Any], int]:
         """A trial's parameters (drawn from the space over the fixed ones) and its epochs."""
+        from harness.train.augment import apply_policy
+
         params = self.spec.params({**self.fixed, **{n: suggest(trial, n, e) for n, e in self.space.items()}})
-        return params, int(params["epochs"]) if "epochs" in self.space else self.base_epochs
+        # saved as drawn: `run --tuned` applies its own policy to them, as here
+        return apply_policy(params, self.policy), int(params["epochs"]) if "epochs" in self.space else self.base_epochs
+
+
+def augmentation_policy(opts: TuneOptions, competition: Any, runs_dir: Path, data: Any) -> tuple[str, str]:
+    """(policy, why) for a study's trials: --augment, else the one the competition's spec pins, else
+    the one the newest finished run on the same data chose (its probe), else `digits` (the
+    recipes as written)."""
+    if opts.augment:
+        return opts.augment, "--augment"
+    if competition.augment:
+        return competition.augment, f"the competition's spec ({competition.slug})"
+    from harness.core.runs import list_runs
+
+    for run_dir in reversed(list_runs(runs_dir)):
+        try:
+            manifest = io.read_json(run_dir / "manifest.json")
+        except (OSError, ValueError):
+            continue
+        chosen = (manifest.get("augmentation") or {}).get("policy")
+        if manifest.get("finished") and manifest.get("data") == data and chosen:
+            return chosen, f"chosen by run {run_dir.name} on this data"
+    return "digits", "no run on this data chose one yet (harness run's probe does)"
 
 
 def _tune(settings: Settings, opts: TuneOptions, *, say: Callable[[str], None] | None = None,
@@ -273,10 +298,14 @@ def _setup(settings: Settings, opts: TuneOptions, space: dict[str, Any], k: int,
     ds = dataset.load(settings.data_dir, settings.competition)
     index, folds = protocol_rows(ds.y_train, opts.limit, k, seed)
     base_epochs = int(spec.params(opts.fix)["epochs"]) if opts.epochs is None else int(opts.epochs)
-    # What a score means: a study only continues under the same protocol.
+    policy, why = augmentation_policy(opts, ds.competition, settings.runs_dir, info.sha256)
+    say(f"augmentation policy {policy}: {why}")
+    # What a score means: a study only continues under the same protocol (and policy: `digits`,
+    # the recipes as written, is left out so that studies begun before it was recorded go on).
     protocol = plain_json({"rows": int(len(index)), "limit": opts.limit, "folds": k, "folds_used": opts.folds_used,
                            "epochs": None if "epochs" in space else base_epochs, "seed": seed,
-                           "space": space, "fixed": opts.fix, "data": info.sha256})
+                           "space": space, "fixed": opts.fix, "data": info.sha256,
+                           **({"augment": policy} if policy != "digits" else {})})
     budget = {key: v for key, v in protocol.items() if key not in ("space", "fixed", "data")}
     budget["pruner"] = opts.pruner if pruner is None else type(pruner).__name__
     url, db_path = storage_url(settings.runs_dir, spec.name)
@@ -285,7 +314,8 @@ def _setup(settings: Settings, opts: TuneOptions, space: dict[str, Any], k: int,
                   x=ds.x_train[index], y=ds.y_train[index],
                   x_test=ds.x_test[:1],  # train_fold predicts the test set; a trial needs none of it
                   folds=folds, protocol=protocol, budget=budget, url=url, db_path=db_path,
-                  out_path=tuned_path(settings.runs_dir, spec.name), classes=ds.competition.n_classes)
+                  out_path=tuned_path(settings.runs_dir, spec.name), classes=ds.competition.n_classes,
+                  policy=policy)
 
 
 def _open_study(setup: _Setup, pruner: Any, say: Callable[[str], None]) -> Any:
