@@ -106,6 +106,11 @@ def test_longest_jobs_go_first_and_the_eta_scales_by_cost(tmp_path):
     progress.job_done(fake[0], {"status": "trained", "wall_s": 100.0, "accuracy": 0.9, "seconds": 99.0,
                                 "images_per_s": 1.0})
     assert progress.eta() == pytest.approx(3 * 100.0 / 10.0)  # not 3 x 100 s, the big job's time
+    # a time limit's stand-by bag counts once one of its jobs starts
+    progress.set_costs({"big": 10.0, "small": 1.0}, optional={"small"})
+    assert progress.eta() == 0.0
+    progress.job_started(fake[1])
+    assert progress.eta() == pytest.approx(3 * 100.0 / 10.0, abs=0.5)
 
 
 def test_two_processes_train_two_folds_at_once(data, tmp_path):

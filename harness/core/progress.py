@@ -28,6 +28,7 @@ class TrainingProgress:
         self._total = self._done = self._slots = 0
         self._running: dict[str, tuple[float, str]] = {}   # job name -> (start time, model)
         self._job_seconds: list[float] = []
+        self._optional: set[str] = set()    # models the ETA leaves out until one of their jobs starts
         self.deadline: float | None = None   # time.perf_counter() a time-limited run ends by
 
     def time_left(self) -> float | None:
@@ -80,12 +81,15 @@ class TrainingProgress:
 
     def job_started(self, job: Any) -> None:
         self._running[job.name] = (time.perf_counter(), job.model)
+        self._optional.discard(job.model)  # a stand-by bag once started is trained whole
         self._refresh()
 
-    def set_costs(self, costs: dict[str, float]) -> None:
+    def set_costs(self, costs: dict[str, float], optional: Any = ()) -> None:
         """Relative cost of one job of each model (epochs x FLOPs, harness.run.training), so that the
-        ETA of a model with no finished job yet scales from the others' time per unit of cost."""
+        ETA of a model with no finished job yet scales from the others' time per unit of cost.
+        `optional` models (a time limit's stand-by bags) count only once one of their jobs starts."""
         self._costs = dict(costs)
+        self._optional = set(optional)
 
     def eta(self) -> float | None:
         """Seconds left: each unfinished job costs the mean time of its model's finished jobs (for a
@@ -108,7 +112,8 @@ class TrainingProgress:
         now = time.perf_counter()
         running = Counter(model for _, model in self._running.values())
         work = sum(max(cost(model) - (now - t), 0.0) for t, model in self._running.values())
-        work += sum((n - running[model]) * cost(model) for model, n in self._left.items())
+        work += sum((n - running[model]) * cost(model) for model, n in self._left.items()
+                    if model not in self._optional)
         return work / max(1, min(self._slots, self._total - self._done))
 
     def jobs_dropped(self, models: list[str], cancelled: Any = None) -> None:

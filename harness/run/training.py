@@ -129,7 +129,8 @@ def cross_validate(run: Run, specs: list[ModelSpec], model_params: dict[str, dic
     else:
         costs = job_costs(jobs, by_name, run.x.shape[1:], run.data.competition.n_classes)
         jobs = longest_first(jobs, costs)
-    progress.set_costs(costs)
+    # the stand-by bags run only when the jobs before them are fast enough: not in the ETA until then
+    progress.set_costs(costs, optional=set(keeper.standby) - keeper.started if keeper is not None else ())
 
     def hooks(job: FoldJob) -> dict:  # the per-step bar, for jobs run in this process
         rows = int((folds != job.fold).sum())
