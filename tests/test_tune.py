@@ -210,7 +210,8 @@ def test_interrupted_tune_resumes_where_it_stopped(project: Path, monkeypatch: p
     ctrl_c_at.clear()
     lines: list[str] = []
     doc = tune(settings, TuneOptions(**opts), say=lines.append, tty=False)
-    assert "resuming study 'ann_tiny'" in lines[0] and "1/2 trials finished" in lines[0]
+    assert lines[0].startswith("augmentation policy digits: the competition's spec")
+    assert "resuming study 'ann_tiny'" in lines[1] and "1/2 trials finished" in lines[1]
     complete = [t for t in doc["trials"] if t["state"] == "complete"]
     assert len(complete) == 2 and complete[0] == first["trials"][0]  # trial 0 kept, not re-run
     assert complete[1]["params"] == cut["params"]  # the cut-off trial ran again, with its parameters
