@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 
 def fmt_seconds(seconds: float) -> str:
@@ -84,7 +84,7 @@ class TrainingProgress:
         self._optional.discard(job.model)  # a stand-by bag once started is trained whole
         self._refresh()
 
-    def set_costs(self, costs: dict[str, float], optional: Any = ()) -> None:
+    def set_costs(self, costs: dict[str, float], optional: Iterable[str] = ()) -> None:
         """Relative cost of one job of each model (epochs x FLOPs, harness.run.training), so that the
         ETA of a model with no finished job yet scales from the others' time per unit of cost.
         `optional` models (a time limit's stand-by bags) count only once one of their jobs starts."""

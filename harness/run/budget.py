@@ -41,8 +41,8 @@ def fit_after_training(run: Run) -> None:
     slower = max(1.0, float(run.budget.get("speed") or 1.0))  # a machine that slowed during training
     start_s = float(run.budget["costs"].get("start_s", 0.0))  # spent already
     for after in After(**run.budget["after"]).leaner(keep_bench=run.opts.max_latency_ms is not None):
-        per_row, run_s = after_training(after, run.budget["calibration"])
-        if slower * (rows * per_row + max(run_s - start_s, 0.0)) <= left:
+        per_row, run_s = after_training(after, run.budget["calibration"], start_s)
+        if slower * (rows * per_row + run_s) <= left:
             break
     if after != After(**run.budget["after"]):
         run.opts = dataclasses.replace(run.opts, int8=after.int8, short_bench=after.short_bench, bench=after.bench)

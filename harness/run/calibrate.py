@@ -84,15 +84,16 @@ class After:
         return out
 
 
-def after_training(after: After, record: dict[str, Any] | None = None) -> tuple[float, float]:
+def after_training(after: After, record: dict[str, Any] | None = None, spent_s: float = 0.0) -> tuple[float, float]:
     """(seconds per model row after training, the run's own seconds) of these stages: what the last
     planned run of this calibration's setup (machine, models, layout) took with them, else the
-    estimates."""
+    estimates. `spent_s`: the run's own seconds spent already (those before training), left out."""
     seen = (record or {}).get("after", {}).get(after.key)
     if seen:
-        return seen["per_row_s"], seen["run_s"]
+        return seen["per_row_s"], max(seen["run_s"] - spent_s, 0.0)
     bench = (BENCH_S * (SHORT_BENCH if after.short_bench else 1.0)) if after.bench else 0.0
-    return EXPORT_S + bench + (INT8_S if after.int8 else 0.0), RUN_S + (REPORT_S if after.report else 0.0)
+    return (EXPORT_S + bench + (INT8_S if after.int8 else 0.0),
+            max(RUN_S + (REPORT_S if after.report else 0.0) - spent_s, 0.0))
 
 
 def _recent(seen: dict[str, Any] | None, figures: dict[str, float], digits: int | None = None) -> dict[str, Any]:

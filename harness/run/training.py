@@ -198,9 +198,9 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
     # benchmark), as this setup took them before or as estimated
     from harness.run.calibrate import After, after_training
 
-    per_row, run_s = after_training(After(**budget["after"]).leaner()[-1], budget["calibration"])
+    per_row, run_s = after_training(After(**budget["after"]).leaner()[-1], budget["calibration"], start_s)
     rows = sum(plan["bags"].values()) + 1
-    hard = run.clock + limit - (rows * per_row + max(run_s - start_s, 0.0))
+    hard = run.clock + limit - (rows * per_row + run_s)
     protected = cheapest([s.name for s in specs if bags.number(s.name) == 1],
                          lambda n: planned_s(n, int(model_params[n]["epochs"])))
     standby = {n: costs["after_s"][m] for n, m in standby_bags(plan).items()}
