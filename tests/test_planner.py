@@ -139,6 +139,20 @@ def test_the_seconds_before_training_are_part_of_the_runs_own_and_not_held_back_
     assert before_training(After(int8=False), record) == START_S  # another level's stages: not observed
 
 
+def test_the_plan_counts_the_ensembles_row_after_training_as_the_observed_share_was_taken():
+    # observe_stages divides the stages after training (the ensemble's export, benchmark and INT8
+    # among them) over the model rows and the ensemble's: a plan of the same rows must get them all
+    # back (one that counted the model rows alone planned a 2-hour run's 594 s at 509)
+    stages_s, rows = 594.0, 3
+    per_row = stages_s / (rows + 1)
+    costs = Costs(epoch_s=COSTS.epoch_s, job_s=COSTS.job_s, after_s={m.name: per_row for m in MODELS},
+                  run_s=COSTS.run_s)
+    plan = make_plan(3600, MODELS, costs, k=5, slots=2)
+    assert sum(plan.bags.values()) == rows and plan.after_s == pytest.approx(stages_s)
+    bagged = make_plan(14400, MODELS, costs, k=5, slots=2)
+    assert bagged.after_s == pytest.approx(per_row * (sum(bagged.bags.values()) + 1))
+
+
 def test_observed_figures_are_the_median_of_the_latest_runs(tmp_path):
     from harness.core import io
     from harness.run.calibrate import RECENT, After, costs_of, observe, observe_after

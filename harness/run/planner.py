@@ -83,8 +83,9 @@ class ModelBudget:
 @dataclass(frozen=True)
 class Costs:
     """Measured on this machine, in the run's layout (harness.run.calibrate): per model, one
-    epoch of one fold job and a job's fixed seconds (start, predictions); per model row, the
-    stages after training; the run's own fixed seconds (data, ensemble, submission, report), of
+    epoch of one fold job and a job's fixed seconds (start, predictions); per model row (the
+    ensemble's counted as one more), the stages after training; the run's own fixed seconds (data,
+    submission, report), of
     which `start_s` come before training (data, run folder, folds); and each slot's warm-up before
     its first job."""
     epoch_s: dict[str, float]
@@ -185,7 +186,10 @@ def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: d
     `speed` x their costs."""
     jobs = [(bag_name(m.name, b), speed * job_seconds(costs, m.name, epochs[m.name]))
             for m in models for b in range(1, bags[m.name] + 1) for _ in range(k)]
-    after = sum(costs.after_s[m.name] * bags[m.name] for m in models)
+    # every model row, and the ensemble's as one more: a row's observed share holds the ensemble's
+    # stage divided over the rows and it (harness.run.budget.observe_stages), as the keeper's
+    # limits and fit_after_training count it
+    after = sum(costs.after_s[m.name] * bags[m.name] for m in models) + max(costs.after_s[m.name] for m in models)
     first = cheapest([m.name for m in models], lambda n: job_seconds(costs, n, epochs[n]))
     order = [d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0], first=first)]
     return list_schedule(order, slots, [costs.warmup_s] * slots), after
