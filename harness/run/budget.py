@@ -177,7 +177,8 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
         dearest first) in what the limit leaves after the calibration so far and the leanest
         stages after training."""
         per_row, run_s = after_training(levels[-1])
-        left = opts.time_limit * (1 - MARGIN) - spent_s - elapsed - (len(probed) + 1) * per_row - run_s
+        rows_after = len(probed) + 2  # the probed models' rows, this one's and the ensemble's, as a plan counts them
+        left = opts.time_limit * (1 - MARGIN) - spent_s - elapsed - rows_after * per_row - run_s
         fold_s = [p["fit_fixed_s"] + fewest[m] * (rows / 2) * p["train_s_per_image"] for m, p in probed.items()]
         return 2 * (sum(fold_s) + fewest[name] * (rows / 2) * s_per_image) / slots <= left
 
