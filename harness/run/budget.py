@@ -26,6 +26,7 @@ from harness.core.progress import TrainingProgress, fmt_seconds
 from harness.core.runs import resolve_run
 from harness.registry import ModelSpec
 from harness.run.options import RunOptions
+from harness.run.planner import ENSEMBLE_ROWS
 from harness.run.state import Run
 from harness.train import bags
 
@@ -37,7 +38,7 @@ def fit_after_training(run: Run) -> None:
     from harness.run.calibrate import After, after_training
 
     left = run.budget["limit_s"] - (time.perf_counter() - run.clock)
-    rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + 1  # + the ensemble
+    rows = sum((run.run_dir / n / "cv.json").is_file() for n in run.names) + ENSEMBLE_ROWS
     slower = max(1.0, float(run.budget.get("speed") or 1.0))  # a machine that slowed during training
     start_s = float(run.budget["costs"].get("start_s", 0.0))  # spent already
     for after in After(**run.budget["after"]).leaner(keep_bench=run.opts.max_latency_ms is not None):
@@ -60,7 +61,7 @@ def observe_stages(run: Run) -> None:
     from harness.run.calibrate import After, observe_after
 
     stages = run.manifest.get("stages_s", {})
-    rows = len(run.manifest.get("trained", [])) + 1
+    rows = len(run.manifest.get("trained", [])) + ENSEMBLE_ROWS
     per_row = sum(stages.get(n, 0.0) for n in ("export and benchmark", "int8", "ensemble")) / rows
     # the start less the augmentation probe, which a plan counts as spent already
     start = max(stages.get("start", 0.0) - float(run.augmentation.get("seconds") or 0.0), 0.0)
@@ -177,7 +178,7 @@ def plan_run(opts: RunOptions, settings: Settings, specs: list[ModelSpec], param
         dearest first) in what the limit leaves after the calibration so far and the leanest
         stages after training."""
         per_row, run_s = after_training(levels[-1])
-        rows_after = len(probed) + 2  # the probed models' rows, this one's and the ensemble's, as a plan counts them
+        rows_after = len(probed) + 1 + ENSEMBLE_ROWS  # the probed models' rows, this one's, the ensemble's
         left = opts.time_limit * (1 - MARGIN) - spent_s - elapsed - rows_after * per_row - run_s
         fold_s = [p["fit_fixed_s"] + fewest[m] * (rows / 2) * p["train_s_per_image"] for m, p in probed.items()]
         return 2 * (sum(fold_s) + fewest[name] * (rows / 2) * s_per_image) / slots <= left

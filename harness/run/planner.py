@@ -46,6 +46,10 @@ from harness.core.progress import fmt_seconds
 
 MARGIN = 0.05           # of the budget, held back for what the costs do not see (drift, stragglers)
 MAX_BAGS = 50           # as harness.train.bags
+# The ensemble's row after training costs as one model row more: a setup's observed share per row
+# is its stages after training divided over the model rows and the ensemble's (observe_stages), so
+# every budget of those stages (the plan, the keeper's hard limit, fit_after_training) counts it.
+ENSEMBLE_ROWS = 1
 STANDBY_SPEED = 0.8     # the fastest the jobs are taken to run against their costs, for stand-by bags
 
 
@@ -84,10 +88,9 @@ class ModelBudget:
 class Costs:
     """Measured on this machine, in the run's layout (harness.run.calibrate): per model, one
     epoch of one fold job and a job's fixed seconds (start, predictions); per model row (the
-    ensemble's counted as one more), the stages after training; the run's own fixed seconds (data,
-    submission, report), of
-    which `start_s` come before training (data, run folder, folds); and each slot's warm-up before
-    its first job."""
+    ensemble's counted as ENSEMBLE_ROWS more), the stages after training; the run's own fixed
+    seconds (data, submission, report), of which `start_s` come before training (data, run folder,
+    folds); and each slot's warm-up before its first job."""
     epoch_s: dict[str, float]
     job_s: dict[str, float]
     after_s: dict[str, float]
@@ -186,10 +189,8 @@ def _cost(models: list[ModelBudget], costs: Costs, k: int, slots: int, epochs: d
     `speed` x their costs."""
     jobs = [(bag_name(m.name, b), speed * job_seconds(costs, m.name, epochs[m.name]))
             for m in models for b in range(1, bags[m.name] + 1) for _ in range(k)]
-    # every model row, and the ensemble's as one more: a row's observed share holds the ensemble's
-    # stage divided over the rows and it (harness.run.budget.observe_stages), as the keeper's
-    # limits and fit_after_training count it
-    after = sum(costs.after_s[m.name] * bags[m.name] for m in models) + max(costs.after_s[m.name] for m in models)
+    after = (sum(costs.after_s[m.name] * bags[m.name] for m in models)
+             + ENSEMBLE_ROWS * max(costs.after_s[m.name] for m in models))
     first = cheapest([m.name for m in models], lambda n: job_seconds(costs, n, epochs[n]))
     order = [d for _, d in job_order(jobs, lambda j: j[1], lambda j: j[0], first=first)]
     return list_schedule(order, slots, [costs.warmup_s] * slots), after

@@ -173,7 +173,7 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
     """The time limit's keeper of this run's training (harness.run.keeper): the plan's costs, the
     deadline left after the stages that follow training, the cheapest model kept whatever happens."""
     from harness.run.keeper import Keeper
-    from harness.run.planner import MARGIN, cheapest, standby_bags
+    from harness.run.planner import ENSEMBLE_ROWS, MARGIN, cheapest, standby_bags
 
     budget = run.budget
     costs, plan = budget["costs"], budget["plan"]
@@ -199,7 +199,7 @@ def _keeper(run: Run, specs: list[ModelSpec], model_params: dict[str, dict[str, 
     from harness.run.calibrate import After, after_training
 
     per_row, run_s = after_training(After(**budget["after"]).leaner()[-1], budget["calibration"], start_s)
-    rows = sum(plan["bags"].values()) + 1
+    rows = sum(plan["bags"].values()) + ENSEMBLE_ROWS
     hard = run.clock + limit - (rows * per_row + run_s)
     protected = cheapest([s.name for s in specs if bags.number(s.name) == 1],
                          lambda n: planned_s(n, int(model_params[n]["epochs"])))
