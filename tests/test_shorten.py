@@ -71,6 +71,13 @@ class FromFirstEpoch(Keeper):
             self.deadline = self.clock() + 20.0
         super().epoch(job, done, at)
 
+    def overdue(self, running):
+        # the fold is shortened to end by the deadline at the speed of its epochs, plus this plan's
+        # 2 s after its last; its predictions and writes take 6 s on a fast machine and more on a
+        # slow one, so it may end a little past it. A run's keeper allows that (its grace, the
+        # time of the stages after training); this test's subject is the shortening, not that.
+        return []
+
 
 def _job(run_dir: Path, **params) -> FoldJob:
     from harness.registry import get_model
@@ -93,7 +100,7 @@ def test_a_fold_slowed_under_its_worker_is_shortened_and_replayed_exactly(data, 
     fold = json.loads((tmp_path / "run" / "cnn_tiny" / "fold_0" / "fold.json").read_text())
     assert fold["planned_epochs"] == 8 and 3 <= fold["epochs"] < 8 and fold["shortened_at"] < fold["epochs"]
     history = json.loads((tmp_path / "run" / "cnn_tiny" / "fold_0" / "history.json").read_text())
-    assert len(history["loss"]) == fold["epochs"] == done[0]["epochs"]
+    assert len(history["loss"]) == fold["epochs"] == done[0]["epochs"], (keeper.events, done)
     # --replay's way: the same fold, shortened at the same epoch (params `shortened`), no clock
     monkeypatch.delenv("HARNESS_FAILPOINT_EPOCH_SLEEP")
     replay = _job(tmp_path / "replay", shortened={"0": [fold["shortened_at"], fold["epochs"]]})
