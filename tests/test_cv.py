@@ -92,8 +92,10 @@ def test_oof_bookkeeping_and_fold_ensemble(tmp_path):
     assert cv.oof_accuracy > 0.5  # it learned something
     info = json.loads((tmp_path / "ann_tiny" / "cv.json").read_text())
     assert info["n_params"] == 25546 and len(info["folds"]) == 3
-    assert set(json.loads((tmp_path / "ann_tiny" / "fold_0" / "history.json").read_text())) >= {
-        "loss", "accuracy", "val_loss", "val_accuracy"}
+    history = json.loads((tmp_path / "ann_tiny" / "fold_0" / "history.json").read_text())
+    assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    ends = history["epoch_end_s"]   # seconds into training at each epoch's end
+    assert len(ends) == len(history["loss"]) == 2 and 0 < ends[0] < ends[1] <= info["folds"][0]["seconds"] + 0.01
 
     # A second call resumes every fold: nothing is retrained, the figures are the same.
     before = (tmp_path / "ann_tiny" / "fold_1" / "model.keras").stat().st_mtime_ns

@@ -9,7 +9,7 @@ Layout (one direction of data flow, each file written atomically):
       results.json             the leaderboard rows (written by harness.results.leaderboard)
       <model>/
         fold_<k>/model.keras   fold model (input float32 pixels 0..255, output softmax [N,10])
-        fold_<k>/history.json  per-epoch loss/accuracy, train and validation
+        fold_<k>/history.json  per-epoch loss/accuracy, train and validation; each epoch's end (s)
         fold_<k>/oof.npy       float32 [n_val,10] probabilities on the fold's validation rows
         fold_<k>/test.npy      float32 [28000,10] probabilities on test.csv
         fold_<k>/fold.json     the marker that the fold is complete (accuracy, times, where it ran)

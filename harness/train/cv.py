@@ -254,6 +254,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
 
         def on_epoch_end(self, epoch, logs=None):
             nonlocal target, shortened_at
+            ends.append(round(time.perf_counter() - start, 3))
             if on_epoch:
                 on_epoch(epoch, logs or {})
             asked = control(epoch + 1) if control else None
@@ -266,7 +267,7 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
             if epoch + 1 >= target:
                 self.model.stop_training = True
 
-    start = time.perf_counter()
+    start, ends = time.perf_counter(), []  # each epoch's end, seconds into training: the keeper's error, read later
     history = model.fit(
         _train_dataset(x_tr, y_tr, params, seed, epochs, classes), epochs=epochs, steps_per_epoch=steps_per_epoch,
         validation_data=(x_val[:n_val].astype(np.float32), val_y), validation_batch_size=1024,
@@ -285,7 +286,8 @@ def train_fold(spec: ModelSpec, params: dict[str, Any], x_tr: np.ndarray, y_tr: 
     out.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(out / "model.keras", suffix=".keras") as tmp:
         model.save(tmp)
-    io.write_json(out / "history.json", {k: [float(v) for v in vs] for k, vs in history.history.items()})
+    io.write_json(out / "history.json", {**{k: [float(v) for v in vs] for k, vs in history.history.items()},
+                                         "epoch_end_s": ends})
     io.write_npy(out / "oof.npy", oof)
     io.write_npy(out / "test.npy", test)
     shortened = {"planned_epochs": epochs, "shortened_at": shortened_at} if shortened_at else {}
