@@ -213,7 +213,9 @@ def test_jobs_still_running_past_the_deadline_and_its_grace_are_cancelled():
                                  slow=lambda t: 4.0, first=None)
     assert executor.cancelled and all(key.startswith("cnn_deep") for key in executor.cancelled)
     assert executor.now <= 400.0 + 50.0 + 1.0 + 1e-6   # + one wait's timeout
-    assert ("cancelled", "cnn_deep") in {(e["event"], e["model"]) for e in keeper.events}
+    (event,) = [e for e in keeper.events if e["event"] == "cancelled"]
+    assert event["model"] == "cnn_deep" and len(event["folds"]) == len(executor.cancelled)
+    assert all(target == 30 for _, target in event["folds"].values())   # [epochs done, to end with]
     assert [j.model for j in done].count("ann") == 5
 
 

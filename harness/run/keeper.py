@@ -292,11 +292,19 @@ class Keeper:
         late = [job for job, _ in running.values()
                 if job.model in self.dropped or (past and job.model != self.protected)]
         for model in sorted({j.model for j in late} - self.dropped):
-            self._event("cancelled", model, "still training at the deadline")
+            # how far each of its running folds got: [epochs done, epochs it was to end with]
+            folds = {job.fold: [self._done(job.key), self.ends_with.get(job.key, job.epochs)]
+                     for job in late if job.model == model}
+            self._event("cancelled", model, "still training at the deadline", folds=folds)
             self.dropped.add(model)
         for job in late:
             self.running_epochs.pop(job.key, None)
         return late
+
+    def _done(self, key: str) -> int:
+        """Epochs a running fold has reported finished (0: none, or it does not report them)."""
+        ends = self.running_epochs.get(key, (None, []))[1]
+        return ends[-1][0] if ends else 0
 
     def forget(self, model: str, pending: deque) -> None:
         """Drop `model`'s pending jobs (one of its jobs was cancelled)."""
