@@ -153,6 +153,21 @@ def test_the_plan_counts_the_ensembles_row_after_training_as_the_observed_share_
     assert bagged.after_s == pytest.approx(per_row * (sum(bagged.bags.values()) + 1))
 
 
+def test_stages_not_taken_yet_cost_no_more_than_richer_ones_taken():
+    # the leanest stages (no benchmark) are a run's last resort: held back at their estimate where
+    # this setup's short benchmarks, which do more, took less, they cut a 5-minute run's grace
+    from harness.run.calibrate import After, after_training
+
+    leanest, short = After(bench=False, int8=False), After(int8=False, short_bench=True)
+    taken = {"after": {short.key: {"per_row_s": 1.0, "run_s": 2.0}}}
+    assert after_training(leanest, taken) == (1.0, 2.0) and after_training(leanest, taken, spent_s=1.5) == (1.0, 0.5)
+    assert after_training(After(int8=False), taken) == after_training(After(int8=False))   # not covered: more work
+    dear = {"after": {short.key: {"per_row_s": 99.0, "run_s": 99.0}}}
+    assert after_training(leanest, dear) == after_training(leanest)                  # the estimate, when lower
+    assert After(bench=True).covers(After(short_bench=True)) and not After(short_bench=True).covers(After())
+    assert After.from_key(short.key) == short and After.from_key("bench=2") is None
+
+
 def test_observed_figures_are_the_median_of_the_latest_runs(tmp_path):
     from harness.core import io
     from harness.run.calibrate import RECENT, After, costs_of, observe, observe_after
