@@ -101,6 +101,9 @@ class CVResult:
     train_ips: float
 
 
+PREFETCH_BATCHES = 8  # batches made ahead of the training step
+
+
 def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, epochs: int,
                    classes: int = 10):
     import tensorflow as tf
@@ -118,11 +121,14 @@ def _train_dataset(x: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: i
         ds = ds.map(lambda a, b: (a, tf.one_hot(b, classes)))
     from harness.core.tfquiet import threads
 
+    options = tf.data.Options()
+    # No autotuning: with it, `fit` returned 0-31 s after a fold's last epoch (the iterator's
+    # teardown), time the keeper cannot see; without it, none, and epochs within the noise of
+    # side-by-side runs (docs/MEASUREMENTS.md). The maps' AUTOTUNE then means the pool's threads.
+    options.autotune.enabled = False
     if threads() is not None:  # a job given k CPUs: tf.data's pool too, not one thread per core
-        options = tf.data.Options()
         options.threading.private_threadpool_size = threads()
-        ds = ds.with_options(options)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
 
 def compile_model(model: Any, params: dict[str, Any], steps: int, steps_per_execution: int = 1,
