@@ -27,8 +27,8 @@ that one run slowed by something else on the machine does not set the next plan 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -89,10 +89,10 @@ class After:
         bench = not other.bench or (self.bench and (other.short_bench or not self.short_bench))
         return bench and self.int8 >= other.int8 and self.report >= other.report
 
-    @classmethod
-    def from_key(cls, key: str) -> "After | None":
-        m = re.fullmatch(r"bench=([01])(s?),int8=([01]),report=([01])", key)
-        return cls(bench=m[1] == "1", short_bench=m[2] == "s", int8=m[3] == "1", report=m[4] == "1") if m else None
+    def richer(self) -> list["After"]:
+        """Every other set of stages that does all of this one's work."""
+        every = (After(*flags) for flags in itertools.product((False, True), repeat=4))
+        return [a for a in every if a != self and a.covers(self)]
 
 
 def after_training(after: After, record: dict[str, Any] | None = None, spent_s: float = 0.0) -> tuple[float, float]:
@@ -106,8 +106,7 @@ def after_training(after: After, record: dict[str, Any] | None = None, spent_s: 
         per_row, run_s = observed[after.key]["per_row_s"], observed[after.key]["run_s"]
     else:
         bench = (BENCH_S * (SHORT_BENCH if after.short_bench else 1.0)) if after.bench else 0.0
-        richer = [seen for key, seen in observed.items()
-                  if (level := After.from_key(key)) is not None and level.covers(after)]
+        richer = [observed[level.key] for level in after.richer() if level.key in observed]
         per_row = min([EXPORT_S + bench + (INT8_S if after.int8 else 0.0), *(s["per_row_s"] for s in richer)])
         run_s = min([RUN_S + (REPORT_S if after.report else 0.0), *(s["run_s"] for s in richer)])
     return per_row, max(run_s - spent_s, 0.0)
